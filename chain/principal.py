@@ -1,0 +1,69 @@
+"""Principals: who an account or a signer is.
+
+A principal is the SHA-256 of a raw Ed25519 public key. Its text form is ``blk`` followed by
+base32 (lowercase, no padding) of the 32-byte digest and a 4-byte checksum, so a mistyped
+principal fails its checksum and is refused before any coin is sent to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+from chain.errors import PrincipalFormatError
+
+PREFIX = "blk"
+_CHECK_DOMAIN = b"blockcoin principal checksum"
+TEXT_LENGTH = len(PREFIX) + 58
+
+
+def _checksum(digest: bytes) -> bytes:
+    return hashlib.sha256(_CHECK_DOMAIN + digest).digest()[:4]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Principal:
+    digest: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.digest, bytes) or len(self.digest) != 32:
+            raise PrincipalFormatError("a principal is 32 bytes")
+
+    @classmethod
+    def of_public_key(cls, ed25519_public: bytes) -> "Principal":
+        return cls(hashlib.sha256(ed25519_public).digest())
+
+    @classmethod
+    def parse(cls, text: str) -> "Principal":
+        text = text.strip()
+        if not text.startswith(PREFIX):
+            raise PrincipalFormatError(f"a principal starts with {PREFIX!r}: {text[:16]!r}")
+        body = text[len(PREFIX) :]
+        if len(body) != 58:
+            raise PrincipalFormatError(
+                f"a principal is {TEXT_LENGTH} characters, got {len(text)}: {text[:16]!r}..."
+            )
+        try:
+            raw = base64.b32decode(body.upper() + "======", casefold=False)
+        except (ValueError, TypeError) as exc:
+            raise PrincipalFormatError(f"not base32: {text[:16]!r}...") from exc
+        digest, check = raw[:32], raw[32:]
+        if len(raw) != 36 or _checksum(digest) != check:
+            raise PrincipalFormatError(f"principal checksum mismatch (mistyped?): {text}")
+        principal = cls(digest)
+        if str(principal) != text:
+            raise PrincipalFormatError(f"non-canonical principal text: {text}")
+        return principal
+
+    def __str__(self) -> str:
+        raw = self.digest + _checksum(self.digest)
+        return PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+    def __repr__(self) -> str:
+        return f"Principal({self})"
+
+    @property
+    def root_path(self) -> str:
+        """The path of this principal's blocktree root."""
+        return f"/{self}"
