@@ -57,4 +57,6 @@ class Block:
                 events.append(event)
             return Block(header, events)
 
-        return decode_all(data, read)
+        block = decode_all(data, read)
+        block.__dict__["size"] = len(data)  # canonical, so the encoding is the input
+        return block

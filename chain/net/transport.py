@@ -26,9 +26,10 @@ from chain.net.errors import ChannelClosed, FrameTooLarge
 MAX_FRAME = 65535
 """Largest Noise message, handshake or transport (Noise specification, section 3)."""
 
-WS_MAX_MSG_SIZE = MAX_FRAME
+WS_MAX_MSG_SIZE = MAX_FRAME + 1
 """Pass as ``max_msg_size`` to ``web.WebSocketResponse`` and ``ClientSession.ws_connect`` so
-aiohttp itself refuses larger WebSocket messages before buffering them."""
+aiohttp itself refuses larger WebSocket messages before buffering them (aiohttp refuses sizes
+*equal* to its limit, hence the one extra byte; the adapter still checks :data:`MAX_FRAME`)."""
 
 _CLOSE_TIMEOUT = 2.0
 

@@ -1,0 +1,95 @@
+"""A node's local core: its data directory, chain state, mempool and wallet, in one process.
+
+The CLI uses it directly when no node is running; the networked node wraps it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from chain.block import Block
+from chain.chainstate import AcceptResult, ChainState
+from chain.errors import ConfigError
+from chain.events import SignedEvent
+from chain.keys import KeyPair
+from chain.mempool import Mempool
+from chain.mining import solve_block
+from chain.params import NetworkParams, network
+from chain.principal import Principal
+from chain.template import build_template
+from chain.wallet import Wallet
+
+
+def default_datadir(net: str) -> Path:
+    base = os.environ.get("BLOCKCOIN_HOME")
+    return (Path(base) if base else Path.home() / ".blockcoin") / net
+
+
+def init_datadir(datadir: Path, params: NetworkParams) -> tuple[Wallet, bool]:
+    """Create the data directory, config and wallet key; on regtest the wallet is development
+    key 0, funded at genesis. Returns the wallet and whether anything was created."""
+    datadir.mkdir(parents=True, exist_ok=True)
+    config = datadir / "config.toml"
+    created = False
+    if config.exists():
+        existing = tomllib.loads(config.read_text()).get("network")
+        if existing != params.name:
+            raise ConfigError(f"{datadir} is a {existing!r} data directory, not {params.name!r}")
+    else:
+        config.write_text(f'network = "{params.name}"\n')
+        created = True
+    key_path = datadir / "wallet.key"
+    if not key_path.exists():
+        key = KeyPair.development(0) if params.name == "regtest" else KeyPair.generate()
+        key.save(key_path)
+        created = True
+    return Wallet.load(datadir), created
+
+
+class LocalNode:
+    def __init__(self, datadir: Path, params: NetworkParams, verify_threads: int | None = None):
+        config = datadir / "config.toml"
+        if not config.exists():
+            raise ConfigError(f"no data directory at {datadir} (run `blockcoin init` first)")
+        configured = tomllib.loads(config.read_text()).get("network")
+        if configured != params.name:
+            raise ConfigError(f"{datadir} is a {configured!r} data directory, not {params.name!r}")
+        self.datadir = datadir
+        self.params = params
+        self.chain = ChainState(datadir, params, verify_threads)
+        self.mempool = Mempool(self.chain)
+        self._wallet: Wallet | None = None
+
+    @classmethod
+    def open(cls, datadir: Path | None, net: str) -> "LocalNode":
+        params = network(net)
+        return cls(datadir or default_datadir(net), params)
+
+    @property
+    def wallet(self) -> Wallet:
+        if self._wallet is None:
+            self._wallet = Wallet.load(self.datadir)
+        return self._wallet
+
+    def close(self) -> None:
+        self.chain.close()
+
+    def __enter__(self) -> "LocalNode":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, event: SignedEvent) -> bytes:
+        return self.mempool.add(event)
+
+    def mine_block(self, recipient: Principal | None = None, now: int | None = None) -> Block:
+        template = build_template(self.chain, self.mempool, recipient or self.wallet.principal, now)
+        block = solve_block(template)
+        self.chain.accept_block(block, now)
+        return block
+
+    def accept(self, block: Block) -> AcceptResult:
+        return self.chain.accept_block(block)

@@ -1,0 +1,13 @@
+"""Global tree errors (consensus failures use chain.errors' ValidationError family)."""
+
+from chain.errors import BlockcoinError
+
+
+class GlobalTreeError(BlockcoinError):
+    code = "globaltree"
+
+
+class NotFound(GlobalTreeError):
+    """A query for a principal, path or contract the global tree does not know."""
+
+    code = "not-found"

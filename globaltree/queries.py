@@ -1,0 +1,73 @@
+"""Read-only queries on the global tree: ``/global/principals`` and ``/global/fragments``."""
+
+from __future__ import annotations
+
+from chain.principal import Principal
+from globaltree.records import (
+    BY_HOST,
+    BY_OWNER,
+    Account,
+    Contract,
+    contract_key,
+    fragment_prefix,
+)
+from globaltree.view import KeyValueReader, StateView
+
+
+class GlobalTree:
+    """Queries over a database (or a snapshot of it) holding the folded state."""
+
+    def __init__(self, db: KeyValueReader) -> None:
+        self.view = StateView(db)
+
+    def principal(self, p: Principal) -> Account | None:
+        return self.view.peek_account(p)
+
+    def balance(self, p: Principal) -> int:
+        acct = self.principal(p)
+        return acct.balance if acct else 0
+
+    def contract(self, cid: bytes) -> Contract | None:
+        raw = self.view.get(contract_key(cid))
+        return Contract.decode(raw) if raw is not None else None
+
+    def fragments(self, path: str) -> dict[int, list[dict[str, object]]]:
+        """For each fragment index of ``path``, its holders joined with their addresses."""
+        out: dict[int, list[dict[str, object]]] = {}
+        prefix = fragment_prefix(path)
+        for key in self.view.keys_with_prefix(prefix):
+            index = key[len(prefix)]
+            host = Principal(key[len(prefix) + 1 :])
+            cid = self.view.get(key)
+            assert cid is not None
+            contract = self.contract(cid)
+            assert contract is not None
+            acct = self.principal(host)
+            out.setdefault(index, []).append({
+                "host": str(host),
+                "contract": cid.hex(),
+                "root": contract.offer.root.hex(),
+                "size": contract.offer.size,
+                "end_height": contract.end,
+                "address": acct.address if acct and acct.address else None,
+                "x25519": acct.x25519.hex() if acct and acct.x25519 else None,
+            })
+        return out
+
+    def _contracts_under(self, prefix: bytes) -> list[Contract]:
+        out = []
+        for key in self.view.keys_with_prefix(prefix):
+            contract = self.contract(key[-32:])
+            if contract is not None:
+                out.append(contract)
+        return out
+
+    def contracts_by_owner(self, owner: Principal) -> list[Contract]:
+        return self._contracts_under(BY_OWNER + owner.digest)
+
+    def contracts_by_host(self, host: Principal) -> list[Contract]:
+        return self._contracts_under(BY_HOST + host.digest)
+
+    def dump(self) -> dict[bytes, bytes]:
+        """Every state key and value: what tests compare against a fresh fold."""
+        return dict(self.view._db.iterator(prefix=b"S"))  # type: ignore[call-overload]

@@ -1,0 +1,212 @@
+"""The ledger's keys and records in one LevelDB database.
+
+One database holds the ledger and the global tree (under the ``S`` prefix, owned by
+:mod:`globaltree`) so that a block's connect writes both in a single atomic batch.
+
+Keys (heights are 8-byte big-endian so they sort):
+  ``B`` hash          -> block bytes
+  ``I`` hash          -> index entry (header, height, cumulative work, status)
+  ``H`` height        -> hash of the best chain's block at that height
+  ``E`` event id      -> block hash + position, for the best chain's events
+  ``U`` hash          -> undo record of a connected block
+  ``P`` event id      -> pending event (the persisted mempool)
+  ``T``               -> best tip hash
+  ``M`` name          -> metadata (network, schema)
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Iterator
+
+import plyvel
+
+from chain.block import Block
+from chain.encoding import Reader, Writer, decode_all
+from chain.errors import DecodeError
+from chain.header import HEADER_SIZE, Header
+from ledger.errors import CorruptLedger, DatadirLocked, LedgerError
+
+SCHEMA = b"1"
+_HEIGHT = struct.Struct(">Q")
+
+
+class Status(IntEnum):
+    VALID_HEADER = 0  # stored, passed every check that needs no chain state
+    CONNECTED_ONCE = 1  # has been connected: its events applied cleanly at least once
+    INVALID = 2  # failed a consensus rule; never reconsidered
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    header: Header
+    hash: bytes
+    height: int
+    work: int
+    status: Status
+
+    def encode(self) -> bytes:
+        w = Writer().raw(self.header.encode()).varint(self.height)
+        return bytes(w.var_bytes(self.work.to_bytes(33, "big").lstrip(b"\0")).u8(self.status))
+
+    @classmethod
+    def decode(cls, block_hash: bytes, data: bytes) -> "IndexEntry":
+        def read(r: Reader) -> IndexEntry:
+            header = Header.decode(r.fixed(HEADER_SIZE))
+            height = r.varint()
+            work = int.from_bytes(r.var_bytes(33), "big")
+            return cls(header, block_hash, height, work, Status(r.u8()))
+
+        return decode_all(data, read)
+
+
+class Batch:
+    """One atomic change to the database; nothing is visible until :meth:`commit`."""
+
+    def __init__(self, store: "LedgerStore") -> None:
+        self._store = store
+        self._wb = store.db.write_batch(transaction=True, sync=True)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._wb.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._wb.delete(key)
+
+    def commit(self) -> None:
+        try:
+            self._wb.write()
+        except plyvel.Error as exc:
+            raise LedgerError(f"database write failed: {exc}") from exc
+
+
+class LedgerStore:
+    def __init__(self, path: Path, network: str) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = plyvel.DB(str(path), create_if_missing=True, lru_cache_size=64 << 20,
+                                write_buffer_size=32 << 20, max_open_files=500)
+        except plyvel.IOError as exc:
+            if "lock" in str(exc).lower():
+                raise DatadirLocked(
+                    f"the database at {path} is in use by another process (is a node running?)"
+                ) from exc
+            raise LedgerError(f"cannot open the database at {path}: {exc}") from exc
+        except plyvel.Error as exc:
+            raise LedgerError(f"cannot open the database at {path}: {exc}") from exc
+        stored = self.db.get(b"Mnetwork")
+        if stored is None:
+            self.db.put(b"Mnetwork", network.encode(), sync=True)
+            self.db.put(b"Mschema", SCHEMA, sync=True)
+        elif stored.decode() != network:
+            self.db.close()
+            raise LedgerError(f"the database at {path} belongs to network {stored.decode()!r}")
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    # --- blocks and index -------------------------------------------------------------------
+
+    def put_block(self, block: Block, entry: IndexEntry) -> None:
+        """Store a block and its index entry; durable once any later synced write lands."""
+        with self.db.write_batch(transaction=True) as wb:
+            wb.put(b"B" + entry.hash, block.encode())
+            wb.put(b"I" + entry.hash, entry.encode())
+
+    def put_index(self, entry: IndexEntry, batch: Batch | None = None) -> None:
+        if batch is not None:
+            batch.put(b"I" + entry.hash, entry.encode())
+        else:
+            self.db.put(b"I" + entry.hash, entry.encode())
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        raw = self.db.get(b"B" + block_hash)
+        if raw is None:
+            return None
+        try:
+            return Block.decode(raw)
+        except DecodeError as exc:
+            raise CorruptLedger(f"stored block {block_hash[::-1].hex()} does not decode") from exc
+
+    def get_block_bytes(self, block_hash: bytes) -> bytes | None:
+        return self.db.get(b"B" + block_hash)
+
+    def iter_index(self) -> Iterator[IndexEntry]:
+        for key, value in self.db.iterator(prefix=b"I"):
+            try:
+                yield IndexEntry.decode(key[1:], value)
+            except DecodeError as exc:
+                raise CorruptLedger("a header index entry does not decode") from exc
+
+    # --- best chain -------------------------------------------------------------------------
+
+    def tip(self) -> bytes | None:
+        return self.db.get(b"T")
+
+    def hash_at(self, height: int) -> bytes | None:
+        return self.db.get(b"H" + _HEIGHT.pack(height))
+
+    def event_location(self, event_id: bytes) -> tuple[bytes, int] | None:
+        raw = self.db.get(b"E" + event_id)
+        if raw is None:
+            return None
+        return raw[:32], int.from_bytes(raw[32:], "big")
+
+    def get_undo(self, block_hash: bytes) -> bytes | None:
+        return self.db.get(b"U" + block_hash)
+
+    @staticmethod
+    def connect_keys(
+        batch: Batch, block_hash: bytes, height: int, event_ids: list[bytes], undo: bytes
+    ) -> None:
+        batch.put(b"H" + _HEIGHT.pack(height), block_hash)
+        for i, eid in enumerate(event_ids):
+            batch.put(b"E" + eid, block_hash + i.to_bytes(4, "big"))
+        batch.put(b"U" + block_hash, undo)
+        batch.put(b"T", block_hash)
+
+    @staticmethod
+    def disconnect_keys(
+        batch: Batch, block_hash: bytes, prev_hash: bytes, height: int, event_ids: list[bytes]
+    ) -> None:
+        batch.delete(b"H" + _HEIGHT.pack(height))
+        for eid in event_ids:
+            batch.delete(b"E" + eid)
+        batch.delete(b"U" + block_hash)
+        batch.put(b"T", prev_hash)
+
+    # --- persisted mempool ------------------------------------------------------------------
+
+    def pending(self) -> Iterator[bytes]:
+        for _, value in self.db.iterator(prefix=b"P"):
+            yield value
+
+    def put_pending(self, event_id: bytes, raw: bytes) -> None:
+        self.db.put(b"P" + event_id, raw)
+
+    def delete_pending(self, event_ids: list[bytes]) -> None:
+        with self.db.write_batch() as wb:
+            for eid in event_ids:
+                wb.delete(b"P" + eid)
+
+    # --- wiping derived state ---------------------------------------------------------------
+
+    def wipe_prefixes(self, prefixes: list[bytes]) -> None:
+        """Delete every key under ``prefixes`` (used by reindex before refolding)."""
+        for prefix in prefixes:
+            wb = self.db.write_batch()
+            count = 0
+            for key in self.db.iterator(prefix=prefix, include_value=False):
+                wb.delete(key)
+                count += 1
+                if count % 50_000 == 0:
+                    wb.write()
+                    wb = self.db.write_batch()
+            wb.write()
