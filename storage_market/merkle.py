@@ -1,0 +1,277 @@
+"""Merkle trees over a fragment's fixed-size leaves, leaf proofs, and challenge responses.
+
+A fragment is cut into leaves of ``leaf_size`` bytes (default 1 KiB; the last leaf may be
+short). The tree is the chain's (:mod:`chain.hashes`): ``leaf = H(0x00 || bytes)``,
+``node = H(0x01 || left || right)``, and an odd last node is carried up unchanged rather than
+paired with itself, so the root is exactly ``chain.hashes.merkle_root`` of the leaves. Only the
+root goes on chain; a host proves it still holds leaf ``i`` by sending the leaf and its sibling
+path.
+
+**Proof shape.** Walking up from leaf ``i`` in a tree of ``count`` leaves, a level contributes a
+sibling iff ``i ^ 1 < count`` at that level; otherwise the node was carried up and the level is
+skipped. So a path's length is a function of ``(index, count)``, and a verifier that knows the
+leaf count (from the on-chain fragment size and leaf size) refuses a path of any other length.
+
+**Cost.** Building a tree hashes every leaf once with hashlib (OpenSSL, SHA-NI where present)
+and ``count - 1`` inner nodes; all levels are kept (about 64 bytes per leaf: 1.4 MiB for a
+22 MiB fragment), so a proof is ``O(log count)`` list lookups.
+
+**Wire format of a challenge response** (canonical, strict; failures are
+:class:`~storage_market.errors.FormatError`)::
+
+    u8 format = 1
+    varint count                      (1..MAX_CHALLENGE_LEAVES)
+    count times, indexes strictly increasing:
+        varint index
+        varint length, leaf bytes     (1..MAX_LEAF_SIZE)
+        u8 path length                (0..MAX_PATH_HASHES)
+        path length x 32-byte hash    (bottom-up siblings)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from chain.encoding import Reader, Writer
+from chain.hashes import ZERO_HASH, leaf_hash
+from storage_market.crypto import Bytes, byte_view, decode_strict
+from storage_market.errors import FormatError, IntegrityError, StorageError
+
+DEFAULT_LEAF_SIZE = 1024
+MIN_LEAF_SIZE = 64
+MAX_LEAF_SIZE = 1 << 20
+#: A tree of 2**64 leaves has 64 levels above its leaves; no path is longer.
+MAX_PATH_HASHES = 64
+MAX_CHALLENGE_LEAVES = 256
+RESPONSE_FORMAT = 1
+
+_LEAF_PREFIX = hashlib.sha256(b"\x00")
+
+
+def check_leaf_size(leaf_size: int) -> None:
+    """The chain's rule for offers: a power of two, at least 64 bytes (and here at most 1 MiB)."""
+    if (
+        not isinstance(leaf_size, int)
+        or not MIN_LEAF_SIZE <= leaf_size <= MAX_LEAF_SIZE
+        or leaf_size & (leaf_size - 1)
+    ):
+        raise StorageError(
+            f"leaf size is a power of two from {MIN_LEAF_SIZE} to {MAX_LEAF_SIZE}: {leaf_size!r}"
+        )
+
+
+def leaf_count(size: int, leaf_size: int = DEFAULT_LEAF_SIZE) -> int:
+    """Number of leaves of a fragment of ``size`` bytes."""
+    return -(-size // leaf_size)
+
+
+def leaf_hashes(data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> list[bytes]:
+    """``leaf_hash`` of every leaf of ``data``, without copying the leaves.
+
+    Copying a pre-seeded hash object and feeding it a memoryview slice avoids building
+    ``b"\\x00" + leaf`` for each of the tens of thousands of leaves of a fragment.
+    """
+    check_leaf_size(leaf_size)
+    view = byte_view(data)
+    copy = _LEAF_PREFIX.copy
+    out: list[bytes] = []
+    append = out.append
+    for start in range(0, view.nbytes, leaf_size):
+        h = copy()
+        h.update(view[start : start + leaf_size])
+        append(h.digest())
+    return out
+
+
+def _parent_level(level: list[bytes]) -> list[bytes]:
+    sha = hashlib.sha256
+    nxt = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+    if len(level) % 2:
+        nxt.append(level[-1])
+    return nxt
+
+
+def proof_length(index: int, count: int) -> int:
+    """How many sibling hashes the path of leaf ``index`` in a ``count``-leaf tree has."""
+    length = 0
+    while count > 1:
+        if index ^ 1 < count:
+            length += 1
+        index >>= 1
+        count = (count + 1) >> 1
+    return length
+
+
+def root_from_path(leaf: Bytes, index: int, count: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that ``leaf`` at ``index`` with sibling ``path`` implies, or None if the path
+    does not fit the shape of a ``count``-leaf tree."""
+    if not isinstance(index, int) or not isinstance(count, int) or not 0 <= index < count:
+        return None
+    if len(path) != proof_length(index, count):
+        return None
+    sha = hashlib.sha256
+    node = leaf_hash(bytes(leaf))
+    step = 0
+    while count > 1:
+        if index ^ 1 < count:
+            sibling = path[step]
+            if not isinstance(sibling, bytes) or len(sibling) != 32:
+                return None
+            step += 1
+            pair = sibling + node if index & 1 else node + sibling
+            node = sha(b"\x01" + pair).digest()
+        index >>= 1
+        count = (count + 1) >> 1
+    return node
+
+
+def verify_proof(root: bytes, leaf: Bytes, index: int, count: int, path: Sequence[bytes]) -> bool:
+    """True iff ``leaf`` is leaf ``index`` of the ``count``-leaf tree with root ``root``."""
+    implied = root_from_path(leaf, index, count, path)
+    return implied is not None and implied == root
+
+
+class MerkleTree:
+    """The Merkle tree of one fragment, kept whole so proofs are cheap.
+
+    The tree keeps a view of the fragment it was built from (to serve leaves in challenge
+    responses); the caller must not modify that buffer while the tree is in use.
+    """
+
+    __slots__ = ("_data", "_levels", "leaf_size", "size")
+
+    def __init__(self, data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
+        self._data = byte_view(data)
+        self.leaf_size = leaf_size
+        self.size = self._data.nbytes
+        self._levels = [leaf_hashes(self._data, leaf_size)]
+        while len(self._levels[-1]) > 1:
+            self._levels.append(_parent_level(self._levels[-1]))
+
+    @property
+    def leaf_count(self) -> int:
+        return len(self._levels[0])
+
+    @property
+    def root(self) -> bytes:
+        """The root; the empty fragment has the chain's all-zero root."""
+        top = self._levels[-1]
+        return top[0] if top else ZERO_HASH
+
+    def _check_index(self, index: int) -> None:
+        if not isinstance(index, int) or not 0 <= index < self.leaf_count:
+            raise StorageError(f"leaf index {index!r} outside 0..{self.leaf_count - 1}")
+
+    def leaf(self, index: int) -> bytes:
+        self._check_index(index)
+        start = index * self.leaf_size
+        return bytes(self._data[start : start + self.leaf_size])
+
+    def proof(self, index: int) -> list[bytes]:
+        """The sibling path of leaf ``index``, bottom-up."""
+        self._check_index(index)
+        path: list[bytes] = []
+        for level in self._levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            index >>= 1
+        return path
+
+    def respond(self, indexes: Iterable[int]) -> ChallengeResponse:
+        """The response to a challenge naming ``indexes`` (duplicates collapse)."""
+        chosen = sorted(set(indexes))
+        return ChallengeResponse(
+            tuple(LeafProof(i, self.leaf(i), tuple(self.proof(i))) for i in chosen)
+        )
+
+
+def merkle_root(data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> bytes:
+    """The root of ``data``'s tree, without keeping the inner levels."""
+    level = leaf_hashes(data, leaf_size)
+    if not level:
+        return ZERO_HASH
+    while len(level) > 1:
+        level = _parent_level(level)
+    return level[0]
+
+
+def check_root(data: Bytes, root: bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
+    """:class:`IntegrityError` unless ``data`` has Merkle root ``root``."""
+    if merkle_root(data, leaf_size) != root:
+        raise IntegrityError("fragment does not match its Merkle root")
+
+
+@dataclass(frozen=True, slots=True)
+class LeafProof:
+    """One challenged leaf with its sibling path."""
+
+    index: int
+    leaf: bytes
+    path: tuple[bytes, ...]
+
+    def verify(self, root: bytes, count: int) -> bool:
+        return verify_proof(root, self.leaf, self.index, count, self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeResponse:
+    """A host's answer to a storage challenge: the leaves asked for, each with its path."""
+
+    proofs: tuple[LeafProof, ...]
+
+    def verify(self, root: bytes, count: int, indexes: Iterable[int]) -> bool:
+        """True iff it answers exactly ``indexes`` and every leaf proves against ``root``."""
+        if [p.index for p in self.proofs] != sorted(set(indexes)):
+            return False
+        return all(p.verify(root, count) for p in self.proofs)
+
+    def write(self, w: Writer) -> None:
+        if not 1 <= len(self.proofs) <= MAX_CHALLENGE_LEAVES:
+            raise FormatError(f"a response holds 1 to {MAX_CHALLENGE_LEAVES} leaves")
+        w.u8(RESPONSE_FORMAT).varint(len(self.proofs))
+        previous = -1
+        for p in self.proofs:
+            if p.index <= previous:
+                raise FormatError("response leaves are in strictly increasing index order")
+            if not 1 <= len(p.leaf) <= MAX_LEAF_SIZE or len(p.path) > MAX_PATH_HASHES:
+                raise FormatError("response leaf or path out of bounds")
+            previous = p.index
+            w.varint(p.index).var_bytes(p.leaf).u8(len(p.path))
+            for h in p.path:
+                w.fixed(h, 32)
+
+    @classmethod
+    def read(cls, r: Reader) -> ChallengeResponse:
+        fmt = r.u8()
+        if fmt != RESPONSE_FORMAT:
+            raise FormatError(f"unknown challenge response format {fmt}")
+        count = r.varint(MAX_CHALLENGE_LEAVES)
+        if count == 0:
+            raise FormatError("an empty challenge response")
+        proofs: list[LeafProof] = []
+        previous = -1
+        for _ in range(count):
+            index = r.varint()
+            if index <= previous:
+                raise FormatError("response leaves are in strictly increasing index order")
+            previous = index
+            leaf = r.var_bytes(MAX_LEAF_SIZE)
+            if not leaf:
+                raise FormatError("an empty leaf")
+            depth = r.u8()
+            if depth > MAX_PATH_HASHES:
+                raise FormatError(f"a path of {depth} hashes")
+            proofs.append(LeafProof(index, leaf, tuple(r.fixed(32) for _ in range(depth))))
+        return cls(tuple(proofs))
+
+    def encode(self) -> bytes:
+        w = Writer()
+        self.write(w)
+        return bytes(w)
+
+    @classmethod
+    def decode(cls, data: Bytes) -> ChallengeResponse:
+        return decode_strict(data, cls.read, "challenge response")
