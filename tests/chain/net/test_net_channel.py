@@ -21,6 +21,7 @@ from chain.net import (
     DEFAULT_MAX_MESSAGE,
     WS_MAX_MSG_SIZE,
     ChannelClosed,
+    ChannelError,
     FrameTooLarge,
     FrameTransport,
     SecureChannel,
@@ -50,7 +51,7 @@ async def tcp_pair(**kwargs: object) -> AsyncIterator[Pair]:
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             channel = await SecureChannel.accept(StreamTransport(reader, writer), SERVER, CHAIN)
-        except Exception as exc:  # handed to the test through the future
+        except ChannelError as exc:  # handed to the test through the future
             accepted.set_exception(exc)
         else:
             accepted.set_result(channel)
@@ -81,7 +82,7 @@ async def ws_pair() -> AsyncIterator[Pair]:
         await ws.prepare(request)
         try:
             channel = await SecureChannel.accept(WebSocketTransport(ws), SERVER, CHAIN)
-        except Exception as exc:
+        except ChannelError as exc:
             accepted.set_exception(exc)
             return ws
         accepted.set_result(channel)
@@ -244,7 +245,7 @@ async def test_close_is_seen_by_both_ends(kind: str) -> None:
 
 
 async def test_close_while_receiving_raises_channel_closed() -> None:
-    async with asyncio.timeout(10), tcp_pair() as (client, listener):
+    async with asyncio.timeout(10), tcp_pair() as (_, listener):
         waiting = asyncio.ensure_future(listener.recv())
         await asyncio.sleep(0.01)
         await listener.close()

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from chain.chainstate import ChainState
+from tests.chainkit import open_chain
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[ChainState]:
+    state = open_chain(tmp_path / "node")
+    yield state
+    state.close()
