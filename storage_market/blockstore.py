@@ -1,0 +1,397 @@
+"""Stored blocks and the local block store of a blocktree client.
+
+A **stored block** is one self-describing record: a header (path, version, readcaps, the block
+key wrapped under the parent's key, payload length and SHA-256) followed by the sealed payload.
+The record is what the client keeps on disk *and* what it erasure-codes into fragments, so a
+block fetched back from any ``k`` hosts brings its readcaps with it and can be opened with
+nothing but the reader's key pair.
+
+Record format (version 1)::
+
+    magic "BCBK" | u8 format=1 | varint header length | header | SHA-256(all before) [32]
+    | sealed payload
+
+    header = text path | version[32] | varint readcap count | readcap x count
+             | flag, [wrapped parent key (61)] | varint payload length | SHA-256(payload) [32]
+
+The root block of a tree (``/<principal>``) has no parent key and at least one readcap (the
+paper: "the root block always contains a readcap for the root key"); every other block has a
+parent key. The header checksum and the payload digest make any corruption an
+:class:`~storage_market.errors.IntegrityError` before any key is needed, so a store can be
+audited (and a bad fragment decode caught) by someone who cannot read the blocks.
+
+:class:`BlockStore` keeps one record per path in a directory: ``<dir>/<root principal>/
+<SHA-256 of the path>.blk``. The file name is a hash, so no path spelling can reach outside the
+directory; the path itself is in the header and checked on every read. Writes are atomic
+(write a temporary file, fsync, rename over, fsync the directory): a reader sees the old
+record or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from chain.encoding import Reader, Writer, encode_varint
+from chain.errors import DecodeError
+from chain.keys import KeyPair, PublicKeys
+from chain.paths import MAX_PATH_BYTES
+from chain.principal import Principal
+from storage_market.crypto import (
+    VERSION_SIZE,
+    WRAPPED_CHILD_KEY_SIZE,
+    Bytes,
+    Readcap,
+    byte_view,
+    decode_strict,
+    find_readcap,
+    new_version,
+    parent_path,
+    seal_into,
+    sealed_size,
+    unseal,
+    unwrap_child_key,
+    valid_path,
+    wrap_child_key,
+)
+from storage_market.errors import (
+    BlockNotFound,
+    FormatError,
+    IntegrityError,
+    NoReadcap,
+    StorageError,
+)
+
+MAGIC = b"BCBK"
+RECORD_FORMAT = 1
+MAX_READCAPS = 1024
+#: Bounds the header before it is read: a path, 1024 readcaps and a few fixed fields.
+MAX_HEADER = 256 * 1024
+_DIGEST = 32
+_PREFIX = len(MAGIC) + 1
+
+
+def _is_root(path: str) -> bool:
+    return path.count("/") == 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """What a reader needs besides the sealed payload: where it lives and how to open it."""
+
+    path: str
+    version: bytes
+    readcaps: tuple[Readcap, ...]
+    parent_key: bytes | None
+    payload_size: int
+    payload_digest: bytes
+
+    def __post_init__(self) -> None:
+        valid_path(self.path)
+        if len(self.version) != VERSION_SIZE or len(self.payload_digest) != _DIGEST:
+            raise FormatError("a header has a 32-byte version and a 32-byte payload digest")
+        if len(self.readcaps) > MAX_READCAPS:
+            raise FormatError(f"a block has at most {MAX_READCAPS} readcaps")
+        if _is_root(self.path):
+            if self.parent_key is not None:
+                raise FormatError("a root block has no parent key")
+            if not self.readcaps:
+                raise FormatError("a root block carries at least one readcap")
+        elif self.parent_key is None or len(self.parent_key) != WRAPPED_CHILD_KEY_SIZE:
+            raise FormatError("a block below the root carries its key wrapped under its parent's")
+
+    def write(self, w: Writer) -> None:
+        w.text(self.path).fixed(self.version, VERSION_SIZE).varint(len(self.readcaps))
+        for cap in self.readcaps:
+            cap.write(w)
+        w.flag(self.parent_key is not None)
+        if self.parent_key is not None:
+            w.fixed(self.parent_key, WRAPPED_CHILD_KEY_SIZE)
+        w.varint(self.payload_size).fixed(self.payload_digest, _DIGEST)
+
+    @classmethod
+    def read(cls, r: Reader) -> BlockHeader:
+        path = r.text(MAX_PATH_BYTES)
+        version = r.fixed(VERSION_SIZE)
+        caps = tuple(Readcap.read(r) for _ in range(r.varint(MAX_READCAPS)))
+        parent = r.fixed(WRAPPED_CHILD_KEY_SIZE) if r.flag() else None
+        return cls(path, version, caps, parent, r.varint(), r.fixed(_DIGEST))
+
+    def encode(self) -> bytes:
+        w = Writer()
+        self.write(w)
+        return bytes(w)
+
+    def record_prefix(self) -> bytes:
+        """Magic, format, header and header checksum: every record byte before the payload."""
+        body = self.encode()
+        if len(body) > MAX_HEADER:
+            raise FormatError(f"a block header is at most {MAX_HEADER} bytes")
+        head = MAGIC + bytes((RECORD_FORMAT,)) + encode_varint(len(body)) + body
+        return head + hashlib.sha256(head).digest()
+
+
+def _parse_prefix(view: memoryview) -> tuple[BlockHeader, int]:
+    """The header of a record and the offset of its payload; needs only the prefix bytes."""
+    if view.nbytes < _PREFIX or bytes(view[: len(MAGIC)]) != MAGIC:
+        raise FormatError("not a block record (bad magic)")
+    if view[len(MAGIC)] != RECORD_FORMAT:
+        raise FormatError(f"unknown block record format {view[len(MAGIC)]}")
+    window = bytes(view[_PREFIX : _PREFIX + 4])  # the header length: a varint below 2**18
+    try:
+        reader = Reader(window)
+        length = reader.varint(MAX_HEADER)
+    except DecodeError as exc:
+        raise FormatError(f"bad block header length: {exc}") from exc
+    pos = _PREFIX + len(window) - reader.remaining
+    end = pos + length
+    if view.nbytes < end + _DIGEST:
+        raise FormatError("block record truncated in its header")
+    if hashlib.sha256(view[:end]).digest() != bytes(view[end : end + _DIGEST]):
+        raise IntegrityError("block header checksum mismatch")
+    header = decode_strict(view[pos:end], BlockHeader.read, "block header")
+    return header, end + _DIGEST
+
+
+class StoredBlock:
+    """One block record: a header and its sealed payload, held in a single buffer.
+
+    Keeping the record contiguous is what makes a put cheap: the payload is sealed straight
+    into the record buffer, and the record is handed to the erasure coder without a copy.
+    """
+
+    __slots__ = ("_offset", "header", "record")
+
+    def __init__(self, header: BlockHeader, record: memoryview, offset: int) -> None:
+        self.header = header
+        self.record = record
+        self._offset = offset
+
+    @property
+    def path(self) -> str:
+        return self.header.path
+
+    @property
+    def version(self) -> bytes:
+        return self.header.version
+
+    @property
+    def payload(self) -> memoryview:
+        """The sealed payload (a view into :attr:`record`)."""
+        return self.record[self._offset :]
+
+    @classmethod
+    def seal(
+        cls,
+        path: str,
+        plaintext: Bytes,
+        block_key: bytes,
+        *,
+        readers: Iterable[PublicKeys] = (),
+        parent_key: bytes | None = None,
+        version: bytes | None = None,
+    ) -> StoredBlock:
+        """Encrypt ``plaintext`` as the block at ``path``.
+
+        ``readers`` get readcaps; ``parent_key`` is the parent's (plain) block key, under which
+        this block's key is wrapped, and is required for every block but a tree's root.
+        ``version`` defaults to a fresh random one.
+        """
+        valid_path(path)
+        version = new_version() if version is None else version
+        caps = tuple(Readcap.issue(block_key, path, r) for r in readers)
+        wrapped = None if parent_key is None else wrap_child_key(parent_key, path, block_key)
+        size = sealed_size(byte_view(plaintext).nbytes)
+        placeholder = BlockHeader(path, version, caps, wrapped, size, bytes(_DIGEST))
+        offset = len(placeholder.record_prefix())
+        record = bytearray(offset + size)
+        view = memoryview(record)
+        seal_into(block_key, path, version, plaintext, view[offset:])
+        digest = hashlib.sha256(view[offset:]).digest()
+        header = BlockHeader(path, version, caps, wrapped, size, digest)
+        prefix = header.record_prefix()
+        view[:offset] = prefix  # same length: only the digest bytes differ
+        return cls(header, view, offset)
+
+    @classmethod
+    def decode(cls, record: Bytes) -> StoredBlock:
+        """Parse and check a record (header checksum and payload digest) without copying it."""
+        view = byte_view(record)
+        header, offset = _parse_prefix(view)
+        if view.nbytes - offset != header.payload_size:
+            raise FormatError(
+                f"payload is {view.nbytes - offset} bytes, header says {header.payload_size}"
+            )
+        if hashlib.sha256(view[offset:]).digest() != header.payload_digest:
+            raise IntegrityError(f"payload of {header.path} does not match its digest")
+        return cls(header, view, offset)
+
+    def block_key(self, keys: KeyPair) -> bytes:
+        """This block's key from a readcap issued to ``keys`` (NoReadcap if there is none)."""
+        return find_readcap(self.header.readcaps, keys.principal).open(keys, self.path)
+
+    def open(self, block_key: bytes) -> bytearray:
+        """The plaintext, checked by the AEAD against this block's path and version."""
+        return unseal(block_key, self.path, self.version, self.payload)
+
+
+def _principal_of(path: str) -> Principal:
+    valid_path(path)
+    return Principal.parse(path[1:].split("/", 1)[0])
+
+
+class BlockStore:
+    """A client's blocks on local disk, one atomically replaced file per path."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def file_for(self, path: str) -> Path:
+        """Where the block at ``path`` lives; the name is a hash, so nothing can escape."""
+        principal = _principal_of(path)
+        name = hashlib.sha256(b"blockcoin/v1/blockstore-path\x00" + path.encode()).hexdigest()
+        return self.directory / str(principal) / f"{name}.blk"
+
+    def put(self, block: StoredBlock) -> None:
+        """Store ``block``, replacing any earlier version of its path atomically."""
+        target = self.file_for(block.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                data = block.record
+                written = 0
+                while written < data.nbytes:
+                    written += os.write(fd, data[written : written + (1 << 30)])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+    def _read(self, path: str, limit: int | None = None) -> bytearray:
+        target = self.file_for(path)
+        try:
+            with open(target, "rb", buffering=0) as fh:
+                size = os.fstat(fh.fileno()).st_size
+                want = size if limit is None else min(size, limit)
+                buf = bytearray(want)
+                view = memoryview(buf)
+                got = 0
+                while got < want:
+                    n = fh.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+        except FileNotFoundError as exc:
+            raise BlockNotFound(f"no block stored at {path}") from exc
+        if got != want:
+            raise IntegrityError(f"block file for {path} shrank while being read")
+        return buf
+
+    def get(self, path: str) -> StoredBlock:
+        """The block at ``path``; a file that fails any check is an :class:`IntegrityError`."""
+        buf = self._read(path)
+        try:
+            block = StoredBlock.decode(buf)
+        except FormatError as exc:
+            raise IntegrityError(f"corrupt block file for {path}: {exc}") from exc
+        if block.path != path:
+            raise IntegrityError(f"block file for {path} holds {block.path}")
+        return block
+
+    def header(self, path: str) -> BlockHeader:
+        """Only the header of the block at ``path`` (checksummed), without reading the payload."""
+        buf = self._read(path, limit=_PREFIX + 4 + MAX_HEADER + _DIGEST)
+        try:
+            header, _ = _parse_prefix(memoryview(buf))
+        except FormatError as exc:
+            raise IntegrityError(f"corrupt block file for {path}: {exc}") from exc
+        if header.path != path:
+            raise IntegrityError(f"block file for {path} holds {header.path}")
+        return header
+
+    def has(self, path: str) -> bool:
+        return self.file_for(path).is_file()
+
+    def delete(self, path: str) -> bool:
+        """Remove the block at ``path``; False if there was none."""
+        target = self.file_for(path)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(target.parent)
+        return True
+
+    def paths(self, principal: Principal | None = None) -> Iterator[str]:
+        """Paths of the stored blocks (of one tree if ``principal`` is given), unordered.
+
+        Temporary files of interrupted writes start with a dot and are skipped.
+        """
+        if principal is not None:
+            trees: Iterable[Path] = [self.directory / str(principal)]
+        else:
+            trees = self.directory.iterdir()
+        for tree in trees:
+            if not tree.is_dir():
+                continue
+            for entry in tree.glob("[!.]*.blk"):
+                with open(entry, "rb") as fh:
+                    prefix = fh.read(_PREFIX + 4 + MAX_HEADER + _DIGEST)
+                try:
+                    header, _ = _parse_prefix(memoryview(prefix))
+                except StorageError:
+                    continue
+                if self.file_for(header.path) == entry:
+                    yield header.path
+
+    def block_key(self, path: str, keys: KeyPair, header: BlockHeader | None = None) -> bytes:
+        """The key of the block at ``path`` for ``keys``: from its own readcap, or else from
+        the nearest ancestor that has one, unwrapping child keys back down (the paper's rule
+        that read access to a block gives read access to everything below it).
+
+        ``header``, if given, is used for ``path`` itself instead of reading it again, so a
+        caller holding a block opens exactly the version it holds.
+        """
+        chain: list[tuple[str, BlockHeader]] = []
+        current = path
+        while True:
+            if header is None or current != path:
+                header = self.header(current)
+            try:
+                key = find_readcap(header.readcaps, keys.principal).open(keys, current)
+                break
+            except NoReadcap:
+                if _is_root(current):
+                    raise NoReadcap(f"{keys.principal} holds no readcap on the way to {path}")
+                chain.append((current, header))
+                current = parent_path(current)
+        for child, child_header in reversed(chain):
+            if child_header.parent_key is None:  # BlockHeader refuses this; kept for the type
+                raise IntegrityError(f"block {child} has no parent key")
+            key = unwrap_child_key(key, child, child_header.parent_key)
+        return key
+
+    def read(self, path: str, keys: KeyPair) -> bytearray:
+        """The plaintext of the block at ``path``, read with ``keys``."""
+        block = self.get(path)
+        return block.open(self.block_key(path, keys, block.header))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
