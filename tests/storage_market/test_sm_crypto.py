@@ -1,0 +1,197 @@
+"""Block payload sealing, readcaps and child keys: round trips and every refusal that matters."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chain.keys import KeyPair
+from storage_market.crypto import (
+    READCAP_SIZE,
+    SEAL_OVERHEAD,
+    WRAPPED_CHILD_KEY_SIZE,
+    Readcap,
+    find_readcap,
+    new_block_key,
+    new_version,
+    parent_path,
+    payload_associated_data,
+    seal,
+    seal_into,
+    sealed_size,
+    unseal,
+    unseal_into,
+    unwrap_child_key,
+    wrap_child_key,
+)
+from storage_market.errors import (
+    DecryptError,
+    FormatError,
+    InvalidPath,
+    NoReadcap,
+    StorageError,
+)
+
+ALICE = KeyPair.development(101)
+BOB = KeyPair.development(102)
+ROOT = ALICE.principal.root_path
+DOC = ROOT + "/docs/report"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=4096), st.sampled_from([ROOT, DOC, ROOT + "/a"]))
+def test_seal_round_trip(plaintext: bytes, path: str) -> None:
+    key, version = new_block_key(), new_version()
+    sealed = seal(key, path, version, plaintext)
+    assert len(sealed) == sealed_size(len(plaintext)) == len(plaintext) + SEAL_OVERHEAD
+    assert unseal(key, path, version, sealed) == plaintext
+
+
+def test_seal_is_randomized() -> None:
+    key, version = new_block_key(), new_version()
+    assert seal(key, DOC, version, b"same") != seal(key, DOC, version, b"same")
+
+
+def test_seal_into_a_larger_buffer_at_an_offset() -> None:
+    key, version = new_block_key(), new_version()
+    data = os.urandom(10_000)
+    buf = bytearray(b"H" * 7 + bytes(sealed_size(len(data))) + b"T" * 5)
+    written = seal_into(key, DOC, version, memoryview(data), memoryview(buf)[7:])
+    assert written == sealed_size(len(data))
+    assert buf[:7] == b"H" * 7 and buf[-5:] == b"T" * 5
+    out = bytearray(len(data))
+    assert unseal_into(key, DOC, version, memoryview(buf)[7 : 7 + written], out) == len(data)
+    assert out == data
+
+
+def test_seal_into_needs_room() -> None:
+    with pytest.raises(ValueError):
+        seal_into(new_block_key(), DOC, new_version(), b"abc", bytearray(SEAL_OVERHEAD + 2))
+
+
+@pytest.mark.parametrize("what", ["key", "path", "version", "ciphertext", "nonce", "tag", "suite"])
+def test_unseal_refuses(what: str) -> None:
+    key, version = new_block_key(), new_version()
+    sealed = seal(key, DOC, version, b"secret payload")
+    path = DOC
+    if what == "key":
+        key = new_block_key()
+    elif what == "path":
+        path = ROOT + "/docs/other"
+    elif what == "version":
+        version = new_version()
+    elif what == "ciphertext":
+        sealed[20] ^= 1
+    elif what == "nonce":
+        sealed[3] ^= 1
+    elif what == "tag":
+        sealed[-1] ^= 0x80
+    elif what == "suite":
+        sealed[0] = 2
+    expected = FormatError if what == "suite" else DecryptError
+    with pytest.raises(expected):
+        unseal(key, path, version, sealed)
+
+
+def test_failed_unseal_leaves_no_plaintext_behind() -> None:
+    key, version = new_block_key(), new_version()
+    sealed = seal(key, DOC, version, b"A" * 64)
+    sealed[-1] ^= 1
+    out = bytearray(b"\xff" * 64)
+    with pytest.raises(DecryptError):
+        unseal_into(key, DOC, version, sealed, out)
+    assert out == bytes(64)
+
+
+def test_payload_formats_refuse_bad_inputs() -> None:
+    with pytest.raises(FormatError):
+        unseal(new_block_key(), DOC, new_version(), b"short")
+    with pytest.raises(FormatError):
+        seal(b"short key", DOC, new_version(), b"x")
+    with pytest.raises(FormatError):
+        seal(new_block_key(), DOC, b"short version", b"x")
+    for bad in ["relative/path", ROOT + "/", ROOT + "/../x", "/global/x", "/notaprincipal/x"]:
+        with pytest.raises(InvalidPath):
+            seal(new_block_key(), bad, new_version(), b"x")
+
+
+def test_associated_data_is_unambiguous() -> None:
+    v = new_version()
+    assert payload_associated_data(ROOT + "/ab", v) != payload_associated_data(ROOT + "/a", v)
+
+
+def test_readcap_round_trip_and_encoding() -> None:
+    key = new_block_key()
+    cap = Readcap.issue(key, DOC, BOB.public)
+    encoded = cap.encode()
+    assert len(encoded) == READCAP_SIZE
+    assert Readcap.decode(encoded) == cap
+    assert cap.open(BOB, DOC) == key
+    assert find_readcap([Readcap.issue(key, DOC, ALICE.public), cap], BOB.principal) is cap
+
+
+def test_readcap_for_another_principal_cannot_be_opened() -> None:
+    key = new_block_key()
+    cap = Readcap.issue(key, DOC, BOB.public)
+    with pytest.raises(DecryptError):
+        cap.open(ALICE, DOC)
+    # Relabelling the recipient does not help: it is bound into the associated data.
+    relabelled = Readcap(ALICE.principal, cap.ephemeral, cap.wrapped)
+    with pytest.raises(DecryptError):
+        relabelled.open(ALICE, DOC)
+    with pytest.raises(NoReadcap):
+        find_readcap([cap], ALICE.principal)
+
+
+def test_readcap_bound_to_its_path_and_untampered() -> None:
+    key = new_block_key()
+    cap = Readcap.issue(key, DOC, BOB.public)
+    with pytest.raises(DecryptError):
+        cap.open(BOB, ROOT + "/docs/other")
+    flipped = bytearray(cap.wrapped)
+    flipped[0] ^= 1
+    with pytest.raises(DecryptError):
+        Readcap(cap.recipient, cap.ephemeral, bytes(flipped)).open(BOB, DOC)
+    other_ephemeral = Readcap.issue(key, DOC, BOB.public).ephemeral
+    with pytest.raises(DecryptError):
+        Readcap(cap.recipient, other_ephemeral, cap.wrapped).open(BOB, DOC)
+
+
+def test_readcap_with_small_order_ephemeral_is_refused() -> None:
+    cap = Readcap.issue(new_block_key(), DOC, BOB.public)
+    with pytest.raises(DecryptError):
+        Readcap(cap.recipient, bytes(32), cap.wrapped).open(BOB, DOC)
+
+
+def test_child_key_via_parent() -> None:
+    parent, child = new_block_key(), new_block_key()
+    wrapped = wrap_child_key(parent, DOC, child)
+    assert len(wrapped) == WRAPPED_CHILD_KEY_SIZE
+    assert unwrap_child_key(parent, DOC, wrapped) == child
+    with pytest.raises(DecryptError):
+        unwrap_child_key(new_block_key(), DOC, wrapped)
+    with pytest.raises(DecryptError):
+        unwrap_child_key(parent, ROOT + "/docs/other", wrapped)
+    tampered = bytearray(wrapped)
+    tampered[-3] ^= 4
+    with pytest.raises(DecryptError):
+        unwrap_child_key(parent, DOC, bytes(tampered))
+    with pytest.raises(FormatError):
+        unwrap_child_key(parent, DOC, wrapped[:-1])
+    with pytest.raises(InvalidPath):
+        wrap_child_key(parent, ROOT, child)  # a root block has no parent
+
+
+def test_parent_path() -> None:
+    assert parent_path(DOC) == ROOT + "/docs"
+    assert parent_path(ROOT + "/docs") == ROOT
+    with pytest.raises(InvalidPath):
+        parent_path(ROOT)
+
+
+def test_errors_are_one_family() -> None:
+    for cls in (DecryptError, FormatError, InvalidPath, NoReadcap):
+        assert issubclass(cls, StorageError)
