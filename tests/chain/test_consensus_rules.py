@@ -27,7 +27,16 @@ from chain.header import Header
 from chain.keys import KeyPair
 from chain.params import COIN
 from chain.writecap import Writecap
-from tests.chainkit import DEV, P, make_block, open_chain, sign, state_dump, unsolved_nonce, with_limits
+from tests.chainkit import (
+    DEV,
+    P,
+    make_block,
+    open_chain,
+    sign,
+    state_dump,
+    unsolved_nonce,
+    with_limits,
+)
 
 OWNER, HOST, OTHER = DEV[0], DEV[1], DEV[2]
 FAR = 2**40
