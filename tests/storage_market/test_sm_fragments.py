@@ -89,6 +89,6 @@ def test_bad_fragment_sets() -> None:
 
 def test_mixed_or_corrupt_fragments_fail_padding_check() -> None:
     frags = encode(os.urandom(299))  # 100-byte fragments, the marker ends the last piece
-    zeroed = {0: frags[0], 1: frags[1], 2: bytes(len(frags[2]))}
+    zeroed: dict[int, bytes | memoryview] = {0: frags[0], 1: frags[1], 2: bytes(len(frags[2]))}
     with pytest.raises(IntegrityError):
         decode(zeroed)
