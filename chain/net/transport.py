@@ -106,7 +106,8 @@ class WebSocketTransport:
     """Frames as binary WebSocket messages, client or server side of aiohttp.
 
     A text message is a protocol violation and closes the connection; pings and pongs are left
-    to aiohttp.
+    to aiohttp. ``close`` sends a WebSocket close and waits up to 2 s for the peer's reply (a
+    peer that is reading answers at once), then drops the connection.
     """
 
     __slots__ = ("_ws",)
