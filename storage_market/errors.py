@@ -1,7 +1,7 @@
 """The storage market's exception family.
 
 Everything here derives from :class:`StorageError`, itself a :class:`chain.errors.BlockcoinError`,
-so the CLI and the host agent can catch one family for anything a peer, a disk or a user can
+so the CLI and the hosting service can catch one family for anything a peer, a disk or a user can
 provoke. Decoders of storage formats raise :class:`FormatError` (a ``StorageError``), never
 ``chain.errors.DecodeError``: a caller of this package needs to catch only one family. Each class
 carries a stable ``code`` so logs and tests can tell failures apart without parsing prose.
