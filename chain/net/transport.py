@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +32,9 @@ WS_MAX_MSG_SIZE = MAX_FRAME + 1
 aiohttp itself refuses larger WebSocket messages before buffering them (aiohttp refuses sizes
 *equal* to its limit, hence the one extra byte; the adapter still checks :data:`MAX_FRAME`)."""
 
-_CLOSE_TIMEOUT = 2.0
+DEFAULT_CLOSE_TIMEOUT = 2.0
+"""How long ``close`` waits for a clean shutdown (flush, WebSocket close reply) before dropping
+the connection."""
 
 
 @runtime_checkable
@@ -51,23 +54,43 @@ class FrameTransport(Protocol):
 
 
 class StreamTransport:
-    """Frames over an asyncio stream pair, each prefixed by a 2-byte big-endian length."""
+    """Frames over an asyncio stream pair, each prefixed by a 2-byte big-endian length.
 
-    __slots__ = ("_reader", "_writer")
+    ``close`` lets already written frames flush for up to ``close_timeout`` seconds, then
+    aborts the connection, so a peer that stopped reading cannot keep the socket (or the task
+    closing it) alive.
+    """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    __slots__ = ("_close_timeout", "_closer", "_reader", "_writer")
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._close_timeout = close_timeout
+        self._closer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, timeout: float = 10.0) -> StreamTransport:
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        timeout: float = 10.0,
+        *,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> StreamTransport:
         """Open a TCP connection; a refusal or timeout is a :class:`ChannelClosed`."""
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as exc:
             raise ChannelClosed(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from exc
-        return cls(reader, writer)
+        return cls(reader, writer, close_timeout=close_timeout)
 
     async def send_frame(self, frame: bytes) -> None:
         if len(frame) > MAX_FRAME:
@@ -93,10 +116,16 @@ class StreamTransport:
             raise ChannelClosed(f"connection lost while receiving: {exc}") from exc
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._writer.close()
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
+        self._closer = _start_close(self._closer, self._shutdown)
+        await _await_close(self._closer)
+
+    async def _shutdown(self) -> None:
+        self._writer.close()
+        try:
+            async with asyncio.timeout(self._close_timeout):
                 await self._writer.wait_closed()
+        except TimeoutError:
+            self._writer.transport.abort()
 
 
 WebSocket = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
@@ -106,14 +135,16 @@ class WebSocketTransport:
     """Frames as binary WebSocket messages, client or server side of aiohttp.
 
     A text message is a protocol violation and closes the connection; pings and pongs are left
-    to aiohttp. ``close`` sends a WebSocket close and waits up to 2 s for the peer's reply (a
-    peer that is reading answers at once), then drops the connection.
+    to aiohttp. ``close`` sends a WebSocket close and waits up to ``close_timeout`` seconds for
+    the peer's reply (a peer that is reading answers at once), then drops the connection.
     """
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_close_timeout", "_closer", "_ws")
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, *, close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         self._ws = ws
+        self._close_timeout = close_timeout
+        self._closer: asyncio.Task[None] | None = None
 
     async def send_frame(self, frame: bytes) -> None:
         if len(frame) > MAX_FRAME:
@@ -156,6 +187,37 @@ class WebSocketTransport:
             raise ChannelClosed("WebSocket closed by peer")
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await self._ws.close()
+        self._closer = _start_close(self._closer, self._shutdown)
+        await _await_close(self._closer)
+
+    async def _shutdown(self) -> None:
+        async with asyncio.timeout(self._close_timeout):
+            await self._ws.close()
+
+
+def _start_close(
+    closer: asyncio.Task[None] | None, shutdown: Callable[[], Coroutine[Any, Any, None]]
+) -> asyncio.Task[None]:
+    """The one shutdown task of a transport, started on the first ``close``.
+
+    Concurrent closers must share it (and the caller must store it before awaiting): two
+    shutdowns would both wait on the stream's single close future, and asyncio cancels a bare
+    future when a task waiting on it is cancelled, so one shutdown's timeout would break the
+    other's wait.
+    """
+    if closer is None:
+        closer = asyncio.ensure_future(shutdown())
+        closer.add_done_callback(_swallow)
+    return closer
+
+
+async def _await_close(closer: asyncio.Task[None]) -> None:
+    """Wait for the shutdown through a shield (a cancelled closer must not cancel it); never
+    raise from it."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(closer)
+
+
+def _swallow(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

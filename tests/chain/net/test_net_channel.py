@@ -253,6 +253,33 @@ async def test_close_while_receiving_raises_channel_closed() -> None:
             await waiting
 
 
+async def test_close_unblocks_a_send_to_a_peer_that_stopped_reading() -> None:
+    accepted: asyncio.Future[SecureChannel] = asyncio.get_running_loop().create_future()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result(
+            await SecureChannel.accept(StreamTransport(reader, writer), SERVER, CHAIN)
+        )
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with asyncio.timeout(10):
+        transport = await StreamTransport.connect("127.0.0.1", port, close_timeout=0.2)
+        client = await SecureChannel.initiate(transport, CLIENT, CHAIN)
+        listener = await accepted  # never reads: the socket buffers fill up
+        sending = asyncio.ensure_future(client.send(payload(4 * MiB)))
+        await asyncio.sleep(0.1)
+        assert not sending.done()
+        started = time.perf_counter()
+        await client.close()
+        assert time.perf_counter() - started < 1.5
+        with pytest.raises(ChannelClosed):
+            await sending
+        await listener.close()
+    server.close()
+    await server.wait_closed()
+
+
 async def test_transports_satisfy_the_protocol() -> None:
     reader = asyncio.StreamReader()
     assert isinstance(StreamTransport(reader, None), FrameTransport)  # type: ignore[arg-type]
