@@ -50,11 +50,7 @@ class Block:
             count = r.varint(MAX_EVENTS_DECODE)
             events: list[Event] = []
             for _ in range(count):
-                raw = r.var_bytes(MAX_BLOCK_DECODE)
-                event = decode_all(raw, read_event)
-                if event.raw != raw:
-                    raise DecodeError("non-canonical event encoding")
-                events.append(event)
+                events.append(decode_all(r.var_bytes(MAX_BLOCK_DECODE), read_event))
             return Block(header, events)
 
         block = decode_all(data, read)

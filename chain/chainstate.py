@@ -158,12 +158,17 @@ class ChainState:
         self.store.put_block(block, entry)
         self._remember(entry)
         old_tip = self.tip
-        connected, disconnected = self.activate_best_chain()
+        self._just_accepted = block  # spares decoding it again from the database
+        try:
+            connected, disconnected = self.activate_best_chain()
+        finally:
+            self._just_accepted = None
         if self.index[h].status == Status.INVALID:
             raise self._last_failure or ValidationError("block failed to connect")
         return AcceptResult(h, entry.height, self.tip is not old_tip, connected, disconnected)
 
     _last_failure: BlockcoinError | None = None
+    _just_accepted: Block | None = None
 
     def _best_candidate(self) -> IndexEntry:
         """The most-work chain tip not known invalid; the current tip keeps a tie."""
@@ -196,7 +201,9 @@ class ChainState:
                 path.append(cur)
                 cur = self.index[cur.header.prev]
             for entry in reversed(path):
-                block = self.store.get_block(entry.hash)
+                recent = self._just_accepted
+                block = recent if recent is not None and recent.hash == entry.hash else (
+                    self.store.get_block(entry.hash))
                 if block is None:
                     raise CorruptLedger(f"block {entry.hash[::-1].hex()} missing")
                 try:

@@ -86,6 +86,14 @@ class Reader:
         self._pos = 0
 
     @property
+    def position(self) -> int:
+        return self._pos
+
+    def consumed_since(self, start: int) -> bytes:
+        """The bytes read since ``start``: a strict read's input is its canonical encoding."""
+        return self._data[start : self._pos]
+
+    @property
     def remaining(self) -> int:
         return len(self._data) - self._pos
 
@@ -97,18 +105,35 @@ class Reader:
         return value
 
     def varint(self, maximum: int = MAX_U64) -> int:
+        data, pos = self._data, self._pos
+        if pos < len(data) and data[pos] < 0x80:  # one byte: most counts, nonces and fees
+            value = data[pos]
+            self._pos = pos + 1
+        else:
+            value = self._long_varint()
+        if value > maximum:
+            raise DecodeError(f"integer {value} above limit {maximum}")
+        return value
+
+    def _long_varint(self) -> int:
+        data, pos = self._data, self._pos
+        end = min(len(data), pos + 10)
         value = 0
         shift = 0
-        for i in range(10):
-            byte = self.u8()
+        while pos < end:
+            byte = data[pos]
+            pos += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
-                if byte == 0 and i > 0:
+                if byte == 0 and shift:
                     raise DecodeError("non-minimal varint")
-                if value > maximum:
-                    raise DecodeError(f"integer {value} above limit {maximum}")
+                if value > MAX_U64:
+                    raise DecodeError("varint above 64 bits")
+                self._pos = pos
                 return value
             shift += 7
+        if end == len(data) and pos - self._pos < 10:
+            raise DecodeError("unexpected end of data")
         raise DecodeError("varint longer than 10 bytes")
 
     def fixed(self, size: int) -> bytes:

@@ -281,7 +281,9 @@ class SignedEvent:
         writecap: Writecap | None,
         body: Body,
         signature: bytes,
+        unsigned: bytes | None = None,
     ) -> None:
+        """``unsigned`` may be given by the decoder, which has just read those exact bytes."""
         self.signer_key = signer_key
         self.nonce = nonce
         self.fee = fee
@@ -289,7 +291,8 @@ class SignedEvent:
         self.writecap = writecap
         self.body = body
         self.signature = signature
-        unsigned = self.unsigned_bytes(signer_key, nonce, fee, account, writecap, body)
+        if unsigned is None:
+            unsigned = self.unsigned_bytes(signer_key, nonce, fee, account, writecap, body)
         self._unsigned_len = len(unsigned)
         self.raw = unsigned + signature
         self._principal: Principal | None = None
@@ -375,6 +378,7 @@ Event = Union[Coinbase, SignedEvent]
 
 
 def read_event(r: Reader) -> Event:
+    start = r.position
     kind = r.u8()
     if kind == Kind.COINBASE:
         return Coinbase.read_body(r)
@@ -387,17 +391,15 @@ def read_event(r: Reader) -> Event:
     account = Principal(r.fixed(32)) if r.flag() else None
     writecap = Writecap.read(r) if r.flag() else None
     body = body_type.read(r)
+    unsigned = r.consumed_since(start)
     signature = r.fixed(64)
-    return SignedEvent(signer_key, nonce, fee, account, writecap, body, signature)
+    return SignedEvent(signer_key, nonce, fee, account, writecap, body, signature, unsigned)
 
 
 def decode_event(data: bytes) -> Event:
     if len(data) > MAX_EVENT_DECODE:
         raise DecodeError("event too large to decode")
-    event = decode_all(data, read_event)
-    if event.raw != bytes(data):
-        raise DecodeError("non-canonical event encoding")
-    return event
+    return decode_all(data, read_event)
 
 
 def event_id(chain_id: bytes, event: Event) -> bytes:

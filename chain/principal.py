@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 
 from chain.errors import PrincipalFormatError
 
@@ -22,13 +21,25 @@ def _checksum(digest: bytes) -> bytes:
     return hashlib.sha256(_CHECK_DOMAIN + digest).digest()[:4]
 
 
-@dataclass(frozen=True, slots=True, order=True)
 class Principal:
-    digest: bytes
+    """Immutable by convention; a plain slotted class because events build several per
+    decode and a frozen dataclass's constructor costs several times more."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.digest, bytes) or len(self.digest) != 32:
+    __slots__ = ("digest",)
+
+    def __init__(self, digest: bytes) -> None:
+        if type(digest) is not bytes or len(digest) != 32:
             raise PrincipalFormatError("a principal is 32 bytes")
+        self.digest = digest
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Principal) and other.digest == self.digest
+
+    def __lt__(self, other: "Principal") -> bool:
+        return self.digest < other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
 
     @classmethod
     def of_public_key(cls, ed25519_public: bytes) -> "Principal":

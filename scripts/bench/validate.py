@@ -1,0 +1,159 @@
+"""Block validation throughput: import a regtest chain of signed transfers into a fresh node
+and compare with a bare loop verifying the same signatures, in the same run.
+
+Stages run in separate processes so that each one's peak RSS is its own:
+  build   -> writes the blocks file (not timed)
+  import  -> a fresh node imports it with N verification threads; prints events/s, RSS
+  reindex -> refolds the imported chain from genesis
+The verify-only baseline runs in this process over the same events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from chain.block import Block, events_root  # noqa: E402
+from chain.cli import read_blocks, write_blocks  # noqa: E402
+from chain.events import Coinbase, Event, SignedEvent, Transfer  # noqa: E402
+from chain.hashes import ZERO_HASH  # noqa: E402
+from chain.header import Header  # noqa: E402
+from chain.keys import KeyPair  # noqa: E402
+from chain.mining import solve  # noqa: E402
+from chain.params import HEADER_VERSION, REGTEST  # noqa: E402
+from chain.validation import expected_bits  # noqa: E402
+
+
+def build(path: Path, events: int, per_block: int) -> None:
+    rng = random.Random(1)
+    senders = [KeyPair.development(i) for i in range(10)]
+    recipients = [KeyPair.generate().principal for _ in range(500)]
+    nonces = [0] * len(senders)
+    prev = REGTEST.genesis.header
+    t = prev.time
+    blocks = []
+    made = 0
+    height = 0
+    while made < events:
+        height += 1
+        batch: list[Event] = []
+        for _ in range(min(per_block, events - made)):
+            i = rng.randrange(len(senders))
+            batch.append(SignedEvent.create(REGTEST.chain_id, senders[i], nonces[i], 200,
+                                            Transfer(rng.choice(recipients), rng.randrange(1, 10**6))))
+            nonces[i] += 1
+        made += len(batch)
+        all_events: list[Event] = [Coinbase(height, senders[0].principal, 200 * len(batch)), *batch]
+        t += 1
+        header = solve(Header(HEADER_VERSION, prev.hash, events_root(all_events), ZERO_HASH, t,
+                              expected_bits(REGTEST, prev, height - 1), 0))
+        assert header is not None
+        blocks.append(Block(header, all_events))
+        prev = header
+    write_blocks(path, iter(blocks))
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage_import(path: Path, datadir: Path, threads: int) -> dict[str, float]:
+    from chain.chainstate import ChainState
+
+    chain = ChainState(datadir, REGTEST, verify_threads=threads)
+    n = 0
+    start = time.perf_counter()
+    for block in read_blocks(path):  # decoding is part of importing
+        chain.accept_block(block, now=block.header.time)
+        n += len(block.events) - 1
+    elapsed = time.perf_counter() - start
+    chain.close()
+    return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed, "peak_rss_mb": rss_mb()}
+
+
+def stage_reindex(datadir: Path) -> dict[str, float]:
+    from chain.chainstate import ChainState
+
+    chain = ChainState(datadir, REGTEST, verify_threads=1)
+    start = time.perf_counter()
+    chain.reindex()
+    elapsed = time.perf_counter() - start
+    chain.close()
+    return {"seconds": elapsed, "peak_rss_mb": rss_mb()}
+
+
+def run_stage(*args: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--stage", *args], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def verify_only(path: Path) -> float:
+    """The bare loop: (key, message, signature) prepared beforehand, then only verify."""
+    from chain.keys import verify
+
+    chain_id = REGTEST.chain_id
+    items = [(e.signer_key, e.signing_message(chain_id), e.signature)
+             for b in read_blocks(path) for e in b.events if isinstance(e, SignedEvent)]
+    start = time.perf_counter()
+    for key, msg, sig in items:
+        if not verify(key, msg, sig):
+            raise SystemExit("benchmark chain has a bad signature")
+    return len(items) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--per-block", type=int, default=1_000)
+    ap.add_argument("--threads", type=int, default=0, help="verification threads (0: all cores)")
+    ap.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stage:
+        kind, *rest = args.stage
+        if kind == "import":
+            print(json.dumps(stage_import(Path(rest[0]), Path(rest[1]), int(rest[2]))))
+        elif kind == "reindex":
+            print(json.dumps(stage_reindex(Path(rest[0]))))
+        return
+    import os
+
+    threads = args.threads or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        blocks = Path(tmp) / "blocks.dat"
+        build(blocks, args.events, args.per_block)
+        one = run_stage("import", str(blocks), str(Path(tmp) / "one"), "1")
+        many = run_stage("import", str(blocks), str(Path(tmp) / "many"), str(threads))
+        verify = verify_only(blocks)
+        reindex = run_stage("reindex", str(Path(tmp) / "one"))
+    result = {
+        "events": int(one["events"]),
+        "events_per_s": round(many["events_per_s"]),
+        "events_per_s_1core": round(one["events_per_s"]),
+        "verify_only_per_s": round(verify),
+        "ratio": round(one["events_per_s"] / verify, 3),
+        "ratio_allcores": round(many["events_per_s"] / verify, 3),
+        "threads": threads,
+        "peak_rss_mb": round(max(one["peak_rss_mb"], many["peak_rss_mb"]), 1),
+        "reindex_s": round(reindex["seconds"], 2),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>20}: {value}")
+
+
+if __name__ == "__main__":
+    main()
