@@ -56,6 +56,11 @@ from globaltree.records import (
 from globaltree.view import StateView
 
 
+# what a handler returns once its checks pass: the path the event acts at (None: the payer's
+# root, rendered only when a writecap must cover it), what the payer spends, and the mutation
+Plan = tuple[str | None, int, Callable[[], None]]
+
+
 class Fold:
     """Applies events at one height onto a view, accumulating fees and stored bytes."""
 
@@ -115,8 +120,8 @@ class Fold:
         if ev.account is not None:
             assert ev.writecap is not None
             owner = ev.account
-            check_writecap(self.chain_id, ev.writecap, signer, path, owner, self.time,
-                           lambda p: self.is_revoked(owner, p))
+            check_writecap(self.chain_id, ev.writecap, signer, path or owner.root_path, owner,
+                           self.time, lambda p: self.is_revoked(owner, p))
         pacct = view.peek_account(payer)
         balance = pacct.balance if pacct is not None else 0
         if balance < spend + ev.fee:
@@ -134,14 +139,14 @@ class Fold:
         commit()
 
     def _transfer(self, ev: SignedEvent, body: Transfer, payer: Principal
-                  ) -> tuple[str, int, Callable[[], None]]:
+                  ) -> Plan:
         def commit() -> None:
             self.view.account(body.to).balance += body.amount
 
-        return payer.root_path, body.amount, commit
+        return None, body.amount, commit
 
     def _announce(self, ev: SignedEvent, body: Announce, payer: Principal
-                  ) -> tuple[str, int, Callable[[], None]]:
+                  ) -> Plan:
         def commit() -> None:
             acct = self.view.account(ev.signer)
             acct.ed25519 = ev.signer_key
@@ -149,10 +154,10 @@ class Fold:
             acct.address = body.address
             acct.updated = self.height
 
-        return payer.root_path, 0, commit
+        return None, 0, commit
 
     def _offer(self, ev: SignedEvent, body: FragmentOffer, payer: Principal, eid: bytes | None
-               ) -> tuple[str, int, Callable[[], None]]:
+               ) -> Plan:
         if check_path(body.path) != payer:
             raise BadEvent(f"offer for {body.path!r}, outside the payer's blocktree {payer}")
         if body.expiry_height < self.height:
@@ -173,7 +178,7 @@ class Fold:
         return contract
 
     def _stored(self, body: FragmentStored, payer: Principal
-                ) -> tuple[str, int, Callable[[], None]]:
+                ) -> Plan:
         contract = self._owned_contract(body.offer_id, payer)
         offer = contract.offer
         host = body.host
@@ -204,7 +209,7 @@ class Fold:
         return offer.path, 0, commit
 
     def _payment(self, ev: SignedEvent, body: StoragePayment, payer: Principal
-                 ) -> tuple[str, int, Callable[[], None]]:
+                 ) -> Plan:
         contract = self.contract(body.offer_id)
         offer = contract.offer
         if contract.host is None:
@@ -239,7 +244,7 @@ class Fold:
         return offer.path, -body.amount, commit
 
     def _released(self, body: FragmentReleased, payer: Principal
-                  ) -> tuple[str, int, Callable[[], None]]:
+                  ) -> Plan:
         contract = self._owned_contract(body.offer_id, payer)
         if contract.state not in (ContractState.OFFERED, ContractState.ACTIVE):
             raise BadEvent(f"contract {contract.id.hex()[:16]} already {contract.state.name.lower()}")
@@ -249,14 +254,14 @@ class Fold:
 
         return contract.offer.path, 0, commit
 
-    def _revoke(self, body: Revoke, payer: Principal) -> tuple[str, int, Callable[[], None]]:
+    def _revoke(self, body: Revoke, payer: Principal) -> Plan:
         if body.principal == payer:
             raise BadEvent("an owner cannot revoke itself")
 
         def commit() -> None:
             self.view.put(revoked_key(payer, body.principal), body.until.to_bytes(8, "big"))
 
-        return payer.root_path, 0, commit
+        return None, 0, commit
 
     def _end(self, contract: Contract, state: ContractState) -> None:
         if contract.state == ContractState.ACTIVE and contract.host is not None:
