@@ -41,7 +41,7 @@ class Block:
         return len(self.encode())
 
     @classmethod
-    def decode(cls, data: bytes) -> "Block":
+    def decode(cls, data: bytes) -> Block:
         if len(data) > MAX_BLOCK_DECODE:
             raise DecodeError("block too large to decode")
 

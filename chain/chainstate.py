@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import itertools
 import time as _time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from chain.block import Block
 from chain.errors import BadParent, BlockcoinError, ValidationError
@@ -71,7 +71,7 @@ class ChainState:
         self.checker.close()
         self.store.close()
 
-    def __enter__(self) -> "ChainState":
+    def __enter__(self) -> ChainState:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.progress import Progress
@@ -35,7 +36,7 @@ app.add_typer(query_app, name="query")
 
 NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="main, test or regtest.")]
 DatadirOpt = Annotated[
-    Optional[Path], typer.Option("--datadir", "-d", help="Data directory (default ~/.blockcoin/NETWORK).")
+    Path | None, typer.Option("--datadir", "-d", help="Data directory (default ~/.blockcoin/NETWORK).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
@@ -87,7 +88,7 @@ def init(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt 
 @friendly
 def mine(
     blocks: Annotated[int, typer.Option("--blocks", "-b", min=1, help="How many blocks to mine.")] = 1,
-    to: Annotated[Optional[str], typer.Option("--to", help="Principal paid (default: wallet).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Principal paid (default: wallet).")] = None,
     net: NetworkOpt = "regtest", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Mine blocks on the local chain, including pending events (like generatetoaddress)."""
@@ -116,7 +117,7 @@ def wallet_address(net: NetworkOpt = "main", datadir: DatadirOpt = None,
 @wallet_app.command("balance")
 @friendly
 def wallet_balance(
-    principal: Annotated[Optional[str], typer.Argument(help="Principal (default: wallet).")] = None,
+    principal: Annotated[str | None, typer.Argument(help="Principal (default: wallet).")] = None,
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Balance in base units (10^8 per coin) of the wallet or of PRINCIPAL."""

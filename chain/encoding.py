@@ -8,7 +8,8 @@ the input, is a :class:`DecodeError` and never another exception.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from chain.errors import DecodeError
 
@@ -25,34 +26,34 @@ class Writer:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def u8(self, value: int) -> "Writer":
+    def u8(self, value: int) -> Writer:
         if not 0 <= value <= 0xFF:
             raise ValueError(f"u8 out of range: {value}")
         self._parts.append(bytes((value,)))
         return self
 
-    def varint(self, value: int) -> "Writer":
+    def varint(self, value: int) -> Writer:
         self._parts.append(encode_varint(value))
         return self
 
-    def fixed(self, data: bytes, size: int) -> "Writer":
+    def fixed(self, data: bytes, size: int) -> Writer:
         if len(data) != size:
             raise ValueError(f"expected {size} bytes, got {len(data)}")
         self._parts.append(bytes(data))
         return self
 
-    def var_bytes(self, data: bytes) -> "Writer":
+    def var_bytes(self, data: bytes) -> Writer:
         self._parts.append(encode_varint(len(data)))
         self._parts.append(bytes(data))
         return self
 
-    def text(self, value: str) -> "Writer":
+    def text(self, value: str) -> Writer:
         return self.var_bytes(value.encode("utf-8"))
 
-    def flag(self, value: bool) -> "Writer":
+    def flag(self, value: bool) -> Writer:
         return self.u8(1 if value else 0)
 
-    def raw(self, data: bytes) -> "Writer":
+    def raw(self, data: bytes) -> Writer:
         self._parts.append(data)
         return self
 
@@ -161,7 +162,7 @@ class Reader:
             raise DecodeError("boolean flag not 0 or 1")
         return value == 1
 
-    def optional(self, read: Callable[["Reader"], T]) -> T | None:
+    def optional(self, read: Callable[[Reader], T]) -> T | None:
         return read(self) if self.flag() else None
 
     def finish(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from chain.encoding import Reader, Writer, decode_all
 from chain.errors import BadEvent, BadSignature, DecodeError, EventTooLarge
@@ -65,7 +65,7 @@ class Announce:
         w.fixed(self.x25519, 32).text(self.address)
 
     @classmethod
-    def read(cls, r: Reader) -> "Announce":
+    def read(cls, r: Reader) -> Announce:
         return cls(r.fixed(32), r.text(MAX_ADDRESS_BYTES))
 
     def check(self) -> None:
@@ -87,7 +87,7 @@ class Transfer:
         w.fixed(self.to.digest, 32).varint(self.amount)
 
     @classmethod
-    def read(cls, r: Reader) -> "Transfer":
+    def read(cls, r: Reader) -> Transfer:
         return cls(Principal(r.fixed(32)), r.varint())
 
     def check(self) -> None:
@@ -119,7 +119,7 @@ class FragmentOffer:
         w.varint(self.period_blocks).varint(self.periods).varint(self.expiry_height)
 
     @classmethod
-    def read(cls, r: Reader) -> "FragmentOffer":
+    def read(cls, r: Reader) -> FragmentOffer:
         return cls(
             r.text(MAX_PATH_BYTES), r.fixed(32), r.varint(MAX_FRAGMENTS), r.varint(MAX_FRAGMENTS),
             r.varint(MAX_FRAGMENTS), r.varint(), r.fixed(32), r.varint(), r.varint(), r.varint(),
@@ -155,7 +155,7 @@ class FragmentStored:
         w.fixed(self.offer_id, 32).fixed(self.host_key, 32).fixed(self.receipt, 64)
 
     @classmethod
-    def read(cls, r: Reader) -> "FragmentStored":
+    def read(cls, r: Reader) -> FragmentStored:
         return cls(r.fixed(32), r.fixed(32), r.fixed(64))
 
     @property
@@ -180,7 +180,7 @@ class StoragePayment:
         w.fixed(self.offer_id, 32).varint(self.period).varint(self.amount).fixed(self.voucher, 64)
 
     @classmethod
-    def read(cls, r: Reader) -> "StoragePayment":
+    def read(cls, r: Reader) -> StoragePayment:
         return cls(r.fixed(32), r.varint(), r.varint(), r.fixed(64))
 
     def check(self) -> None:
@@ -197,7 +197,7 @@ class FragmentReleased:
         w.fixed(self.offer_id, 32)
 
     @classmethod
-    def read(cls, r: Reader) -> "FragmentReleased":
+    def read(cls, r: Reader) -> FragmentReleased:
         return cls(r.fixed(32))
 
     def check(self) -> None:
@@ -216,17 +216,19 @@ class Revoke:
         w.fixed(self.principal.digest, 32).varint(self.until)
 
     @classmethod
-    def read(cls, r: Reader) -> "Revoke":
+    def read(cls, r: Reader) -> Revoke:
         return cls(Principal(r.fixed(32)), r.varint())
 
     def check(self) -> None:
         return None
 
 
-Body = Union[Announce, Transfer, FragmentOffer, FragmentStored, StoragePayment, FragmentReleased, Revoke]
+Body = (Announce | Transfer | FragmentOffer | FragmentStored | StoragePayment | FragmentReleased
+        | Revoke)
 BODY_TYPES: dict[int, type[Body]] = {
     t.kind: t
-    for t in (Announce, Transfer, FragmentOffer, FragmentStored, StoragePayment, FragmentReleased, Revoke)
+    for t in (Announce, Transfer, FragmentOffer, FragmentStored, StoragePayment, FragmentReleased,
+              Revoke)
 }
 
 
@@ -237,7 +239,7 @@ class Coinbase:
     """The miner's reward; first in every block and nowhere else. Carries the height so that
     no two coinbases share an id, and a little extra nonce space for miners."""
 
-    __slots__ = ("height", "recipient", "amount", "extra", "raw")
+    __slots__ = ("amount", "extra", "height", "raw", "recipient")
     kind = Kind.COINBASE
 
     def __init__(self, height: int, recipient: Principal, amount: int, extra: bytes = b"") -> None:
@@ -251,7 +253,7 @@ class Coinbase:
         self.raw = bytes(w.var_bytes(extra))
 
     @classmethod
-    def read_body(cls, r: Reader) -> "Coinbase":
+    def read_body(cls, r: Reader) -> Coinbase:
         return cls(r.varint(), Principal(r.fixed(32)), r.varint(), r.var_bytes(MAX_COINBASE_EXTRA))
 
     fee = 0
@@ -269,8 +271,18 @@ class Coinbase:
 class SignedEvent:
     """A signed event: envelope fields, a body of one kind, and the signature over both."""
 
-    __slots__ = ("signer_key", "nonce", "fee", "account", "writecap", "body", "signature", "raw",
-                 "_unsigned_len", "_principal")
+    __slots__ = (
+        "_principal",
+        "_unsigned_len",
+        "account",
+        "body",
+        "fee",
+        "nonce",
+        "raw",
+        "signature",
+        "signer_key",
+        "writecap",
+    )
 
     def __init__(
         self,
@@ -326,7 +338,7 @@ class SignedEvent:
         body: Body,
         account: Principal | None = None,
         writecap: Writecap | None = None,
-    ) -> "SignedEvent":
+    ) -> SignedEvent:
         unsigned = cls.unsigned_bytes(key.public.ed25519, nonce, fee, account, writecap, body)
         return cls(key.public.ed25519, nonce, fee, account, writecap, body,
                    key.sign(chain_id + unsigned))
@@ -374,7 +386,7 @@ class SignedEvent:
         return f"SignedEvent({self.kind.name}, signer={self.signer}, nonce={self.nonce})"
 
 
-Event = Union[Coinbase, SignedEvent]
+Event = Coinbase | SignedEvent
 
 
 def read_event(r: Reader) -> Event:

@@ -7,7 +7,7 @@ rather than duplicated, so no two different lists share a root (the CVE-2012-245
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 ZERO_HASH = bytes(32)
 

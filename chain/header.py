@@ -26,10 +26,8 @@ def compact_to_target(bits: int) -> int:
     mantissa = bits & 0x007FFFFF
     if bits & 0x00800000:
         raise DecodeError("negative compact target")
-    if exponent <= 3:
-        target = mantissa >> (8 * (3 - exponent))
-    else:
-        target = mantissa << (8 * (exponent - 3))
+    shift = 8 * (exponent - 3)
+    target = mantissa << shift if shift >= 0 else mantissa >> -shift
     if target >= 1 << 256:
         raise DecodeError("compact target overflows 256 bits")
     return target
@@ -40,10 +38,8 @@ def target_to_compact(target: int) -> int:
     if target <= 0:
         return 0
     size = (target.bit_length() + 7) // 8
-    if size <= 3:
-        mantissa = target << (8 * (3 - size))
-    else:
-        mantissa = target >> (8 * (size - 3))
+    shift = 8 * (size - 3)
+    mantissa = target >> shift if shift >= 0 else target << -shift
     if mantissa & 0x00800000:
         mantissa >>= 8
         size += 1
@@ -89,7 +85,7 @@ class Header:
                             self.time, self.bits, self.nonce)
 
     @classmethod
-    def decode(cls, data: bytes) -> "Header":
+    def decode(cls, data: bytes) -> Header:
         if len(data) != HEADER_SIZE:
             raise DecodeError(f"a header is {HEADER_SIZE} bytes, got {len(data)}")
         return cls(*_LAYOUT.unpack(data))
@@ -102,5 +98,5 @@ class Header:
     def target(self) -> int:
         return compact_to_target(self.bits)
 
-    def with_nonce(self, nonce: int) -> "Header":
+    def with_nonce(self, nonce: int) -> Header:
         return replace(self, nonce=nonce)

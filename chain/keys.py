@@ -60,7 +60,7 @@ class PublicKeys:
 class KeyPair:
     """A signing key and an encryption key derived from one 32-byte seed."""
 
-    __slots__ = ("seed", "_sign", "_box", "public")
+    __slots__ = ("_box", "_sign", "public", "seed")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
@@ -75,11 +75,11 @@ class KeyPair:
         )
 
     @classmethod
-    def generate(cls) -> "KeyPair":
+    def generate(cls) -> KeyPair:
         return cls(os.urandom(32))
 
     @classmethod
-    def development(cls, index: int) -> "KeyPair":
+    def development(cls, index: int) -> KeyPair:
         """Well-known regtest keys (like hardhat's accounts): never hold real coin with them."""
         return cls(hashlib.sha256(f"blockcoin regtest development key {index}".encode()).digest())
 
@@ -124,7 +124,7 @@ class KeyPair:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, passphrase: str | None = None) -> "KeyPair":
+    def load(cls, path: Path, passphrase: str | None = None) -> KeyPair:
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError as exc:

@@ -11,6 +11,7 @@ keeps them, as bitcoind's mempool.dat does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -58,7 +59,7 @@ class Entry:
 
 
 class Mempool:
-    def __init__(self, chain: "ChainState", max_bytes: int = 64 << 20, min_fee_rate: float = 0.0):
+    def __init__(self, chain: ChainState, max_bytes: int = 64 << 20, min_fee_rate: float = 0.0):
         self.chain = chain
         self.max_bytes = max_bytes
         self.min_fee_rate = min_fee_rate
@@ -161,10 +162,8 @@ class Mempool:
                     self._remove(digest, [n for n in self.by_signer[digest] if n < base])
         else:
             for ev in events:
-                try:
+                with contextlib.suppress(ValidationError):  # e.g. now conflicts with the new tip
                     self.add(ev)
-                except ValidationError:
-                    pass
 
     def select(self, fold: Fold, max_bytes: int, max_count: int) -> list[SignedEvent]:
         """Greedy by fee rate, each signer's events in nonce order, each applied to ``fold``;

@@ -63,7 +63,7 @@ class LocalNode:
         self._wallet: Wallet | None = None
 
     @classmethod
-    def open(cls, datadir: Path | None, net: str) -> "LocalNode":
+    def open(cls, datadir: Path | None, net: str) -> LocalNode:
         params = network(net)
         return cls(datadir or default_datadir(net), params)
 
@@ -76,7 +76,7 @@ class LocalNode:
     def close(self) -> None:
         self.chain.close()
 
-    def __enter__(self) -> "LocalNode":
+    def __enter__(self) -> LocalNode:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -35,18 +35,18 @@ class Principal:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Principal) and other.digest == self.digest
 
-    def __lt__(self, other: "Principal") -> bool:
+    def __lt__(self, other: Principal) -> bool:
         return self.digest < other.digest
 
     def __hash__(self) -> int:
         return hash(self.digest)
 
     @classmethod
-    def of_public_key(cls, ed25519_public: bytes) -> "Principal":
+    def of_public_key(cls, ed25519_public: bytes) -> Principal:
         return cls(hashlib.sha256(ed25519_public).digest())
 
     @classmethod
-    def parse(cls, text: str) -> "Principal":
+    def parse(cls, text: str) -> Principal:
         text = text.strip()
         if not text.startswith(PREFIX):
             raise PrincipalFormatError(f"a principal starts with {PREFIX!r}: {text[:16]!r}")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 COINBASE_RESERVE = 128
 
 
-def build_template(chain: "ChainState", mempool: "Mempool | None", recipient: Principal,
+def build_template(chain: ChainState, mempool: Mempool | None, recipient: Principal,
                    now: int | None = None, extra: bytes = b"") -> Block:
     params = chain.params
     tip = chain.tip

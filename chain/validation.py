@@ -8,8 +8,8 @@ checked on a thread pool spread over the cores.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from chain.block import Block, events_root
 from chain.difficulty import asert_bits
@@ -78,7 +78,9 @@ class EventChecker:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    def _check_range(self, events: Sequence[Event], start: int, end: int) -> tuple[int, ValidationError] | None:
+    def _check_range(
+        self, events: Sequence[Event], start: int, end: int
+    ) -> tuple[int, ValidationError] | None:
         chain_id, limit = self.params.chain_id, self.params.max_event_bytes
         for i in range(start, end):
             ev = events[i]

@@ -39,7 +39,8 @@ def parse_amount(text: str) -> int:
                 raise AmountError(f"at most 8 decimal places: {text}")
             value = int(scaled)
     except (InvalidOperation, ValueError):
-        raise AmountError(f"not an amount: {text!r} (coins like 1.5, or base units like 150sat)")
+        raise AmountError(
+            f"not an amount: {text!r} (coins like 1.5, or base units like 150sat)") from None
     if value <= 0:
         raise AmountError(f"an amount is positive: {text}")
     return value
@@ -59,7 +60,7 @@ class Wallet:
         self.writecap = writecap
 
     @classmethod
-    def load(cls, datadir: Path) -> "Wallet":
+    def load(cls, datadir: Path) -> Wallet:
         path = datadir / "wallet.key"
         if not path.exists():
             raise ConfigError(f"no wallet in {datadir} (run `blockcoin init` first)")
@@ -69,14 +70,14 @@ class Wallet:
     def principal(self) -> Principal:
         return self.key.principal
 
-    def next_nonce(self, chain: "ChainState", mempool: "Mempool | None") -> int:
+    def next_nonce(self, chain: ChainState, mempool: Mempool | None) -> int:
         acct = chain.tree.principal(self.principal)
         base = acct.nonce if acct else 0
         if mempool is not None:
             base += len(mempool.by_signer.get(self.principal.digest, {}))
         return base
 
-    def sign(self, chain: "ChainState", mempool: "Mempool | None", body: Body,
+    def sign(self, chain: ChainState, mempool: Mempool | None, body: Body,
              fee: int = DEFAULT_FEE, nonce: int | None = None) -> SignedEvent:
         if nonce is None:
             nonce = self.next_nonce(chain, mempool)

@@ -8,8 +8,8 @@ revocation expires).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from chain.encoding import Reader, Writer
 from chain.errors import BadWritecap, DecodeError, RevokedSigner
@@ -27,7 +27,7 @@ class Writecap:
     expiry: int
     issuer_key: bytes
     signature: bytes
-    next: "Writecap | None" = field(default=None)
+    next: Writecap | None = field(default=None)
 
     @staticmethod
     def signing_message(
@@ -44,8 +44,8 @@ class Writecap:
         path: str,
         issued_to: Principal,
         expiry: int,
-        parent: "Writecap | None" = None,
-    ) -> "Writecap":
+        parent: Writecap | None = None,
+    ) -> Writecap:
         """Sign a writecap; ``parent`` is the issuer's own writecap (None when it is the owner)."""
         msg = cls.signing_message(chain_id, path, issued_to, expiry, issuer.public.ed25519)
         return cls(path, issued_to, expiry, issuer.public.ed25519, issuer.sign(msg), parent)
@@ -54,7 +54,7 @@ class Writecap:
     def issuer(self) -> Principal:
         return Principal.of_public_key(self.issuer_key)
 
-    def links(self) -> list["Writecap"]:
+    def links(self) -> list[Writecap]:
         out: list[Writecap] = []
         cap: Writecap | None = self
         while cap is not None:
@@ -70,7 +70,7 @@ class Writecap:
             w.fixed(cap.issuer_key, 32).fixed(cap.signature, 64)
 
     @classmethod
-    def read(cls, r: Reader) -> "Writecap":
+    def read(cls, r: Reader) -> Writecap:
         count = r.varint(MAX_CHAIN_DEPTH)
         if count == 0:
             raise DecodeError("empty writecap chain")

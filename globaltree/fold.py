@@ -7,7 +7,7 @@ the view as it was; block templates rely on that to skip bad events. Rules that 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from chain.block import Block
 from chain.errors import (
@@ -54,7 +54,6 @@ from globaltree.records import (
     revoked_key,
 )
 from globaltree.view import StateView
-
 
 # what a handler returns once its checks pass: the path the event acts at (None: the payer's
 # root, rendered only when a writecap must cover it), what the payer spends, and the mutation

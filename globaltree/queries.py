@@ -67,7 +67,3 @@ class GlobalTree:
 
     def contracts_by_host(self, host: Principal) -> list[Contract]:
         return self._contracts_under(BY_HOST + host.digest)
-
-    def dump(self) -> dict[bytes, bytes]:
-        """Every state key and value: what tests compare against a fresh fold."""
-        return dict(self.view._db.iterator(prefix=b"S"))  # type: ignore[call-overload]

@@ -70,7 +70,7 @@ class Account:
         return bytes(w.text(self.address).varint(self.updated))
 
     @classmethod
-    def decode(cls, data: bytes) -> "Account":
+    def decode(cls, data: bytes) -> Account:
         def read(r: Reader) -> Account:
             balance, nonce = r.varint(), r.varint()
             ed, x = r.var_bytes(32) or None, r.var_bytes(32) or None
@@ -121,7 +121,7 @@ class Contract:
         return bytes(w.varint(self.start).varint(self.paid_periods).varint(self.paid_total))
 
     @classmethod
-    def decode(cls, data: bytes) -> "Contract":
+    def decode(cls, data: bytes) -> Contract:
         def read(r: Reader) -> Contract:
             cid, owner, key = r.fixed(32), Principal(r.fixed(32)), r.fixed(32)
             offer = FragmentOffer.read(r)

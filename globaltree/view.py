@@ -3,7 +3,8 @@ until committed into a ledger batch together with the undo record that reverses 
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from chain.encoding import Reader, Writer, decode_all
 from chain.principal import Principal
@@ -23,7 +24,7 @@ class Sink(Protocol):
 
 
 class StateView:
-    __slots__ = ("_db", "_changes", "_accounts")
+    __slots__ = ("_accounts", "_changes", "_db")
 
     def __init__(self, db: KeyValueReader) -> None:
         self._db = db

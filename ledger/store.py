@@ -17,10 +17,10 @@ Keys (heights are 8-byte big-endian so they sort):
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Iterator
 
 import plyvel
 
@@ -53,7 +53,7 @@ class IndexEntry:
         return bytes(w.var_bytes(self.work.to_bytes(33, "big").lstrip(b"\0")).u8(self.status))
 
     @classmethod
-    def decode(cls, block_hash: bytes, data: bytes) -> "IndexEntry":
+    def decode(cls, block_hash: bytes, data: bytes) -> IndexEntry:
         def read(r: Reader) -> IndexEntry:
             header = Header.decode(r.fixed(HEADER_SIZE))
             height = r.varint()
@@ -66,7 +66,7 @@ class IndexEntry:
 class Batch:
     """One atomic change to the database; nothing is visible until :meth:`commit`."""
 
-    def __init__(self, store: "LedgerStore") -> None:
+    def __init__(self, store: LedgerStore) -> None:
         self._store = store
         self._wb = store.db.write_batch(transaction=True, sync=True)
 
@@ -136,7 +136,11 @@ class LedgerStore:
             raise CorruptLedger(f"stored block {block_hash[::-1].hex()} does not decode") from exc
 
     def get_block_bytes(self, block_hash: bytes) -> bytes | None:
-        return self.db.get(b"B" + block_hash)
+        return self._get(b"B" + block_hash)
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
+        return value
 
     def iter_index(self) -> Iterator[IndexEntry]:
         for key, value in self.db.iterator(prefix=b"I"):
@@ -148,10 +152,10 @@ class LedgerStore:
     # --- best chain -------------------------------------------------------------------------
 
     def tip(self) -> bytes | None:
-        return self.db.get(b"T")
+        return self._get(b"T")
 
     def hash_at(self, height: int) -> bytes | None:
-        return self.db.get(b"H" + _HEIGHT.pack(height))
+        return self._get(b"H" + _HEIGHT.pack(height))
 
     def event_location(self, event_id: bytes) -> tuple[bytes, int] | None:
         raw = self.db.get(b"E" + event_id)
@@ -160,7 +164,7 @@ class LedgerStore:
         return raw[:32], int.from_bytes(raw[32:], "big")
 
     def get_undo(self, block_hash: bytes) -> bytes | None:
-        return self.db.get(b"U" + block_hash)
+        return self._get(b"U" + block_hash)
 
     @staticmethod
     def connect_keys(
@@ -202,10 +206,8 @@ class LedgerStore:
         """Delete every key under ``prefixes`` (used by reindex before refolding)."""
         for prefix in prefixes:
             wb = self.db.write_batch()
-            count = 0
-            for key in self.db.iterator(prefix=prefix, include_value=False):
+            for count, key in enumerate(self.db.iterator(prefix=prefix, include_value=False), 1):
                 wb.delete(key)
-                count += 1
                 if count % 50_000 == 0:
                     wb.write()
                     wb = self.db.write_batch()

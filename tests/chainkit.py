@@ -52,8 +52,7 @@ class DictDB:
         return self.data.get(key)
 
     def iterator(self, *, prefix: bytes, include_value: bool = True) -> Iterator[bytes]:
-        for key in sorted(k for k in self.data if k.startswith(prefix)):
-            yield key
+        yield from sorted(k for k in self.data if k.startswith(prefix))
 
     def put(self, key: bytes, value: bytes) -> None:
         self.data[key] = value
