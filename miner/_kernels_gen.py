@@ -8,7 +8,8 @@ how the code is derived and ``miner/kernels.py`` for the calling convention.
 # mypy: ignore-errors
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 u32 = np.uint32
 u64 = np.uint64
@@ -71,6 +72,19 @@ def add4(a, b, c, d):
 @njit
 def add5(a, b, c, d, e):
     return u32(a + b + c + d + e)
+
+
+@intrinsic
+def load_acquire(typingctx, arr):
+    """``arr[0]`` as an atomic acquire load: another thread's store is seen
+    promptly, and LLVM cannot hoist the read out of the scan loop."""
+    sig = types.int64(arr)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(data, "acquire", 8)
+
+    return sig, codegen
 
 
 @njit
@@ -168,11 +182,15 @@ LF40E3585 = u32(0xF40E3585)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def scan_x16(tpl, start, count, target_top, cand):
-    """Scan nonces ``start .. start+count-1``; return how many candidates,
-    nonces whose sha256d has its top 32 bits (as a little-endian integer)
-    <= ``target_top``, were written to ``cand`` (in increasing order).  Stops
-    early when ``cand`` is full.  16 nonce(s) per step of the inner loop.
+def scan_x16(tpl, start, count, target_top, cand, stop):
+    """Scan nonces ``start .. start+count-1`` (16 per inner-loop step).
+
+    Writes candidates -- nonces whose sha256d has its top 32 bits (as a
+    little-endian integer) <= ``target_top`` -- to ``cand`` in increasing
+    order.  Returns ``(found, scanned)``: the number of candidates and of
+    nonces scanned from ``start``.  ``scanned < count`` when ``cand`` filled
+    up (it ends right after the last candidate) or when another thread set
+    ``stop[0]`` (checked every 16 nonces).
     """
     cap = cand.shape[0]
     found = 0
@@ -324,6 +342,8 @@ def scan_x16(tpl, start, count, target_top, cand):
         c_xs0_36 = ssig0(c_xw21)
         c_xs0_38 = ssig0(c_xw23)
         for g in range(0, seg_len, 16):
+            if load_acquire(stop) != 0:
+                return found, off + g
             lo_base = lo0 + g
             best = u32(0xFFFFFFFF)
             for lane in range(16):
@@ -1372,17 +1392,21 @@ def scan_x16(tpl, start, count, target_top, cand):
                         cand[found] = nonce0 + u64(g + lane)
                         found += 1
                         if found == cap:
-                            return found
+                            return found, off + g + lane + 1
         off += seg_len
-    return found
+    return found, count
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def scan_x8(tpl, start, count, target_top, cand):
-    """Scan nonces ``start .. start+count-1``; return how many candidates,
-    nonces whose sha256d has its top 32 bits (as a little-endian integer)
-    <= ``target_top``, were written to ``cand`` (in increasing order).  Stops
-    early when ``cand`` is full.  8 nonce(s) per step of the inner loop.
+def scan_x8(tpl, start, count, target_top, cand, stop):
+    """Scan nonces ``start .. start+count-1`` (8 per inner-loop step).
+
+    Writes candidates -- nonces whose sha256d has its top 32 bits (as a
+    little-endian integer) <= ``target_top`` -- to ``cand`` in increasing
+    order.  Returns ``(found, scanned)``: the number of candidates and of
+    nonces scanned from ``start``.  ``scanned < count`` when ``cand`` filled
+    up (it ends right after the last candidate) or when another thread set
+    ``stop[0]`` (checked every 8 nonces).
     """
     cap = cand.shape[0]
     found = 0
@@ -1534,6 +1558,8 @@ def scan_x8(tpl, start, count, target_top, cand):
         c_xs0_36 = ssig0(c_xw21)
         c_xs0_38 = ssig0(c_xw23)
         for g in range(0, seg_len, 8):
+            if load_acquire(stop) != 0:
+                return found, off + g
             lo_base = lo0 + g
             best = u32(0xFFFFFFFF)
             for lane in range(8):
@@ -2582,17 +2608,21 @@ def scan_x8(tpl, start, count, target_top, cand):
                         cand[found] = nonce0 + u64(g + lane)
                         found += 1
                         if found == cap:
-                            return found
+                            return found, off + g + lane + 1
         off += seg_len
-    return found
+    return found, count
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def scan_x1(tpl, start, count, target_top, cand):
-    """Scan nonces ``start .. start+count-1``; return how many candidates,
-    nonces whose sha256d has its top 32 bits (as a little-endian integer)
-    <= ``target_top``, were written to ``cand`` (in increasing order).  Stops
-    early when ``cand`` is full.  1 nonce(s) per step of the inner loop.
+def scan_x1(tpl, start, count, target_top, cand, stop):
+    """Scan nonces ``start .. start+count-1`` (1 per inner-loop step).
+
+    Writes candidates -- nonces whose sha256d has its top 32 bits (as a
+    little-endian integer) <= ``target_top`` -- to ``cand`` in increasing
+    order.  Returns ``(found, scanned)``: the number of candidates and of
+    nonces scanned from ``start``.  ``scanned < count`` when ``cand`` filled
+    up (it ends right after the last candidate) or when another thread set
+    ``stop[0]`` (checked every 1 nonces).
     """
     cap = cand.shape[0]
     found = 0
@@ -2744,6 +2774,8 @@ def scan_x1(tpl, start, count, target_top, cand):
         c_xs0_36 = ssig0(c_xw21)
         c_xs0_38 = ssig0(c_xw23)
         for g in range(0, seg_len, 1):
+            if load_acquire(stop) != 0:
+                return found, off + g
             lo_base = lo0 + g
             best = u32(0xFFFFFFFF)
             for lane in range(1):
@@ -3792,6 +3824,6 @@ def scan_x1(tpl, start, count, target_top, cand):
                         cand[found] = nonce0 + u64(g + lane)
                         found += 1
                         if found == cap:
-                            return found
+                            return found, off + g + lane + 1
         off += seg_len
-    return found
+    return found, count

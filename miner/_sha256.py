@@ -23,7 +23,9 @@ K = (
     0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
 )
 
-IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
+IV = (
+    0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
+)
 
 
 def rotr(x: int, n: int) -> int:
@@ -64,4 +66,4 @@ def compress(state: tuple[int, ...] | list[int], block: bytes) -> list[int]:
         t1 = (h + big_s1(e) + ch(e, f, g) + K[t] + w[t]) & MASK
         t2 = (big_s0(a) + maj(a, b, c)) & MASK
         a, b, c, d, e, f, g, h = (t1 + t2) & MASK, a, b, c, (d + t1) & MASK, e, f, g
-    return [(x + y) & MASK for x, y in zip(state, (a, b, c, d, e, f, g, h))]
+    return [(x + y) & MASK for x, y in zip(state, (a, b, c, d, e, f, g, h), strict=True)]

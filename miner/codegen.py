@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from miner._sha256 import IV, K, MASK, big_s0, big_s1, ch, maj, small_s0, small_s1
+from miner._sha256 import IV, MASK, K, big_s0, big_s1, ch, maj, small_s0, small_s1
 
 HEADER_LEN = 116
 
 
-_PY_FUNCS = {"S0": big_s0, "S1": big_s1, "s0": small_s0, "s1": small_s1, "ch": ch, "maj": maj}
+_PY_FUNCS: dict[str, Callable[..., int]] = {
+    "S0": big_s0, "S1": big_s1, "s0": small_s0, "s1": small_s1, "ch": ch, "maj": maj,
+}
 
 # Names of the numba helpers (defined in HEADER below) for each function.
 _HELPER = {"S0": "bsig0", "S1": "bsig1", "s0": "ssig0", "s1": "ssig1", "ch": "ch", "maj": "maj"}
@@ -73,10 +76,8 @@ class Emitter:
     def __init__(self) -> None:
         self.seg_lines: list[str] = []
         self.lane_lines: list[str] = []
-        self._n = 0
 
     def _new(self, kind: int, expr: str, hint: str) -> Val:
-        self._n += 1
         name = f"{'c' if kind == SEG else 'v'}_{hint}"
         (self.seg_lines if kind == SEG else self.lane_lines).append(f"{name} = {expr}")
         return Val(kind, name)
@@ -168,7 +169,8 @@ how the code is derived and ``miner/kernels.py`` for the calling convention.
 # mypy: ignore-errors
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 u32 = np.uint32
 u64 = np.uint64
@@ -233,6 +235,19 @@ def add5(a, b, c, d, e):
     return u32(a + b + c + d + e)
 
 
+@intrinsic
+def load_acquire(typingctx, arr):
+    """``arr[0]`` as an atomic acquire load: another thread's store is seen
+    promptly, and LLVM cannot hoist the read out of the scan loop."""
+    sig = types.int64(arr)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(data, "acquire", 8)
+
+    return sig, codegen
+
+
 @njit
 def bswap(x):
     return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
@@ -242,11 +257,15 @@ def bswap(x):
 KERNEL_TEMPLATE = '''
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def {name}(tpl, start, count, target_top, cand):
-    """Scan nonces ``start .. start+count-1``; return how many candidates,
-    nonces whose sha256d has its top 32 bits (as a little-endian integer)
-    <= ``target_top``, were written to ``cand`` (in increasing order).  Stops
-    early when ``cand`` is full.  {lanes} nonce(s) per step of the inner loop.
+def {name}(tpl, start, count, target_top, cand, stop):
+    """Scan nonces ``start .. start+count-1`` ({lanes} per inner-loop step).
+
+    Writes candidates -- nonces whose sha256d has its top 32 bits (as a
+    little-endian integer) <= ``target_top`` -- to ``cand`` in increasing
+    order.  Returns ``(found, scanned)``: the number of candidates and of
+    nonces scanned from ``start``.  ``scanned < count`` when ``cand`` filled
+    up (it ends right after the last candidate) or when another thread set
+    ``stop[0]`` (checked every {lanes} nonces).
     """
     cap = cand.shape[0]
     found = 0
@@ -262,6 +281,8 @@ def {name}(tpl, start, count, target_top, cand):
         c_nhi = bswap(u32(nonce0 >> u64(32)))
 {seg_lines}
         for g in range(0, seg_len, {lanes}):
+            if load_acquire(stop) != 0:
+                return found, off + g
             lo_base = lo0 + g
             best = u32(0xFFFFFFFF)
             for lane in range({lanes}):
@@ -277,9 +298,9 @@ def {name}(tpl, start, count, target_top, cand):
                         cand[found] = nonce0 + u64(g + lane)
                         found += 1
                         if found == cap:
-                            return found
+                            return found, off + g + lane + 1
         off += seg_len
-    return found
+    return found, count
 '''
 
 # (function name, nonces per inner-loop step); miner/kernels.py picks one.

@@ -37,6 +37,7 @@ MAX_TARGET = 2**256 - 1
 
 TemplateWords = npt.NDArray[np.uint32]
 Candidates = npt.NDArray[np.uint64]
+StopFlag = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class KernelSpec:
     # CPU features (LLVM names) that make this kernel the best choice; it is
     # correct on any x86-64/arm64 CPU, just slower without them.
     wants: tuple[str, ...]
-    fn: Callable[..., int]
+    fn: Callable[..., tuple[int, int]]
 
 
 KERNELS: dict[str, KernelSpec] = {
@@ -145,6 +146,12 @@ def hash_value(header: bytes) -> int:
     return int.from_bytes(sha256d(header), "little")
 
 
+def new_stop_flag() -> StopFlag:
+    """A stop flag for ``sha256d_header_scan``: set ``flag[0] = 1`` from any
+    thread and running scans return within a few microseconds."""
+    return np.zeros(1, dtype=np.int64)
+
+
 def sha256d_header_scan(
     kernel: KernelSpec,
     words: TemplateWords,
@@ -152,16 +159,19 @@ def sha256d_header_scan(
     count: int,
     top: np.uint32,
     cand: Candidates,
-) -> int:
+    stop: StopFlag,
+) -> tuple[int, int]:
     """Run ``kernel`` over ``count`` nonces from ``start_nonce``.
 
     Writes the nonces whose hash's top 32 bits are <= ``top`` into ``cand`` in
-    increasing order and returns how many; if that equals ``len(cand)`` the
-    scan stopped at the last one (the rest of the range was not scanned).
-    Candidates still need the full 256-bit comparison (``hash_value``).  No
-    argument checking: this is the hot path; see ``check_nonce_range``.
+    increasing order.  Returns ``(found, scanned)``: how many candidates, and
+    how many nonces from ``start_nonce`` were scanned -- fewer than ``count``
+    if ``cand`` filled up (the scan ends just after the last candidate) or
+    ``stop[0]`` was set.  Candidates still need the full 256-bit comparison
+    (``hash_value``).  No argument checking: this is the hot path.
     """
-    return int(kernel.fn(words, np.uint64(start_nonce), count, top, cand))
+    found, scanned = kernel.fn(words, np.uint64(start_nonce), count, top, cand, stop)
+    return int(found), int(scanned)
 
 
 def scan_range(
@@ -176,12 +186,11 @@ def scan_range(
     words = template_words(data)
     top = target_top(target)
     cand: Candidates = np.empty(256, dtype=np.uint64)
+    stop = new_stop_flag()
     hits: list[int] = []
     pos, end = start_nonce, start_nonce + count
     while pos < end:
-        n = sha256d_header_scan(spec, words, pos, end - pos, top, cand)
+        n, scanned = sha256d_header_scan(spec, words, pos, end - pos, top, cand, stop)
         hits += [int(c) for c in cand[:n] if hash_value(with_nonce(data, int(c))) <= target]
-        if n < len(cand):
-            break
-        pos = int(cand[n - 1]) + 1  # candidate buffer was full: resume after it
+        pos += scanned
     return hits

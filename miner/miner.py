@@ -8,8 +8,10 @@ Design, and why:
   the others up), compiles in a third of the time, and makes chunk boundaries
   natural points to stop.
 * Chunks are sized from the measured hash rate so one kernel call lasts about
-  ``CHUNK_SECONDS`` (2 ms): per-call overhead (~10 us of Python) stays under
-  1 %, and a stop request or a new template waits at most one chunk.
+  ``CHUNK_SECONDS`` (10 ms): per-call overhead (~10 us of Python) is ~0.1 %.
+  Stopping does not wait for chunk ends: the kernels poll a shared stop flag
+  every 16 nonces, so a stop request or a new template takes effect within
+  microseconds plus thread wake-up.
 * The kernel only compares the hash's top 32 bits; candidates get the full
   256-bit comparison here with hashlib, which also guards against a
   miscompiled kernel ever reporting a wrong block.
@@ -31,11 +33,13 @@ from miner.kernels import (
     MAX_NONCE,
     Candidates,
     KernelSpec,
+    StopFlag,
     TemplateWords,
     check_header,
     check_nonce_range,
     check_target,
     hash_value,
+    new_stop_flag,
     select_kernel,
     sha256d,
     sha256d_header_scan,
@@ -44,7 +48,7 @@ from miner.kernels import (
     with_nonce,
 )
 
-CHUNK_SECONDS = 0.002  # target duration of one kernel call
+CHUNK_SECONDS = 0.01  # target duration of one kernel call
 POLL_SECONDS = 0.001  # how often search() calls should_stop while mining
 _MIN_CHUNK = 256
 _MAX_CHUNK = 1 << 24
@@ -91,20 +95,38 @@ class SearchStats:
 class _Job:
     """Shared state of one search between its worker threads."""
 
-    def __init__(self, header: bytes, target: int, start: int, end: int) -> None:
+    def __init__(self, header: bytes, target: int, start: int, end: int, threads: int,
+                 from_run: bool) -> None:
         self.header = header
         self.target = target
         self.words: TemplateWords = template_words(header)
         self.top = target_top(target)
-        self.next = start
+        self.next = start  # chunks below this were handed out
         self.end = end
+        self.from_run = from_run
         self.lock = threading.Lock()
-        self.halt = False
+        self.halt = False  # hand out no more chunks; claimed ones finish
+        self.stop_flag: StopFlag = new_stop_flag()  # abort claimed chunks too
+        self.aborted = False
+        self.unscanned_from: int | None = None  # lowest nonce an abort skipped
         self.hashes = 0
         self.winner: int | None = None
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self.first_chunk_at: float | None = None
+        self.live = threads
+        self.done = threading.Event()
         self.t0 = time.perf_counter()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.halt = True
+        self.stop_flag[0] = 1
+
+    def next_nonce(self) -> int:
+        if self.winner is not None:
+            return self.winner + 1
+        nxt = min(self.next, self.end)
+        return nxt if self.unscanned_from is None else min(nxt, self.unscanned_from)
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,7 @@ class Miner:
     Two ways to use it:
 
     * ``search()`` -- blocking search of one template; pass ``should_stop`` to
-      abandon it (checked every millisecond, honoured within one chunk);
+      abandon it (called every millisecond, honoured within microseconds);
     * ``run()`` + ``update_template()`` -- continuous mining in a dedicated
       thread; other threads swap templates in as the chain tip or mempool
       changes.
@@ -229,44 +251,39 @@ class Miner:
                 raise MinerError(f"max_nonces must be a non-negative int, got {max_nonces!r}")
             end = min(start_nonce + max_nonces, MAX_NONCE + 1)
         with self._search_lock:
-            job = _Job(data, target, start_nonce, end)
+            job = _Job(data, target, start_nonce, end, self._threads, on_first_chunk is not None)
             self._job = job
             stopped = False
+            reported = False
             try:
-                workers = [
+                for i in range(self._threads):
                     threading.Thread(target=self._worker, args=(job,), daemon=True,
-                                     name=f"miner-{i}")
-                    for i in range(self._threads)
-                ]
-                for w in workers:
-                    w.start()
-                reported = False
-                while any(w.is_alive() for w in workers):
-                    workers[0].join(POLL_SECONDS)
+                                     name=f"miner-{i}").start()
+                while not job.done.wait(POLL_SECONDS):
                     if on_first_chunk and not reported and job.first_chunk_at is not None:
                         on_first_chunk(job.first_chunk_at)
                         reported = True
                     if not job.halt and should_stop is not None and should_stop():
                         stopped = True
-                        job.halt = True
-                for w in workers:
-                    w.join()
+                        job.abort()
             finally:
-                job.halt = True
+                job.abort()  # no-op normally; stops the workers if we were interrupted
+                job.done.wait()
                 self._job = None
             if job.error is not None:
                 raise job.error
             elapsed = time.perf_counter() - job.t0
             if on_first_chunk and not reported and job.first_chunk_at is not None:
                 on_first_chunk(job.first_chunk_at)
-            next_nonce = min(job.next, job.end)
+            next_nonce = job.next_nonce()
+            found = job.winner is not None
             self._last = SearchStats(
                 hashes=job.hashes,
                 elapsed_s=elapsed,
                 next_nonce=next_nonce,
-                found=job.winner is not None,
-                stopped=stopped and job.winner is None,
-                exhausted=job.winner is None and next_nonce > MAX_NONCE,
+                found=found,
+                stopped=stopped and not found,
+                exhausted=not found and next_nonce > MAX_NONCE,
             )
             if job.winner is None:
                 return None
@@ -289,41 +306,55 @@ class Miner:
                     if job.first_chunk_at is None:
                         job.first_chunk_at = time.perf_counter()
                 t0 = time.perf_counter()
-                nonce = self._scan_chunk(job, start, count, cand)
+                winner, scanned = self._scan_chunk(job, start, count, cand)
                 dt = time.perf_counter() - t0
                 with job.lock:
-                    job.hashes += count
-                    if nonce is not None and (job.winner is None or nonce < job.winner):
-                        job.winner = nonce
+                    job.hashes += scanned
+                    if winner is not None:
+                        if job.winner is None or winner < job.winner:
+                            job.winner = winner
                         job.halt = True
-                if count >= _MIN_CHUNK and dt > 0:
+                    elif scanned < count:  # aborted: the rest of the chunk was skipped
+                        skipped = start + scanned
+                        if job.unscanned_from is None or skipped < job.unscanned_from:
+                            job.unscanned_from = skipped
+                if scanned == count >= _MIN_CHUNK and dt > 0:
                     # Smooth the per-thread rate used to size the next chunk.
                     self._rate_per_thread = 0.7 * self._rate_per_thread + 0.3 * (count / dt)
-        except BaseException as exc:  # surfaced by search() in the caller's thread
+        except Exception as exc:  # noqa: BLE001 - re-raised by search() in the caller's thread
             job.error = exc
-            job.halt = True
+            job.abort()
+        finally:
+            with job.lock:
+                job.live -= 1
+                if job.live == 0:
+                    job.done.set()
 
-    def _scan_chunk(self, job: _Job, start: int, count: int, cand: Candidates) -> int | None:
-        """Scan one chunk; return its lowest nonce that meets the full target."""
+    def _scan_chunk(
+        self, job: _Job, start: int, count: int, cand: Candidates
+    ) -> tuple[int | None, int]:
+        """Scan one chunk until done, a winner, or an abort.  Returns the
+        chunk's lowest nonce that meets the full target (or None) and how many
+        nonces from ``start`` were scanned."""
         pos, end = start, start + count
-        while pos < end:
-            n = sha256d_header_scan(self._spec, job.words, pos, end - pos, job.top, cand)
+        while pos < end and not job.aborted:
+            n, scanned = sha256d_header_scan(
+                self._spec, job.words, pos, end - pos, job.top, cand, job.stop_flag
+            )
             for c in cand[:n]:
                 nonce = int(c)
                 if hash_value(with_nonce(job.header, nonce)) <= job.target:
-                    return nonce
-            if n < len(cand):
-                return None
-            pos = int(cand[n - 1]) + 1  # buffer full: the kernel stopped there
-        return None
+                    return nonce, nonce + 1 - start
+            pos += scanned
+        return None, pos - start
 
     # --- continuous mining ------------------------------------------------
 
     def update_template(self, header: bytes, target: int, start_nonce: int = 0) -> None:
         """Make ``run()`` mine this header from now on (thread-safe).
 
-        The running search is abandoned at its next chunk boundary, a few
-        milliseconds at most; ``last_switch_latency_s`` measures it.
+        The running search is abandoned at once (the kernels poll a stop flag
+        every 16 nonces); ``last_switch_latency_s`` measures the switch.
         """
         data = check_header(header)
         check_target(target)
@@ -331,12 +362,18 @@ class Miner:
         with self._tpl_cond:
             self._tpl = _Template(data, target, start_nonce, time.perf_counter())
             self._tpl_cond.notify_all()
+        job = self._job
+        if job is not None and job.from_run:
+            job.abort()  # run() notices the new template right away
 
     def clear_template(self) -> None:
         """Make ``run()`` idle until the next ``update_template``."""
         with self._tpl_cond:
             self._tpl = None
             self._tpl_cond.notify_all()
+        job = self._job
+        if job is not None and job.from_run:
+            job.abort()
 
     def run(
         self,
@@ -360,12 +397,14 @@ class Miner:
                     self._tpl_cond.wait(POLL_SECONDS * 5)
                     continue
 
+            def replaced(tpl: _Template = tpl) -> bool:
+                return stop() or self._tpl is not tpl
+
             def record_switch(at: float, tpl: _Template = tpl) -> None:
                 self._last_switch_s = at - tpl.requested_at
 
             result = self._search(
-                tpl.header, tpl.target, tpl.start_nonce, None,
-                lambda: stop() or self._tpl is not tpl, record_switch,
+                tpl.header, tpl.target, tpl.start_nonce, None, replaced, record_switch
             )
             last = self._last
             if result is not None or (last is not None and last.exhausted):
@@ -385,8 +424,8 @@ class Miner:
         header = bytes(range(116))
         start, count, target = 2**32 - 40, 80, 2**255
         cand: Candidates = np.empty(count, dtype=np.uint64)
-        n = sha256d_header_scan(self._spec, template_words(header), start, count,
-                                target_top(target), cand)
+        n, _ = sha256d_header_scan(self._spec, template_words(header), start, count,
+                                   target_top(target), cand, new_stop_flag())
         got = [int(c) for c in cand[:n]]
         want = [x for x in range(start, start + count)
                 if hash_value(with_nonce(header, x)) >> 224 <= target >> 224]

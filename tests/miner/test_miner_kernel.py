@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from miner import HEADER_LEN, MAX_NONCE, MinerError
-from miner import codegen, kernels
+from miner import HEADER_LEN, MAX_NONCE, MinerError, codegen, kernels
 from miner._sha256 import IV, compress
 from miner.kernels import (
     KERNELS,
     hash_value,
+    new_stop_flag,
     scan_range,
     select_kernel,
     sha256d_header_scan,
@@ -45,8 +47,9 @@ def tops(header: bytes, start: int, count: int) -> list[int]:
 
 def kernel_candidates(name: str, header: bytes, start: int, count: int, top: int) -> list[int]:
     cand = np.empty(count + 1, dtype=np.uint64)
-    n = sha256d_header_scan(KERNELS[name], template_words(header), start, count,
-                            np.uint32(top), cand)
+    n, scanned = sha256d_header_scan(KERNELS[name], template_words(header), start, count,
+                                     np.uint32(top), cand, new_stop_flag())
+    assert scanned == count
     return [int(c) for c in cand[:n]]
 
 
@@ -115,6 +118,44 @@ def test_full_candidate_buffer_resumes_without_gaps(name: str) -> None:
     # Every nonce is a candidate: the 256-entry buffer fills several times.
     header = os.urandom(HEADER_LEN)
     assert scan_range(header, 2**256 - 1, 1000, 1000, KERNELS[name]) == list(range(1000, 2000))
+
+
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_full_candidate_buffer_reports_where_it_stopped(name: str) -> None:
+    cand = np.empty(10, dtype=np.uint64)
+    n, scanned = sha256d_header_scan(KERNELS[name], template_words(bytes(HEADER_LEN)), 50, 100,
+                                     np.uint32(0xFFFFFFFF), cand, new_stop_flag())
+    assert (n, scanned) == (10, 10)
+    assert [int(c) for c in cand] == list(range(50, 60))
+
+
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_stop_flag_set_before_the_call_scans_nothing(name: str) -> None:
+    stop = new_stop_flag()
+    stop[0] = 1
+    cand = np.empty(10, dtype=np.uint64)
+    assert sha256d_header_scan(KERNELS[name], template_words(bytes(HEADER_LEN)), 0, 10**9,
+                               np.uint32(0xFFFFFFFF), cand, stop) == (0, 0)
+
+
+def test_stop_flag_interrupts_a_running_kernel() -> None:
+    # A call that would take minutes returns promptly once another thread
+    # sets the flag: the kernel really re-reads it inside its loop.
+    spec = select_kernel()
+    stop = new_stop_flag()
+    cand = np.empty(10, dtype=np.uint64)
+    out: list[tuple[int, int]] = []
+    t = threading.Thread(target=lambda: out.append(sha256d_header_scan(
+        spec, template_words(bytes(HEADER_LEN)), 0, 2**40, np.uint32(0), cand, stop)))
+    t.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    stop[0] = 1
+    t.join(5)
+    assert not t.is_alive()
+    assert time.perf_counter() - t0 < 0.05
+    found, scanned = out[0]
+    assert 0 < scanned < 2**40 and scanned % spec.lanes == 0
 
 
 def test_template_words_are_midstate_and_block2_prefix() -> None:

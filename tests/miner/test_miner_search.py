@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from miner import HEADER_LEN, MAX_NONCE, Miner, MineResult, MinerError
+from miner import HEADER_LEN, MAX_NONCE, Miner, MinerError, MineResult
 from miner.kernels import KERNELS, hash_value, scan_range
 
 # A target that needs ~65k hashes on average (probability 2**-16 per nonce).
@@ -93,23 +93,35 @@ def test_stop_flag_is_honoured_promptly(miner: Miner, header: bytes) -> None:
     assert result is None
     stats = miner.last_search
     assert stats is not None and stats.stopped and not stats.exhausted
-    assert stats.hashes > 0 and stats.next_nonce == stats.hashes
+    assert 0 < stats.next_nonce <= stats.hashes
     assert late < 0.05, f"stopped {late * 1000:.1f} ms after the request"
 
 
-def test_continue_from_next_nonce_after_stop(miner: Miner, header: bytes) -> None:
-    calls = 0
-
-    def stop_soon() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > 2
-
-    miner.search(header, IMPOSSIBLE, should_stop=stop_soon)
-    stats = miner.last_search
-    assert stats is not None and stats.stopped
-    # Nonces below next_nonce were all tried: continuing there skips nothing.
-    assert stats.next_nonce == stats.hashes
+def test_resuming_at_next_nonce_after_stops_skips_nothing(header: bytes) -> None:
+    # Stops abort chunks midway in every thread; next_nonce must still be a
+    # point below which everything was tried.  The scalar kernel is slow
+    # enough for the stops to land mid-range.
+    target, start, count = 2**244, 2**32 - 30_000, 60_000
+    want = scan_range(header, target, start, count, KERNELS["x1"])
+    m = Miner(threads=2, kernel="x1")
+    found: list[int] = []
+    pos, stops = start, 0
+    while pos < start + count:
+        result = m.search(header, target, start_nonce=pos, max_nonces=start + count - pos,
+                          should_stop=lambda: True)  # stop at the first poll
+        stats = m.last_search
+        assert stats is not None
+        if result is not None:
+            assert_solved(result, header, target)
+            found.append(result.nonce)
+            assert stats.next_nonce == result.nonce + 1
+        elif stats.stopped:
+            stops += 1
+        else:
+            assert stats.next_nonce == start + count
+        pos = stats.next_nonce
+    assert found == want
+    assert stops > 0
 
 
 @pytest.fixture
