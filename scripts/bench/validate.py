@@ -23,15 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chain.block import Block, events_root  # noqa: E402
-from chain.cli import read_blocks, write_blocks  # noqa: E402
-from chain.events import Coinbase, Event, SignedEvent, Transfer  # noqa: E402
-from chain.hashes import ZERO_HASH  # noqa: E402
-from chain.header import Header  # noqa: E402
-from chain.keys import KeyPair  # noqa: E402
-from chain.mining import solve  # noqa: E402
-from chain.params import HEADER_VERSION, REGTEST  # noqa: E402
-from chain.validation import expected_bits  # noqa: E402
+from chain.block import Block, events_root
+from chain.cli import read_blocks, write_blocks
+from chain.events import Coinbase, Event, SignedEvent, Transfer
+from chain.hashes import ZERO_HASH
+from chain.header import Header
+from chain.keys import KeyPair
+from chain.mining import solve
+from chain.params import HEADER_VERSION, REGTEST
+from chain.validation import expected_bits
 
 
 def build(path: Path, events: int, per_block: int) -> None:
