@@ -373,7 +373,9 @@ class BlockStore:
                 break
             except NoReadcap:
                 if _is_root(current):
-                    raise NoReadcap(f"{keys.principal} holds no readcap on the way to {path}")
+                    raise NoReadcap(
+                        f"{keys.principal} holds no readcap on the way to {path}"
+                    ) from None
                 chain.append((current, header))
                 current = parent_path(current)
         for child, child_header in reversed(chain):

@@ -275,3 +275,52 @@ class ChallengeResponse:
     @classmethod
     def decode(cls, data: Bytes) -> ChallengeResponse:
         return decode_strict(data, cls.read, "challenge response")
+
+
+class HashTree:
+    """The levels of a fragment's Merkle tree, without the fragment.
+
+    A host keeps this in memory for each fragment it stores and reads challenged leaves from
+    disk: proofs then cost no hashing, yet a leaf lost or altered on disk still fails the
+    owner's check (its hash no longer leads to the root). Built from leaf hashes, which a host
+    computes chunk by chunk while a fragment streams in.
+    """
+
+    __slots__ = ("_levels", "leaf_size", "size")
+
+    def __init__(self, leaves: list[bytes], size: int, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
+        if len(leaves) != leaf_count(size, leaf_size):
+            raise StorageError(f"{len(leaves)} leaf hashes for {size} bytes of {leaf_size}-byte leaves")
+        self.size = size
+        self.leaf_size = leaf_size
+        self._levels = [leaves]
+        while len(self._levels[-1]) > 1:
+            self._levels.append(_parent_level(self._levels[-1]))
+
+    @classmethod
+    def of(cls, data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> HashTree:
+        return cls(leaf_hashes(data, leaf_size), byte_view(data).nbytes, leaf_size)
+
+    @property
+    def leaf_count(self) -> int:
+        return len(self._levels[0])
+
+    @property
+    def root(self) -> bytes:
+        top = self._levels[-1]
+        return top[0] if top else ZERO_HASH
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self._levels[0][index]
+
+    def proof(self, index: int) -> list[bytes]:
+        """The sibling path of leaf ``index``, bottom-up."""
+        if not isinstance(index, int) or not 0 <= index < self.leaf_count:
+            raise StorageError(f"leaf index {index!r} outside 0..{self.leaf_count - 1}")
+        path: list[bytes] = []
+        for level in self._levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            index >>= 1
+        return path

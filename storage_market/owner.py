@@ -1,0 +1,615 @@
+"""The owner agent: a local blocktree buying storage for its blocks and auditing its hosts.
+
+``put`` seals a file as the block at a path (readcap for the owner's key, block key wrapped
+under the parent's), keeps the record in the local :class:`~storage_market.blockstore.BlockStore`,
+erasure-codes it into ``n`` fragments, commits to each with a Merkle root, and publishes one
+``FragmentOffer`` per fragment. Hosts then call in (the agent listens at the address it
+announced) to fetch a fragment; the owner hands each offer to one host at a time, at most one
+fragment of a block per host, checks the host's signed receipt and publishes ``FragmentStored``.
+
+Every period of an active contract the owner challenges ``challenge_leaves`` random leaves with
+a deadline and checks the answer against the root **on chain**. A pass earns a signed voucher
+(the host claims it with ``StoragePayment``); a failure, a refusal or a timeout is a miss.
+After ``max_misses`` misses the owner publishes ``FragmentReleased``, refuses that host for the
+block from then on, and repairs: the same fragment (same bytes, same root) is offered again,
+served from the local record or, if the record is gone, rebuilt from any ``k`` other hosts.
+Offers nobody took before their expiry are simply published again.
+
+Everything the agent decides is written to ``<datadir>/store/state.json`` before it acts on it
+(atomically, see :mod:`storage_market.jsonstate`), and block records live in
+``<datadir>/store/blocks``, so a restarted owner carries on with the same contracts, misses and
+vouchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain.errors import BlockcoinError, ValidationError
+from chain.events import (
+    Announce,
+    FragmentOffer,
+    FragmentReleased,
+    FragmentStored,
+    receipt_message,
+    voucher_message,
+)
+from chain.keys import verify
+from chain.net import SecureChannel
+from chain.paths import check_path
+from chain.principal import Principal
+from storage_market import fragments, retrieve
+from storage_market import protocol as proto
+from storage_market.blockstore import BlockStore, StoredBlock
+from storage_market.chainclient import DEFAULT_FEE, ChainClient, Signer
+from storage_market.crypto import Bytes, new_block_key, parent_path, valid_path
+from storage_market.errors import BlockNotFound, IntegrityError, StorageError
+from storage_market.jsonstate import read_json, write_json
+from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, leaf_count, merkle_root
+
+log = logging.getLogger("blockcoin.owner")
+
+RESERVATION_SECONDS = 60.0
+EXCHANGE_TIMEOUT = 30.0
+
+# slot states
+OFFERING = "offering"  # an offer is out; no host yet
+STORED = "stored"  # a host's receipt published; waiting for it on chain
+ACTIVE = "active"
+ENDED = "ended"  # all periods over
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(slots=True)
+class StoreOptions:
+    """How a block is stored: code, price per fragment per period, duration, audits."""
+
+    k: int = fragments.DEFAULT_K
+    n: int = fragments.DEFAULT_N
+    price: int = 100_000
+    periods: int = 12
+    period_blocks: int | None = None  # the network's default
+    leaf_size: int = DEFAULT_LEAF_SIZE
+    offer_ttl: int = 100  # blocks an offer stays open
+    challenge_leaves: int = 4
+    challenge_deadline: float = 10.0
+    max_misses: int = 2
+    fee: int = DEFAULT_FEE
+
+    def check(self) -> None:
+        fragments.check_params(self.k, self.n)
+        check_leaf_size(self.leaf_size)
+        if self.price <= 0 or self.periods <= 0 or self.offer_ttl <= 0:
+            raise StorageError("price, periods and offer lifetime are positive")
+        if self.period_blocks is not None and self.period_blocks <= 0:
+            raise StorageError("a period is at least one block")
+        if not 1 <= self.challenge_leaves <= 256 or self.max_misses < 1:
+            raise StorageError("1..256 challenge leaves and at least one allowed miss")
+
+
+@dataclass(slots=True)
+class Slot:
+    """One fragment index of a block and the contract currently carrying it."""
+
+    index: int
+    offer_id: bytes = b""
+    state: str = OFFERING
+    host: Principal | None = None
+    offered_height: int = 0
+    start: int = 0
+    misses: int = 0
+    challenged: int = -1
+    vouchers: dict[int, int] = field(default_factory=dict)
+    failed_hosts: list[Principal] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # in memory only: a host fetching the fragment right now
+    reserved_by: Principal | None = None
+    reserved_until: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "offer_id": self.offer_id.hex(), "state": self.state,
+            "host": str(self.host) if self.host else None, "offered_height": self.offered_height,
+            "start": self.start, "misses": self.misses, "challenged": self.challenged,
+            "vouchers": {str(p): a for p, a in self.vouchers.items()},
+            "failed_hosts": [str(h) for h in self.failed_hosts], "history": self.history,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Slot:
+        return cls(
+            int(d["index"]), bytes.fromhex(d["offer_id"]), str(d["state"]),
+            Principal.parse(d["host"]) if d.get("host") else None, int(d["offered_height"]),
+            int(d["start"]), int(d["misses"]), int(d["challenged"]),
+            {int(p): int(a) for p, a in d.get("vouchers", {}).items()},
+            [Principal.parse(h) for h in d.get("failed_hosts", [])], list(d.get("history", [])),
+        )
+
+
+@dataclass(slots=True)
+class BlockEntry:
+    """A block this owner has put on the market."""
+
+    path: str
+    version: bytes
+    k: int
+    n: int
+    record_size: int
+    fragment_size: int
+    leaf_size: int
+    price: int
+    periods: int
+    period_blocks: int
+    roots: list[bytes]
+    slots: list[Slot]
+    options: StoreOptions
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "path": self.path, "version": self.version.hex(), "k": self.k, "n": self.n,
+            "record_size": self.record_size, "fragment_size": self.fragment_size,
+            "leaf_size": self.leaf_size, "price": self.price, "periods": self.periods,
+            "period_blocks": self.period_blocks, "roots": [r.hex() for r in self.roots],
+            "slots": [s.to_json() for s in self.slots],
+            "options": {"offer_ttl": o.offer_ttl, "challenge_leaves": o.challenge_leaves,
+                        "challenge_deadline": o.challenge_deadline, "max_misses": o.max_misses,
+                        "fee": o.fee},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BlockEntry:
+        raw = d.get("options", {})
+        options = StoreOptions(k=d["k"], n=d["n"], price=d["price"], periods=d["periods"],
+                               period_blocks=d["period_blocks"], leaf_size=d["leaf_size"],
+                               **{k: raw[k] for k in ("offer_ttl", "challenge_leaves",
+                                                      "challenge_deadline", "max_misses", "fee")
+                                  if k in raw})
+        return cls(d["path"], bytes.fromhex(d["version"]), d["k"], d["n"], d["record_size"],
+                   d["fragment_size"], d["leaf_size"], d["price"], d["periods"],
+                   d["period_blocks"], [bytes.fromhex(r) for r in d["roots"]],
+                   [Slot.from_json(s) for s in d["slots"]], options)
+
+    def placed(self) -> int:
+        return sum(1 for s in self.slots if s.state == ACTIVE)
+
+
+class OwnerAgent:
+    """Runs one owner: its blocks, its listener for fetches, its auditor."""
+
+    def __init__(self, datadir: Path, signer: Signer, chain: ChainClient,
+                 listen_host: str = "127.0.0.1", port: int = 0,
+                 defaults: StoreOptions | None = None) -> None:
+        self.root = Path(datadir) / "store"
+        self.signer = signer
+        self.key = signer.key
+        self.chain = chain
+        self.defaults = defaults or StoreOptions()
+        self.listen_host = listen_host
+        self.port = port
+        self.blocks = BlockStore(self.root / "blocks")
+        self.state_file = self.root / "state.json"
+        self.entries: dict[str, BlockEntry] = {}
+        self.address = ""
+        self.height = 0
+        self.events: list[str] = []
+        self.sent_bytes = 0
+        self.on_sent: Callable[[int], None] | None = None
+        self._frags: dict[str, tuple[bytes, list[memoryview]]] = {}
+        self._listener = proto.Listener(self.key, chain.chain_id, self._handle)
+        self._task: asyncio.Task[None] | None = None
+        self._audits: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._changed = asyncio.Event()
+        self._load()
+
+    @property
+    def principal(self) -> Principal:
+        return self.key.principal
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        data = read_json(self.state_file)
+        if data is None:
+            return
+        for raw in data.get("blocks", []):
+            entry = BlockEntry.from_json(raw)
+            self.entries[entry.path] = entry
+
+    def save(self) -> None:
+        write_json(self.state_file, {
+            "owner": str(self.signer.owner), "signer": str(self.principal),
+            "blocks": [e.to_json() for e in self.entries.values()],
+        })
+
+    def _note(self, text: str) -> None:
+        log.info("owner %s: %s", str(self.principal)[:12], text)
+        self.events.append(text)
+        del self.events[:-200]
+
+    def _slot_of(self, offer_id: bytes) -> tuple[BlockEntry, Slot] | None:
+        for entry in self.entries.values():
+            for slot in entry.slots:
+                if slot.offer_id == offer_id:
+                    return entry, slot
+        return None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.address = await self._listener.start(self.listen_host, self.port)
+        acct = await self.chain.principal(self.principal)
+        if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:
+            fee = min(self.defaults.fee, acct.balance if acct else 0)
+            await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address), fee)
+        self.height = await self.chain.tip_height()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for audit in list(self._audits.values()):
+            audit.cancel()
+        for audit in list(self._audits.values()):
+            with contextlib.suppress(BaseException):
+                await audit
+        await self._listener.close()
+        self.save()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except (BlockcoinError, OSError) as exc:
+                self._note(f"step failed: {exc}")
+            self.height = await self.chain.wait_for_block(self.height, 1.0)
+
+    # --- put ------------------------------------------------------------------------------
+
+    def _ensure_parent(self, path: str) -> bytes | None:
+        """The parent's block key, creating empty ancestor blocks locally where missing
+        (a root block carries the owner's readcap, every other block its key wrapped under its
+        parent's: the paper's rule that whoever reads a block reads everything below it)."""
+        if path.count("/") == 1:
+            return None
+        parent = parent_path(path)
+        if not self.blocks.has(parent):
+            grand = self._ensure_parent(parent)
+            block = StoredBlock.seal(parent, b"", new_block_key(), readers=[self.key.public],
+                                     parent_key=grand)
+            self.blocks.put(block)
+        return self.blocks.block_key(parent, self.key)
+
+    async def put(self, path: str, data: Bytes, options: StoreOptions | None = None,
+                  progress: ProgressFn | None = None) -> BlockEntry:
+        """Seal ``data`` as the block at ``path`` and publish its fragment offers."""
+        opts = options or self.defaults
+        opts.check()
+        valid_path(path)
+        if check_path(path) != self.signer.owner:
+            raise StorageError(f"{path} is outside this owner's blocktree /{self.signer.owner}")
+        old = self.entries.get(path)
+        if old is not None and any(s.state in (OFFERING, STORED, ACTIVE) for s in old.slots):
+            raise StorageError(f"{path} is already stored; its contracts must end first")
+        report = progress or (lambda stage, done, total: None)
+        size = len(memoryview(data).cast("B"))
+        report("seal", 0, size)
+        parent_key = self._ensure_parent(path)
+        key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()
+        block = StoredBlock.seal(path, data, key, readers=[self.key.public], parent_key=parent_key)
+        report("seal", size, size)
+        # the durable local copy is written by a thread while this one encodes and hashes
+        write = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
+        try:
+            report("encode", 0, size)
+            frags = fragments.encode(block.record, opts.k, opts.n)
+            report("encode", size, size)
+            roots = []
+            for i, f in enumerate(frags):
+                roots.append(merkle_root(f, opts.leaf_size))
+                report("hash", i + 1, len(frags))
+        finally:
+            await write
+        period_blocks = opts.period_blocks or self.chain.storage_period_blocks
+        entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
+                           frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
+                           period_blocks, roots, [Slot(i) for i in range(opts.n)], opts)
+        self._frags[path] = (block.version, frags)
+        if old is not None:
+            for slot in old.slots:
+                slot.history.append({"version": old.version.hex()})
+        self.entries[path] = entry
+        self.height = await self.chain.tip_height()
+        for slot in entry.slots:
+            await self._offer(entry, slot, save=False)
+            report("offer", slot.index + 1, opts.n)
+        self.save()
+        self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
+        return entry
+
+    async def _offer(self, entry: BlockEntry, slot: Slot, save: bool = True) -> None:
+        """Publish a (new) offer for the slot's fragment."""
+        height = await self.chain.tip_height()
+        offer = FragmentOffer(entry.path, entry.version, slot.index, entry.n, entry.k,
+                              entry.fragment_size, entry.roots[slot.index], entry.leaf_size,
+                              entry.price, entry.period_blocks, entry.periods,
+                              height + entry.options.offer_ttl)
+        slot.offer_id = await self.signer.submit(self.chain, offer, entry.options.fee)
+        slot.state, slot.host, slot.start = OFFERING, None, 0
+        slot.offered_height, slot.misses, slot.challenged = height, 0, -1
+        slot.vouchers = {}
+        slot.reserved_by = None
+        if save:
+            self.save()
+
+    async def wait_placed(self, path: str, timeout: float, count: int | None = None) -> bool:
+        """Until ``count`` (default all ``n``) fragments of ``path`` are active on chain."""
+        entry = self.entries[path]
+        want = entry.n if count is None else count
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while entry.placed() < want:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+            entry = self.entries[path]
+        return True
+
+    # --- fragments to serve ---------------------------------------------------------------
+
+    async def _fragment(self, entry: BlockEntry, index: int) -> memoryview:
+        """Fragment ``index`` of the entry's version: from memory, the local record, or (the
+        record lost) the record rebuilt from any ``k`` hosts and kept again."""
+        cached = self._frags.get(entry.path)
+        if cached is not None and cached[0] == entry.version:
+            return cached[1][index]
+        block: StoredBlock | None = None
+        try:
+            block = await asyncio.to_thread(self.blocks.get, entry.path)
+            if block.version != entry.version:
+                block = None
+        except (BlockNotFound, IntegrityError) as exc:
+            self._note(f"local copy of {entry.path} unusable ({exc}); rebuilding from hosts")
+        if block is None:
+            block = await retrieve.get_block(self.chain, self.key, entry.path)
+            if block.version != entry.version:
+                raise IntegrityError(f"hosts hold another version of {entry.path}")
+            await asyncio.to_thread(self.blocks.put, block)
+            self._note(f"rebuilt {entry.path} from {entry.k} fragments held by hosts")
+        frags = fragments.encode(block.record, entry.k, entry.n)
+        if merkle_root(frags[index], entry.leaf_size) != entry.roots[index]:
+            raise IntegrityError(f"fragment {index} of {entry.path} no longer matches its root")
+        self._frags[entry.path] = (entry.version, frags)
+        return frags[index]
+
+    def _evict(self) -> None:
+        for path in list(self._frags):
+            entry = self.entries.get(path)
+            if entry is None or all(s.state not in (OFFERING,) for s in entry.slots):
+                del self._frags[path]
+
+    # --- serving fetches ------------------------------------------------------------------
+
+    async def _handle(self, channel: SecureChannel) -> None:
+        msg = await proto.recv(channel, proto.DIAL_TIMEOUT)
+        if not isinstance(msg, proto.Fetch):
+            await proto.refuse(channel, "unexpected", f"an owner does not answer {type(msg).__name__}")
+            return
+        found = self._slot_of(msg.offer_id)
+        if found is None or found[1].state != OFFERING:
+            await proto.refuse(channel, "not-offered", "no open offer with this id")
+            return
+        entry, slot = found
+        host = channel.remote_principal
+        now = time.monotonic()
+        why = ""
+        if host in slot.failed_hosts:
+            why = "failed-before"
+        elif any(s is not slot and (s.host == host or (s.reserved_by == host and s.reserved_until > now))
+                 for s in entry.slots):
+            why = "one-per-host"
+        elif slot.reserved_by not in (None, host) and slot.reserved_until > now:
+            why = "busy"
+        if why:
+            await proto.refuse(channel, why, f"offer {msg.offer_id.hex()[:12]} not available")
+            return
+        slot.reserved_by, slot.reserved_until = host, now + RESERVATION_SECONDS
+        try:
+            data = await self._fragment(entry, slot.index)
+            await proto.send_fragment(channel, msg.offer_id, data)
+            self.sent_bytes += data.nbytes
+            if self.on_sent is not None:
+                self.on_sent(data.nbytes)
+            receipt = await proto.expect(channel, proto.Receipt, EXCHANGE_TIMEOUT)
+            host_key = channel.remote_keys.ed25519
+            message = receipt_message(self.chain.chain_id, msg.offer_id, host, entry.roots[slot.index])
+            if not verify(host_key, message, receipt.signature):
+                await proto.refuse(channel, "bad-receipt", "receipt does not verify")
+                return
+            try:
+                eid = await self.signer.submit(
+                    self.chain, FragmentStored(msg.offer_id, host_key, receipt.signature),
+                    entry.options.fee)
+            except ValidationError as exc:
+                await proto.refuse(channel, exc.code, f"FragmentStored refused: {exc}")
+                self._note(f"FragmentStored for {entry.path} #{slot.index} refused: {exc}")
+                return
+            slot.state, slot.host = STORED, host
+            self.save()
+            await proto.send(channel, proto.Stored(eid))
+            self._note(f"{entry.path} #{slot.index} stored by {host}")
+            self._changed.set()
+        finally:
+            if slot.reserved_by == host:
+                slot.reserved_by = None
+
+    # --- following the chain --------------------------------------------------------------
+
+    async def step(self) -> None:
+        """Everything a new tip calls for: offers to renew, contracts started or ended,
+        challenges due."""
+        self.height = h = await self.chain.tip_height()
+        changed = False
+        for entry in list(self.entries.values()):
+            for slot in entry.slots:
+                changed |= await self._follow(entry, slot, h)
+        self._evict()
+        if changed:
+            self.save()
+            self._changed.set()
+
+    async def _follow(self, entry: BlockEntry, slot: Slot, h: int) -> bool:
+        if slot.state == ENDED:
+            return False
+        info = await self.chain.contract(slot.offer_id)
+        if slot.state == OFFERING:
+            if slot.reserved_by is not None and slot.reserved_until > time.monotonic():
+                return False
+            lost = info is None and h > slot.offered_height + 3
+            expired = info is not None and (h > info.offer.expiry_height or info.state != "offered")
+            if lost or expired:
+                await self._offer(entry, slot, save=False)
+                self._note(f"re-offered {entry.path} #{slot.index} (offer "
+                           f"{'lost' if lost else 'expired'})")
+                return True
+            return False
+        if info is None:
+            return False
+        if slot.state == STORED:
+            if info.state == "active" and info.host == slot.host:
+                slot.state, slot.start = ACTIVE, info.start
+                return True
+            if info.state != "active" and h > info.offer.expiry_height:
+                await self._offer(entry, slot, save=False)
+                return True
+            return False
+        # ACTIVE
+        if info.state in ("ended", "released") or h >= info.end:
+            slot.state = ENDED
+            slot.history.append({"offer_id": slot.offer_id.hex(), "host": str(slot.host),
+                                 "end": "ended", "paid_periods": len(slot.vouchers)})
+            return True
+        period = info.period_at(h)
+        key = (entry.path, slot.index)
+        if period > slot.challenged and period < entry.periods and key not in self._audits:
+            task = asyncio.get_running_loop().create_task(self._audit(entry, slot, period))
+            self._audits[key] = task
+            task.add_done_callback(functools.partial(self._audit_done, key))
+        return False
+
+    def _audit_done(self, key: tuple[str, int], task: asyncio.Task[None]) -> None:
+        if self._audits.get(key) is task:
+            del self._audits[key]
+
+    async def _audit(self, entry: BlockEntry, slot: Slot, period: int) -> None:
+        """Challenge the slot's host for ``period``; voucher on a pass, a miss otherwise."""
+        offer_id, host = slot.offer_id, slot.host
+        assert host is not None
+        try:
+            passed, why = await self.challenge(entry, slot, period)
+        except asyncio.CancelledError:
+            raise
+        except (BlockcoinError, OSError) as exc:
+            passed, why = False, str(exc)
+        if slot.offer_id != offer_id:  # re-offered meanwhile
+            return
+        slot.challenged = max(slot.challenged, period)
+        if passed:
+            slot.vouchers[period] = entry.price
+            self._note(f"{entry.path} #{slot.index} period {period}: passed, voucher sent")
+        else:
+            slot.misses += 1
+            self._note(f"{entry.path} #{slot.index} period {period}: missed ({why}); "
+                       f"{slot.misses}/{entry.options.max_misses}")
+            if slot.misses >= entry.options.max_misses:
+                await self._release_and_repair(entry, slot, why)
+        self.save()
+        self._changed.set()
+
+    async def challenge(self, entry: BlockEntry, slot: Slot, period: int) -> tuple[bool, str]:
+        """One challenge exchange; (passed, reason if not)."""
+        host = slot.host
+        assert host is not None
+        info = await self.chain.contract(slot.offer_id)
+        if info is None or info.host != host:
+            return False, "contract not on chain"
+        root = info.offer.root  # the root on chain, not our own copy
+        count = leaf_count(info.offer.size, info.offer.leaf_size)
+        picks = secrets.SystemRandom().sample(range(count), min(entry.options.challenge_leaves, count))
+        indexes = tuple(sorted(picks))
+        acct = await self.chain.principal(host)
+        deadline = entry.options.challenge_deadline
+        channel = await proto.dial(acct.address if acct else None, self.key, self.chain.chain_id,
+                                   host, timeout=deadline)
+        async with channel:
+            await proto.send(channel, proto.Challenge(slot.offer_id, period, int(deadline * 1000),
+                                                      indexes))
+            try:
+                answer = await proto.expect(channel, proto.Response, deadline)
+            except proto.PeerRefused as exc:
+                return False, f"host refused: {exc}"
+            except proto.ProtocolError as exc:
+                return False, str(exc)
+            if not answer.response.verify(root, count, indexes):
+                await proto.refuse(channel, "challenge-failed", "leaves do not prove the root")
+                return False, "leaves do not prove the root on chain"
+            amount = entry.price
+            sig = self.key.sign(voucher_message(self.chain.chain_id, slot.offer_id, period, amount))
+            await proto.send(channel, proto.Voucher(period, amount, sig))
+            await proto.expect(channel, proto.Ack, EXCHANGE_TIMEOUT)
+        return True, ""
+
+    async def _release_and_repair(self, entry: BlockEntry, slot: Slot, why: str) -> None:
+        host = slot.host
+        try:
+            await self.signer.submit(self.chain, FragmentReleased(slot.offer_id), entry.options.fee)
+        except ValidationError as exc:
+            self._note(f"release of {entry.path} #{slot.index} refused: {exc}")
+        slot.history.append({"offer_id": slot.offer_id.hex(), "host": str(host),
+                             "end": f"released: {why}", "paid_periods": len(slot.vouchers)})
+        if host is not None and host not in slot.failed_hosts:
+            slot.failed_hosts.append(host)
+        self._note(f"released {entry.path} #{slot.index} from {host}; repairing")
+        await self._offer(entry, slot, save=False)
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def status(self, path: str | None = None) -> dict[str, Any]:
+        entries = [self.entries[path]] if path is not None else list(self.entries.values())
+        if path is not None and path not in self.entries:
+            raise BlockNotFound(f"{path} is not stored by this owner")
+        out = []
+        for e in entries:
+            slots = []
+            for s in e.slots:
+                slots.append({
+                    "index": s.index, "state": s.state, "host": str(s.host) if s.host else None,
+                    "contract": s.offer_id.hex(), "start": s.start or None,
+                    "end": s.start + e.periods * e.period_blocks if s.start else None,
+                    "misses": s.misses, "periods_paid": len(s.vouchers),
+                    "paid": sum(s.vouchers.values()), "repairs": len(s.failed_hosts),
+                })
+            out.append({"path": e.path, "version": e.version.hex(), "k": e.k, "n": e.n,
+                        "size": e.record_size, "fragment_size": e.fragment_size,
+                        "price": e.price, "periods": e.periods, "period_blocks": e.period_blocks,
+                        "placed": e.placed(), "fragments": slots})
+        return {"owner": str(self.signer.owner), "address": self.address, "height": self.height,
+                "blocks": out}

@@ -1,0 +1,425 @@
+"""The owner-host protocol, spoken over the node channel (:class:`chain.net.SecureChannel`).
+
+Every exchange runs on its own channel: the caller dials the peer's address from
+``/global/principals`` and names the principal it expects, so the Noise XX handshake proves
+both identities before a byte of the exchange is sent; the listener learns the caller's
+principal from the handshake and authorises by it (only a contract's owner may challenge, only
+the host that reserved an offer may send its receipt). One request, its answer, close: an
+exchange is a few round trips and a handshake costs about a millisecond, while a long-lived
+connection would need keep-alives, reconnects and multiplexing for nothing.
+
+Exchanges (``->`` from the caller, ``<-`` from the listener)::
+
+    fetch     host -> owner   FETCH(offer)     <- FRAGMENT(offer, size) + raw chunks
+                              -> RECEIPT(sig)  <- STORED(event id) | ERROR
+    challenge owner -> host   CHALLENGE(offer, period, deadline, leaves)
+                              <- RESPONSE(ChallengeResponse) | ERROR
+                              -> VOUCHER(period, amount, sig) | ERROR(challenge-failed)
+                              <- ACK
+    retrieve  any -> host     RETRIEVE(offer)  <- FRAGMENT(offer, size) + raw chunks | ERROR
+
+A message is one channel message: ``u8 type | body`` in the chain's canonical encoding
+(:mod:`chain.encoding`), decoded strictly; any flaw is a :class:`ProtocolError`. A fragment
+travels as a FRAGMENT header followed by raw chunks of at most :data:`CHUNK_SIZE` bytes, with
+no per-chunk framing (the channel already delimits messages). The receiver checks the
+announced size against the size recorded on chain *before* accepting any chunk, refuses a chunk
+that would overrun it, and sets the channel's message limit to one chunk, so a peer can make it
+buffer at most one chunk in memory. The bytes are then checked against the Merkle root on chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from chain.encoding import Reader, Writer
+from chain.errors import BlockcoinError
+from chain.keys import KeyPair
+from chain.net import ChannelError, SecureChannel, StreamTransport
+from chain.principal import Principal
+from storage_market.crypto import decode_strict
+from storage_market.errors import StorageError
+from storage_market.merkle import MAX_CHALLENGE_LEAVES, ChallengeResponse
+
+#: Bytes per fragment chunk: a multiple of every allowed leaf size (powers of two to 1 MiB).
+CHUNK_SIZE = 1 << 20
+#: The channel's message limit: one chunk, or the largest control message.
+MAX_MESSAGE = CHUNK_SIZE + 1024
+MAX_TEXT = 1024
+DIAL_TIMEOUT = 10.0
+
+
+class ProtocolError(StorageError):
+    """A peer broke the owner-host protocol, or answered with an error."""
+
+    code = "storage-protocol"
+
+
+class PeerRefused(ProtocolError):
+    """The peer understood and said no (ERROR message); ``reason`` is its stable code."""
+
+    code = "storage-refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class PeerUnreachable(ProtocolError):
+    """No usable channel to the peer: no address, connection refused, handshake failed."""
+
+    code = "storage-unreachable"
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    tag: ClassVar[int] = 1
+    offer_id: bytes
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.offer_id, 32)
+
+    @classmethod
+    def read(cls, r: Reader) -> Fetch:
+        return cls(r.fixed(32))
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentHeader:
+    """Announces a fragment stream: ``size`` bytes follow as raw chunks."""
+
+    tag: ClassVar[int] = 2
+    offer_id: bytes
+    size: int
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.offer_id, 32).varint(self.size)
+
+    @classmethod
+    def read(cls, r: Reader) -> FragmentHeader:
+        return cls(r.fixed(32), r.varint())
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tag: ClassVar[int] = 3
+    signature: bytes
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.signature, 64)
+
+    @classmethod
+    def read(cls, r: Reader) -> Receipt:
+        return cls(r.fixed(64))
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    tag: ClassVar[int] = 4
+    event_id: bytes
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.event_id, 32)
+
+    @classmethod
+    def read(cls, r: Reader) -> Stored:
+        return cls(r.fixed(32))
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Prove leaves ``indexes`` of an offer's fragment within ``deadline_ms``."""
+
+    tag: ClassVar[int] = 5
+    offer_id: bytes
+    period: int
+    deadline_ms: int
+    indexes: tuple[int, ...]
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.offer_id, 32).varint(self.period).varint(self.deadline_ms)
+        w.varint(len(self.indexes))
+        for i in self.indexes:
+            w.varint(i)
+
+    @classmethod
+    def read(cls, r: Reader) -> Challenge:
+        offer, period, deadline = r.fixed(32), r.varint(), r.varint()
+        count = r.varint(MAX_CHALLENGE_LEAVES)
+        indexes = tuple(r.varint() for _ in range(count))
+        if not indexes or list(indexes) != sorted(set(indexes)):
+            raise ProtocolError("challenge leaves are distinct, sorted and at least one")
+        return cls(offer, period, deadline, indexes)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    tag: ClassVar[int] = 6
+    response: ChallengeResponse
+
+    def write(self, w: Writer) -> None:
+        self.response.write(w)
+
+    @classmethod
+    def read(cls, r: Reader) -> Response:
+        return cls(ChallengeResponse.read(r))
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    tag: ClassVar[int] = 7
+    period: int
+    amount: int
+    signature: bytes
+
+    def write(self, w: Writer) -> None:
+        w.varint(self.period).varint(self.amount).fixed(self.signature, 64)
+
+    @classmethod
+    def read(cls, r: Reader) -> Voucher:
+        return cls(r.varint(), r.varint(), r.fixed(64))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    tag: ClassVar[int] = 8
+
+    def write(self, w: Writer) -> None:
+        return None
+
+    @classmethod
+    def read(cls, r: Reader) -> Ack:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieve:
+    tag: ClassVar[int] = 9
+    offer_id: bytes
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.offer_id, 32)
+
+    @classmethod
+    def read(cls, r: Reader) -> Retrieve:
+        return cls(r.fixed(32))
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A refusal: a stable ``reason`` code and a human-readable message."""
+
+    tag: ClassVar[int] = 10
+    reason: str
+    message: str
+
+    def write(self, w: Writer) -> None:
+        w.text(self.reason[:64]).text(self.message[:MAX_TEXT])
+
+    @classmethod
+    def read(cls, r: Reader) -> Error:
+        return cls(r.text(64), r.text(MAX_TEXT))
+
+
+Message = (Fetch | FragmentHeader | Receipt | Stored | Challenge | Response | Voucher | Ack
+           | Retrieve | Error)
+M = TypeVar("M", Fetch, FragmentHeader, Receipt, Stored, Challenge, Response, Voucher, Ack,
+              Retrieve, Error)
+_TYPES: dict[int, type[Message]] = {
+    t.tag: t
+    for t in (Fetch, FragmentHeader, Receipt, Stored, Challenge, Response, Voucher, Ack,
+              Retrieve, Error)
+}
+
+
+def encode(msg: Message) -> bytes:
+    w = Writer().u8(msg.tag)
+    msg.write(w)
+    return bytes(w)
+
+
+def decode(data: bytes) -> Message:
+    def read(r: Reader) -> Message:
+        tag = r.u8()
+        kind = _TYPES.get(tag)
+        if kind is None:
+            raise ProtocolError(f"unknown message type {tag}")
+        return kind.read(r)
+
+    try:
+        return decode_strict(data, read, "protocol message")
+    except ProtocolError:
+        raise
+    except StorageError as exc:
+        raise ProtocolError(str(exc)) from exc
+
+
+# --- channel helpers ----------------------------------------------------------------------------
+
+
+async def send(channel: SecureChannel, msg: Message) -> None:
+    await channel.send(encode(msg))
+
+
+async def recv(channel: SecureChannel, timeout: float) -> Message:
+    """The next message; an ERROR from the peer is raised as :class:`PeerRefused`."""
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await channel.recv()
+    except TimeoutError as exc:
+        raise ProtocolError(f"no answer within {timeout:g} s") from exc
+    except ChannelError as exc:
+        raise ProtocolError(f"channel failed: {exc}") from exc
+    msg = decode(raw)
+    if isinstance(msg, Error):
+        raise PeerRefused(msg.reason, msg.message)
+    return msg
+
+
+async def expect(channel: SecureChannel, kind: type[M], timeout: float) -> M:
+    msg = await recv(channel, timeout)
+    if not isinstance(msg, kind):
+        raise ProtocolError(f"expected {kind.__name__}, got {type(msg).__name__}")
+    return msg
+
+
+async def refuse(channel: SecureChannel, reason: str, message: str) -> None:
+    """Send an ERROR, ignoring a channel that is already gone."""
+    with contextlib.suppress(ChannelError):
+        await send(channel, Error(reason, message))
+
+
+async def send_fragment(channel: SecureChannel, offer_id: bytes, data: memoryview) -> None:
+    """A FRAGMENT header then the bytes in raw chunks."""
+    await send(channel, FragmentHeader(offer_id, data.nbytes))
+    for start in range(0, data.nbytes, CHUNK_SIZE):
+        await channel.send(data[start : start + CHUNK_SIZE])
+
+
+async def recv_fragment(
+    channel: SecureChannel,
+    offer_id: bytes,
+    size: int,
+    sink: Callable[[bytes], Awaitable[None] | None],
+    timeout: float,
+) -> None:
+    """Receive a fragment of exactly ``size`` bytes (as recorded on chain), chunk by chunk.
+
+    ``sink`` sees each chunk in order (and may be a coroutine function, to write to disk).
+    Nothing beyond ``size`` is ever accepted; ``timeout`` bounds the wait for each message.
+    """
+    header = await expect(channel, FragmentHeader, timeout)
+    if header.offer_id != offer_id:
+        raise ProtocolError("fragment stream for another offer")
+    if header.size != size:
+        raise ProtocolError(f"peer announces {header.size} bytes, the chain says {size}")
+    got = 0
+    while got < size:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await channel.recv()
+        except TimeoutError as exc:
+            raise ProtocolError(f"fragment stream stalled for {timeout:g} s") from exc
+        except ChannelError as exc:
+            raise ProtocolError(f"fragment stream broken: {exc}") from exc
+        if not chunk or len(chunk) > CHUNK_SIZE or got + len(chunk) > size:
+            raise ProtocolError("fragment chunk of a wrong size")
+        got += len(chunk)
+        result = sink(chunk)
+        if result is not None:
+            await result
+
+
+# --- dialling and listening ---------------------------------------------------------------------
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise PeerUnreachable(f"not a host:port address: {address!r}")
+    return host.strip("[]"), int(port)
+
+
+async def dial(
+    address: str | None, key: KeyPair, chain_id: bytes, expected: Principal,
+    timeout: float = DIAL_TIMEOUT,
+) -> SecureChannel:
+    """A channel to ``expected`` at ``address``; refuses anyone else answering there."""
+    if not address:
+        raise PeerUnreachable(f"{expected} has announced no address")
+    host, port = split_address(address)
+    try:
+        transport = await StreamTransport.connect(host, port, timeout)
+        return await SecureChannel.initiate(
+            transport, key, chain_id, expected, max_message=MAX_MESSAGE, timeout=timeout
+        )
+    except ChannelError as exc:
+        raise PeerUnreachable(f"cannot reach {expected} at {address}: {exc}") from exc
+
+
+Handler = Callable[[SecureChannel], Awaitable[None]]
+
+
+class Listener:
+    """Accepts channels on a TCP port and runs ``handler`` on each, one task per connection.
+
+    A handler's protocol and channel errors end only that connection; :meth:`close` stops
+    listening and cancels the connections still running, each bounded in time.
+    """
+
+    def __init__(self, key: KeyPair, chain_id: bytes, handler: Handler,
+                 handshake_timeout: float = DIAL_TIMEOUT) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.handler = handler
+        self.handshake_timeout = handshake_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.errors: list[str] = []
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen; returns the ``host:port`` actually bound (for an Announce)."""
+        self._server = await asyncio.start_server(self._on_connect, host, port)
+        bound = self._server.sockets[0].getsockname()
+        return f"{bound[0]}:{bound[1]}"
+
+    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = StreamTransport(reader, writer)
+        try:
+            channel = await SecureChannel.accept(
+                transport, self.key, self.chain_id, max_message=MAX_MESSAGE,
+                timeout=self.handshake_timeout,
+            )
+        except (ChannelError, OSError):
+            await transport.close()
+            return
+        try:
+            await self.handler(channel)
+        except (BlockcoinError, OSError) as exc:
+            if len(self.errors) < 100:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            await refuse(channel, getattr(exc, "code", "error"), str(exc))
+        finally:
+            await channel.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 5)
