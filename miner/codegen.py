@@ -112,14 +112,14 @@ class Emitter:
         return self._new(LANE, _add_src([a.text for a in terms]), hint)
 
 
-def compress(em: Emitter, state: list[Val], w: list[Val], tag: str, h7_only: bool,
-             first_round: int = 0) -> list[Val]:
-    """Emit SHA-256 rounds ``first_round``..63 (schedule words in ``w`` may be
-    extended in place).  Returns the new working variables a..h, or, with
-    ``h7_only``, just ``[h]`` computed three rounds early."""
+def compress(em: Emitter, state: list[Val], w: list[Val], tag: str, h7_only: bool) -> list[Val]:
+    """Emit the 64 SHA-256 rounds over message words ``w`` (extended in place
+    to the full schedule).  Returns the final working variables a..h (before
+    adding the input state), or with ``h7_only`` just ``[h]``, which is known
+    three rounds early."""
     a, b, c, d, e, f, g, h = state
     last = 60 if h7_only else 63
-    for t in range(first_round, last + 1):
+    for t in range(last + 1):
         if t >= 16 and len(w) <= t:
             s1 = em.func("s1", [w[t - 2]], f"{tag}s1_{t}")
             s0 = em.func("s0", [w[t - 15]], f"{tag}s0_{t}")

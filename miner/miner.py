@@ -82,9 +82,11 @@ class SearchStats:
 
     hashes: int
     elapsed_s: float
-    next_nonce: int  # first nonce not tried: pass as start_nonce to continue
+    # Every nonce from start_nonce up to here was tried (and none below a
+    # winner won, except after a stop): pass as start_nonce to continue.
+    next_nonce: int
     found: bool
-    stopped: bool  # should_stop() returned True
+    stopped: bool  # should_stop() returned True (a block may still have been found)
     exhausted: bool  # next_nonce == 2**64: no nonces left for this header
 
     @property
@@ -96,14 +98,14 @@ class _Job:
     """Shared state of one search between its worker threads."""
 
     def __init__(self, header: bytes, target: int, start: int, end: int, threads: int,
-                 from_run: bool) -> None:
+                 template: _Template | None) -> None:
         self.header = header
         self.target = target
         self.words: TemplateWords = template_words(header)
         self.top = target_top(target)
         self.next = start  # chunks below this were handed out
         self.end = end
-        self.from_run = from_run
+        self.template = template  # what run() is mining with this job, if it is
         self.lock = threading.Lock()
         self.halt = False  # hand out no more chunks; claimed ones finish
         self.stop_flag: StopFlag = new_stop_flag()  # abort claimed chunks too
@@ -123,9 +125,9 @@ class _Job:
         self.stop_flag[0] = 1
 
     def next_nonce(self) -> int:
-        if self.winner is not None:
-            return self.winner + 1
-        nxt = min(self.next, self.end)
+        """The lowest nonce not tried (beyond the winner, if any): every nonce
+        from the search's start up to here was tried."""
+        nxt = min(self.next, self.end) if self.winner is None else self.winner + 1
         return nxt if self.unscanned_from is None else min(nxt, self.unscanned_from)
 
 
@@ -229,8 +231,13 @@ class Miner:
         Returns None when ``should_stop()`` became true, ``max_nonces`` were
         tried, or the nonce space ran out; ``last_search`` says which and where
         to continue.  The header's own last 8 bytes are ignored.
+
+        Unless stopped, the result is the lowest winning nonce from
+        ``start_nonce`` on, whatever the thread timing: workers always finish
+        the chunks they claimed once one of them finds a block.  A block found
+        by the time a stop takes effect is still returned.
         """
-        return self._search(header, target, start_nonce, max_nonces, should_stop, None)
+        return self._search(header, target, start_nonce, max_nonces, should_stop, None, None)
 
     def _search(
         self,
@@ -240,6 +247,7 @@ class Miner:
         max_nonces: int | None,
         should_stop: Callable[[], bool] | None,
         on_first_chunk: Callable[[float], None] | None,
+        template: _Template | None,
     ) -> MineResult | None:
         data = check_header(header)
         check_target(target)
@@ -251,7 +259,7 @@ class Miner:
                 raise MinerError(f"max_nonces must be a non-negative int, got {max_nonces!r}")
             end = min(start_nonce + max_nonces, MAX_NONCE + 1)
         with self._search_lock:
-            job = _Job(data, target, start_nonce, end, self._threads, on_first_chunk is not None)
+            job = _Job(data, target, start_nonce, end, self._threads, template)
             self._job = job
             stopped = False
             reported = False
@@ -282,7 +290,7 @@ class Miner:
                 elapsed_s=elapsed,
                 next_nonce=next_nonce,
                 found=found,
-                stopped=stopped and not found,
+                stopped=stopped,
                 exhausted=not found and next_nonce > MAX_NONCE,
             )
             if job.winner is None:
@@ -362,17 +370,20 @@ class Miner:
         with self._tpl_cond:
             self._tpl = _Template(data, target, start_nonce, time.perf_counter())
             self._tpl_cond.notify_all()
-        job = self._job
-        if job is not None and job.from_run:
-            job.abort()  # run() notices the new template right away
+        self._abort_stale_run_job()
 
     def clear_template(self) -> None:
         """Make ``run()`` idle until the next ``update_template``."""
         with self._tpl_cond:
             self._tpl = None
             self._tpl_cond.notify_all()
+        self._abort_stale_run_job()
+
+    def _abort_stale_run_job(self) -> None:
+        """Stop run()'s search at once if it mines a replaced template (rather
+        than waiting for its next should_stop poll)."""
         job = self._job
-        if job is not None and job.from_run:
+        if job is not None and job.template is not None and job.template is not self._tpl:
             job.abort()
 
     def run(
@@ -404,7 +415,7 @@ class Miner:
                 self._last_switch_s = at - tpl.requested_at
 
             result = self._search(
-                tpl.header, tpl.target, tpl.start_nonce, None, replaced, record_switch
+                tpl.header, tpl.target, tpl.start_nonce, None, replaced, record_switch, tpl
             )
             last = self._last
             if result is not None or (last is not None and last.exhausted):

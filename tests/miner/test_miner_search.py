@@ -97,12 +97,16 @@ def test_stop_flag_is_honoured_promptly(miner: Miner, header: bytes) -> None:
     assert late < 0.05, f"stopped {late * 1000:.1f} ms after the request"
 
 
-def test_resuming_at_next_nonce_after_stops_skips_nothing(header: bytes) -> None:
+def test_resuming_at_next_nonce_after_stops_skips_nothing() -> None:
     # Stops abort chunks midway in every thread; next_nonce must still be a
     # point below which everything was tried.  The scalar kernel is slow
-    # enough for the stops to land mid-range.
-    target, start, count = 2**244, 2**32 - 30_000, 60_000
-    want = scan_range(header, target, start, count, KERNELS["x1"])
+    # enough (~0.3 s for the range) for many stops to land mid-range.
+    target, start, count = 2**236, 2**32 - 1_500_000, 3_000_000
+    for _ in range(50):  # a header with a few winners in the range
+        header = os.urandom(HEADER_LEN)
+        want = scan_range(header, target, start, count)
+        if len(want) >= 2:
+            break
     m = Miner(threads=2, kernel="x1")
     found: list[int] = []
     pos, stops = start, 0
@@ -114,13 +118,15 @@ def test_resuming_at_next_nonce_after_stops_skips_nothing(header: bytes) -> None
         if result is not None:
             assert_solved(result, header, target)
             found.append(result.nonce)
-            assert stats.next_nonce == result.nonce + 1
-        elif stats.stopped:
+            assert stats.next_nonce <= result.nonce + 1
+        if stats.stopped:
             stops += 1
-        else:
+        elif result is None:
             assert stats.next_nonce == start + count
+        assert stats.next_nonce >= pos
         pos = stats.next_nonce
-    assert found == want
+    # After a stop, a winner above a skipped gap can be found again later.
+    assert sorted(set(found)) == want
     assert stops > 0
 
 
