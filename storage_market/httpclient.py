@@ -1,0 +1,174 @@
+"""The node through its HTTP API: a :class:`~storage_market.chainclient.ChainClient` for agents
+that run beside a node (``blockcoin node``) rather than inside it.
+
+Reads use the public endpoints (``/tip``, ``/global/principals/<p>``, ``/global/fragments/<path>``,
+``/contracts``, ``/blocks/<height>/raw``); submitting uses ``POST /events`` with the node's
+cookie token. A refusal comes back as the node's error code, and is raised here as the very
+consensus error class that code names (``insufficient-funds`` becomes
+:class:`~chain.errors.InsufficientFunds`), so an agent handles a refused event the same way
+whether its node is in process or behind HTTP. Waiting for a block polls ``/tip``: a poll every
+100 ms costs the node nothing and, unlike a subscription, has no connection to lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+import chain.errors as chain_errors
+from chain.block import Block
+from chain.errors import BlockcoinError, ConfigError, ValidationError
+from chain.events import SignedEvent
+from chain.params import NetworkParams
+from chain.principal import Principal
+from storage_market.chainclient import AccountInfo, ContractInfo, Holder
+
+POLL_SECONDS = 0.1
+
+_ERRORS: dict[str, type[ValidationError]] = {
+    cls.code: cls
+    for cls in vars(chain_errors).values()
+    if isinstance(cls, type) and issubclass(cls, ValidationError)
+}
+
+
+class NodeApiError(BlockcoinError):
+    """The node answered with an error that is not a consensus refusal."""
+
+    code = "node-api"
+
+
+class HttpChain:
+    """A ChainClient over ``http://host:port`` of a running node."""
+
+    def __init__(self, base_url: str, params: NetworkParams, token: str | None = None,
+                 timeout: float = 30.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.params = params
+        self.token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_datadir(cls, datadir: Path, params: NetworkParams) -> HttpChain:
+        """The API of the node running on ``datadir`` (its ``node.json`` and cookie)."""
+        try:
+            info = json.loads((datadir / "node.json").read_text())
+            url = str(info["api"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"no running node found in {datadir} (start `blockcoin node`)") from exc
+        try:
+            token: str | None = (datadir / "api.cookie").read_text().strip() or None
+        except OSError:
+            token = None
+        return cls(url, params, token)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _request(self, method: str, path: str, *, data: bytes | None = None,
+                       auth: bool = False, raw: bool = False) -> Any:
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            async with self._http().request(method, self.base + path, data=data,
+                                            headers=headers) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NodeApiError(f"cannot reach the node at {self.base}: {exc}") from exc
+        if status == 404:
+            return None
+        if status >= 400:
+            try:
+                err = json.loads(body)
+                code, message = str(err.get("error", "error")), str(err.get("message", ""))
+            except (ValueError, AttributeError):
+                code, message = "http", body[:200].decode(errors="replace")
+            kind = _ERRORS.get(code)
+            if kind is not None:
+                raise kind(message)
+            raise NodeApiError(f"node refused {method} {path}: {code}: {message}")
+        return body if raw else json.loads(body)
+
+    # --- ChainClient ----------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> bytes:
+        return self.params.chain_id
+
+    @property
+    def storage_period_blocks(self) -> int:
+        return self.params.storage_period_blocks
+
+    async def tip_height(self) -> int:
+        return int((await self._request("GET", "/tip"))["height"])
+
+    async def wait_for_block(self, after: int, timeout: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        height = await self.tip_height()
+        while height <= after and loop.time() < deadline:
+            await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - loop.time())))
+            height = await self.tip_height()
+        return height
+
+    async def submit(self, event: SignedEvent) -> bytes:
+        result = await self._request("POST", "/events", data=event.raw, auth=True)
+        return bytes.fromhex(str(result["id"]))
+
+    async def _account(self, p: Principal) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._request("GET", f"/global/principals/{p}")
+        return found
+
+    async def next_nonce(self, principal: Principal) -> int:
+        data = await self._account(principal)
+        if data is None:
+            return 0
+        return int(data.get("next_nonce", data["nonce"]))
+
+    async def principal(self, p: Principal) -> AccountInfo | None:
+        data = await self._account(p)
+        return AccountInfo.from_json(data) if data is not None else None
+
+    async def fragments(self, path: str) -> dict[int, list[Holder]]:
+        data = await self._request("GET", "/global/fragments/" + quote(path.lstrip("/")))
+        if data is None:
+            return {}
+        return {int(i): [Holder.from_json(int(i), h) for h in hs]
+                for i, hs in data["fragments"].items()}
+
+    async def contract(self, cid: bytes) -> ContractInfo | None:
+        data = await self._request("GET", f"/contracts/{cid.hex()}")
+        return ContractInfo.from_json(data) if data is not None else None
+
+    async def _contracts(self, query: str) -> list[ContractInfo]:
+        data = await self._request("GET", f"/contracts?{query}")
+        return [ContractInfo.from_json(c) for c in (data or {}).get("contracts", [])]
+
+    async def contracts_by_owner(self, owner: Principal) -> list[ContractInfo]:
+        return await self._contracts(f"owner={owner}")
+
+    async def contracts_by_host(self, host: Principal) -> list[ContractInfo]:
+        return await self._contracts(f"host={host}")
+
+    async def block_events(self, height: int) -> list[SignedEvent]:
+        raw = await self._request("GET", f"/blocks/{height}/raw", raw=True)
+        if raw is None:
+            return []
+        return [e for e in Block.decode(raw).events if isinstance(e, SignedEvent)]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
