@@ -26,6 +26,7 @@ from chain.node import LocalNode, default_datadir, init_datadir
 from chain.params import network
 from chain.principal import Principal
 from chain.wallet import DEFAULT_FEE, format_amount, parse_amount
+from storage_market.cli import demo_command, host_app, store_app
 
 app = typer.Typer(help="Blockcoin: a proof-of-work chain whose coin pays for storage.",
                   no_args_is_help=True, add_completion=False)
@@ -33,6 +34,9 @@ wallet_app = typer.Typer(help="The node's wallet: address, balance, send.", no_a
 query_app = typer.Typer(help="Query the chain and the global tree.", no_args_is_help=True)
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(query_app, name="query")
+app.add_typer(store_app, name="store")
+app.add_typer(host_app, name="host")
+app.command("demo")(demo_command)
 
 NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="main, test or regtest.")]
 DatadirOpt = Annotated[
