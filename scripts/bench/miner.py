@@ -145,7 +145,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--seconds", type=float, default=1.0, help="length of each timed run")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per rate (best kept)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per rate (best kept)")
     args = ap.parse_args()
 
     header = os.urandom(HEADER_LEN)

@@ -99,6 +99,7 @@ def test_kernel_crosses_high_word_boundaries(name: str, hi: int) -> None:
         st.integers(0, MAX_NONCE),
         st.integers(MAX_NONCE - 200, MAX_NONCE),
         st.integers(0, 2**40).map(lambda n: (n << 24) % (MAX_NONCE + 1)),
+        st.integers(1, 2**32 - 1).map(lambda hi: (hi << 32) - 20),  # high word changes
     ),
     count=st.integers(1, 64),
     name=st.sampled_from(KERNEL_NAMES),
@@ -144,6 +145,7 @@ def test_stop_flag_interrupts_a_running_kernel() -> None:
     spec = select_kernel()
     stop = new_stop_flag()
     cand = np.empty(10, dtype=np.uint64)
+    kernel_candidates(spec.name, bytes(HEADER_LEN), 0, 16, 0)  # compile outside the thread
     out: list[tuple[int, int]] = []
     t = threading.Thread(target=lambda: out.append(sha256d_header_scan(
         spec, template_words(bytes(HEADER_LEN)), 0, 2**40, np.uint32(0), cand, stop)))
