@@ -398,7 +398,9 @@ class Miner:
         After a find, the template is cleared before ``on_found`` is called
         (mining the same header again is pointless), so ``on_found`` may set
         the next one.  Likewise when its nonce space is exhausted, before
-        ``on_exhausted(header)``: roll time or extra nonce and update.
+        ``on_exhausted(header)``: roll time or extra nonce and update.  A block
+        found just as its template was replaced is still reported; compare
+        ``result.header`` with the current tip before using it.
         """
         stop = should_stop or (lambda: False)
         while not stop():
