@@ -15,7 +15,7 @@ from chain.errors import ConfigError
 from chain.events import SignedEvent
 from chain.keys import KeyPair
 from chain.mempool import Mempool
-from chain.mining import solve_block
+from chain.mining import Solved, solve_block
 from chain.params import NetworkParams, network
 from chain.principal import Principal
 from chain.template import build_template
@@ -61,6 +61,7 @@ class LocalNode:
         self.chain = ChainState(datadir, params, verify_threads)
         self.mempool = Mempool(self.chain)
         self._wallet: Wallet | None = None
+        self.last_mined: Solved | None = None
 
     @classmethod
     def open(cls, datadir: Path | None, net: str) -> LocalNode:
@@ -85,9 +86,14 @@ class LocalNode:
     def submit(self, event: SignedEvent) -> bytes:
         return self.mempool.add(event)
 
-    def mine_block(self, recipient: Principal | None = None, now: int | None = None) -> Block:
+    def mine_block(self, recipient: Principal | None = None, now: int | None = None,
+                   threads: int | None = None) -> Block:
+        """Mine one block on the tip with the best-paying pending events, and connect it;
+        ``last_mined`` then tells the hashes tried and the time taken."""
         template = build_template(self.chain, self.mempool, recipient or self.wallet.principal, now)
-        block = solve_block(template)
+        mined = solve_block(template, threads=threads)
+        assert mined is not None  # nothing can stop it
+        block, self.last_mined = mined
         self.chain.accept_block(block, now)
         return block
 

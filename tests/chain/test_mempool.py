@@ -24,7 +24,9 @@ def pay(key: KeyPair, nonce: int, fee: int, amount: int = 1) -> object:
 
 
 def mine(chain: ChainState, pool: Mempool) -> list[object]:
-    block = solve_block(build_template(chain, pool, DEV[9].principal))
+    mined = solve_block(build_template(chain, pool, DEV[9].principal))
+    assert mined is not None
+    block = mined[0]
     chain.accept_block(block)
     return block.events[1:]
 
