@@ -9,8 +9,8 @@ once per machine (numba's cache) and load in a fraction of a second afterwards.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from chain.block import Block
 from chain.header import HEADER_SIZE, Header
