@@ -27,6 +27,7 @@ MAX_ADDRESS_BYTES = 255
 MAX_COINBASE_EXTRA = 32
 MAX_FRAGMENTS = 255
 MAX_EVENT_DECODE = 1 << 20
+MAX_CONTRACT_BLOCKS = 1 << 32  # a contract's whole length; keeps end heights within 64 bits
 
 
 class Kind(IntEnum):
@@ -136,6 +137,8 @@ class FragmentOffer:
             raise BadEvent("leaf size is a power of two of at least 64 bytes")
         if self.period_blocks <= 0 or self.periods <= 0:
             raise BadEvent("an offer has at least one period of at least one block")
+        if self.period_blocks * self.periods > MAX_CONTRACT_BLOCKS:
+            raise BadEvent(f"a contract lasts at most {MAX_CONTRACT_BLOCKS} blocks")
 
     @property
     def leaves(self) -> int:

@@ -404,3 +404,9 @@ def test_invalid_block_is_remembered(chain: ChainState) -> None:
     child = make_block(chain, [], parent=block.hash)
     with pytest.raises(E.BadParent, match="invalid"):
         chain.accept_block(child)
+
+
+def test_contract_length_is_bounded(chain: ChainState) -> None:
+    endless = sign(OWNER, 0, offer_body(periods=2**40, period_blocks=2**40))
+    rejects(chain, make_block(chain, [endless], coinbase=Coinbase(1, HOST.principal, endless.fee)),
+            E.BadEvent)
