@@ -17,15 +17,17 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import Progress
 
+from chain.api.client import ApiClient, ApiError
 from chain.block import Block
 from chain.encoding import Reader, encode_varint
-from chain.errors import BlockcoinError
-from chain.events import Coinbase, SignedEvent, Transfer
+from chain.errors import BlockcoinError, ConfigError
+from chain.events import SignedEvent, Transfer
 from chain.header import hash_from_hex, hash_hex
 from chain.node import LocalNode, default_datadir, init_datadir
 from chain.params import network
 from chain.principal import Principal
 from chain.wallet import DEFAULT_FEE, format_amount, parse_amount
+from ledger.errors import DatadirLocked
 from storage_market.cli import demo_command, host_app, store_app
 
 app = typer.Typer(help="Blockcoin: a proof-of-work chain whose coin pays for storage.",
@@ -74,18 +76,45 @@ def _open(net: str, datadir: Path | None) -> LocalNode:
     return LocalNode.open(_datadir(net, datadir), net)
 
 
+def _open_or_api(net: str, datadir: Path | None) -> LocalNode | ApiClient:
+    """The local node, or, when a running node holds the data directory, a client of its API."""
+    path = _datadir(net, datadir)
+    try:
+        return LocalNode.open(path, net)
+    except DatadirLocked:
+        return ApiClient.for_datadir(path)
+
+
 @app.command()
 @friendly
-def init(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False) -> None:
+def init(
+    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    dev_key: Annotated[int | None, typer.Option(
+        "--dev-key", min=0, max=9,
+        help="Regtest: use development key N (funded at genesis) as the wallet key.")] = None,
+) -> None:
     """Create the data directory, its config and a wallet key (regtest: development key 0)."""
+    from chain.keys import KeyPair
+
     path = _datadir(net, datadir)
+    if dev_key is not None:
+        if net != "regtest":
+            raise ConfigError("--dev-key is for regtest only")
+        key_path = path / "wallet.key"
+        if not key_path.exists():
+            path.mkdir(parents=True, exist_ok=True)
+            KeyPair.development(dev_key).save(key_path)
     wallet, created = init_datadir(path, network(net))
-    with LocalNode(path, network(net)) as node:
-        tip = node.chain.tip
-        emit(as_json, {"datadir": str(path), "network": net, "principal": str(wallet.principal),
-                       "created": created, "height": tip.height},
-             f"{'initialised' if created else 'already initialised'} {path} ({net});"
-             f" wallet {wallet.principal}")
+    try:
+        with LocalNode(path, network(net)) as node:
+            height = node.chain.tip.height
+    except DatadirLocked:
+        with ApiClient.for_datadir(path) as client:
+            height = int(client.get("/tip")["height"])
+    emit(as_json, {"datadir": str(path), "network": net, "principal": str(wallet.principal),
+                   "created": created, "height": height},
+         f"{'initialised' if created else 'already initialised'} {path} ({net});"
+         f" wallet {wallet.principal}")
 
 
 @app.command()
@@ -97,7 +126,17 @@ def mine(
 ) -> None:
     """Mine blocks on the local chain, including pending events (like generatetoaddress)."""
     recipient = Principal.parse(to) if to else None
-    with _open(net, datadir) as node:
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        with node_or_api as client:
+            body: dict[str, Any] = {"blocks": blocks}
+            if recipient is not None:
+                body["to"] = str(recipient)
+            done = client.post("/mine", body)
+        emit(as_json, done, f"mined {len(done['mined'])} block(s); tip {done['height']} "
+                            f"{done['hash']}")
+        return
+    with node_or_api as node:
         hashes = []
         for _ in range(blocks):
             block = node.mine_block(recipient)
@@ -125,9 +164,23 @@ def wallet_balance(
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Balance in base units (10^8 per coin) of the wallet or of PRINCIPAL."""
-    with _open(net, datadir) as node:
-        p = Principal.parse(principal) if principal else node.wallet.principal
-        balance = node.chain.tree.balance(p)
+    from chain.wallet import Wallet
+
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        with node_or_api as client:
+            p = (Principal.parse(principal) if principal
+                 else Wallet.load(_datadir(net, datadir)).principal)
+            try:
+                balance = int(client.principal(str(p))["balance"])
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                balance = 0
+    else:
+        with node_or_api as node:
+            p = Principal.parse(principal) if principal else node.wallet.principal
+            balance = node.chain.tree.balance(p)
         emit(as_json, {"principal": str(p), "balance": balance},
              f"{format_amount(balance)} ({balance} base units)")
 
@@ -141,11 +194,27 @@ def wallet_send(
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Sign a transfer and queue it for the next block."""
+    from chain.wallet import Wallet
+
     recipient = Principal.parse(to)
     value = parse_amount(amount)
-    with _open(net, datadir) as node:
-        event = node.wallet.sign(node.chain, node.mempool, Transfer(recipient, value), fee)
-        eid = node.submit(event)
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        wallet = Wallet.load(_datadir(net, datadir))
+        with node_or_api as client:
+            try:
+                nonce = int(client.principal(str(wallet.principal))["next_nonce"])
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                nonce = 0
+            event = SignedEvent.create(network(net).chain_id, wallet.key, nonce, fee,
+                                       Transfer(recipient, value), wallet.account, wallet.writecap)
+            eid = bytes.fromhex(client.post("/events", {"event": event.raw.hex()})["id"])
+    else:
+        with node_or_api as node:
+            event = node.wallet.sign(node.chain, node.mempool, Transfer(recipient, value), fee)
+            eid = node.submit(event)
         emit(as_json, {"event": eid.hex(), "to": str(recipient), "amount": value, "fee": fee,
                        "nonce": event.nonce},
              f"sent {format_amount(value)} to {recipient}; event {eid.hex()} pending")
@@ -155,30 +224,23 @@ def wallet_send(
 @friendly
 def query_tip(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False) -> None:
     """Height and hash of the best chain's tip."""
-    with _open(net, datadir) as node:
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        with node_or_api as client:
+            data = client.get("/tip")
+        emit(as_json, {"height": data["height"], "hash": data["hash"]},
+             f"{data['height']} {data['hash']}")
+        return
+    with node_or_api as node:
         tip = node.chain.tip
         emit(as_json, {"height": tip.height, "hash": hash_hex(tip.hash)},
              f"{tip.height} {hash_hex(tip.hash)}")
 
 
 def block_json(block: Block, height: int | None, chain_id: bytes) -> dict[str, Any]:
-    from chain.events import event_id
+    from chain.api.views import block_json as render
 
-    h = block.header
-    events = []
-    for ev in block.events:
-        item: dict[str, Any] = {"id": event_id(chain_id, ev).hex(), "kind": ev.kind.name.lower()}
-        if isinstance(ev, Coinbase):
-            item.update(recipient=str(ev.recipient), amount=ev.amount)
-        elif isinstance(ev, SignedEvent):
-            item.update(signer=str(ev.signer), nonce=ev.nonce, fee=ev.fee,
-                        account=str(ev.account) if ev.account else None)
-            if isinstance(ev.body, Transfer):
-                item.update(to=str(ev.body.to), amount=ev.body.amount)
-        events.append(item)
-    return {"hash": hash_hex(block.hash), "height": height, "prev": hash_hex(h.prev),
-            "time": h.time, "bits": f"{h.bits:08x}", "nonce": h.nonce, "size": block.size,
-            "events": events}
+    return render(block, height, chain_id)
 
 
 @query_app.command("block")
@@ -188,7 +250,15 @@ def query_block(
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """A block by hash or height."""
-    with _open(net, datadir) as node:
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        from urllib.parse import quote
+
+        with node_or_api as client:
+            data = client.get(f"/blocks/{quote(ident)}")
+        emit(as_json, data, json.dumps(data, indent=2))
+        return
+    with node_or_api as node:
         if ident.isdigit():
             found = node.chain.best_chain_hash(int(ident))
             if found is None:
@@ -212,12 +282,17 @@ def query_principal(
 ) -> None:
     """/global/principals/P: keys, address, balance and nonce."""
     p = Principal.parse(principal)
-    with _open(net, datadir) as node:
-        acct = node.chain.tree.principal(p)
-        if acct is None:
-            raise BlockcoinError(f"principal {p} has no record in the global tree")
-        data = acct.to_json(p)
-        emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        with node_or_api as client:
+            data = client.principal(str(p))
+    else:
+        with node_or_api as node:
+            acct = node.chain.tree.principal(p)
+            if acct is None:
+                raise BlockcoinError(f"principal {p} has no record in the global tree")
+            data = acct.to_json(p)
+    emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
 @query_app.command("fragments")
@@ -230,12 +305,19 @@ def query_fragments(
     from chain.paths import check_path
 
     check_path(path)
-    with _open(net, datadir) as node:
-        holders = node.chain.tree.fragments(path)
-        data = {"path": path, "fragments": {str(i): h for i, h in sorted(holders.items())}}
-        lines = [f"{path}"] + [f"  [{i}] {h['host']} {h['address'] or '-'}"
-                               for i, hs in sorted(holders.items()) for h in hs]
-        emit(as_json, data, "\n".join(lines) if holders else f"{path}: no fragments stored")
+    node_or_api = _open_or_api(net, datadir)
+    if isinstance(node_or_api, ApiClient):
+        with node_or_api as client:
+            data = client.fragments(path)
+    else:
+        with node_or_api as node:
+            holders = node.chain.tree.fragments(path)
+            data = {"path": path, "fragments": {str(i): h for i, h in sorted(holders.items())}}
+    frags: dict[str, list[dict[str, Any]]] = data["fragments"]
+    lines = [f"{path}"] + [f"  [{i}] {h['host']} {h['address'] or '-'}"
+                           for i, hs in sorted(frags.items(), key=lambda kv: int(kv[0]))
+                           for h in hs]
+    emit(as_json, data, "\n".join(lines) if frags else f"{path}: no fragments stored")
 
 
 @app.command()
@@ -304,3 +386,82 @@ def export_blocks(
         emit(as_json, {"blocks": count, "file": str(file)}, f"wrote {count} blocks to {file}")
 
 
+@query_app.command("peers")
+@friendly
+def query_peers(net: NetworkOpt = "main", datadir: DatadirOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """The running node's peers (needs a running node)."""
+    with ApiClient.for_datadir(_datadir(net, datadir)) as client:
+        data = client.get("/peers")
+    lines = [f"{p['direction']:8} {p['principal']} {p['address']} height {p['best_height']}"
+             for p in data["peers"]]
+    emit(as_json, data, "\n".join(lines) if lines else "no peers")
+
+
+@query_app.command("status")
+@friendly
+def query_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """The running node's status: tip, sync, peers, mempool (needs a running node)."""
+    with ApiClient.for_datadir(_datadir(net, datadir)) as client:
+        data = client.get("/status")
+    emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+@app.command()
+@friendly
+def node(
+    mine: Annotated[bool, typer.Option("--mine", help="Mine continuously and relay blocks.")] = False,
+    connect: Annotated[list[str] | None, typer.Option(
+        "--connect", "-c", help="Peer to dial, [PRINCIPAL@]HOST:PORT (repeatable).")] = None,
+    listen: Annotated[str | None, typer.Option(
+        help="Peer-to-peer address, HOST:PORT (default 0.0.0.0:<network p2p port>).")] = None,
+    api: Annotated[str | None, typer.Option(
+        help="HTTP API address, HOST:PORT (default 127.0.0.1:<network API port>).")] = None,
+    announce: Annotated[str | None, typer.Option(
+        help="Address to publish in /global/principals (default: --listen unless a wildcard)."
+    )] = None,
+    outbound: Annotated[int, typer.Option(min=0, help="Outbound peers to keep.")] = 8,
+    discover: Annotated[bool, typer.Option(
+        help="Find peers from Announce events and peer exchange (else only --connect).")] = True,
+    mine_interval: Annotated[float | None, typer.Option(
+        min=0.0, help="Seconds between mined blocks (default: the network's spacing on "
+                      "regtest, none elsewhere).")] = None,
+    ban_seconds: Annotated[float, typer.Option(min=0.0, help="How long bans last.")] = 600.0,
+    stall_timeout: Annotated[float, typer.Option(
+        min=0.5, help="Drop a peer that holds block requests this long without answering.")
+    ] = 10.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    net: NetworkOpt = "main", datadir: DatadirOpt = None,
+) -> None:
+    """Run a networked node: sync and relay with peers, serve the HTTP API, optionally mine."""
+    import logging
+
+    from chain.daemon import NodeOptions, run_node
+    from chain.net.addrman import parse_address, parse_peer_spec
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise ConfigError(f"unknown log level {log_level!r}")
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp").setLevel(max(level, logging.WARNING))
+    try:
+        for spec in connect or []:
+            parse_peer_spec(spec)
+        for value in (listen, api, announce):
+            if value:
+                parse_address(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    path = _datadir(net, datadir)
+    if not (path / "config.toml").exists():
+        init_datadir(path, network(net))
+    options = NodeOptions(listen=listen, api=api, connect=list(connect or []), mine=mine,
+                          mine_interval=mine_interval, target_outbound=outbound,
+                          discover=discover, announce=announce, ban_seconds=ban_seconds,
+                          stall_timeout=stall_timeout)
+    try:
+        run_node(path, network(net), options)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen: {exc}") from None

@@ -1,0 +1,219 @@
+"""The OpenAPI 3.0 document of the node's HTTP API, written by hand next to the routes in
+:mod:`chain.api.server` (a test checks every route is described and fuzzes them all)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+PRINCIPAL = {"type": "string", "pattern": "^blk[a-z2-7]{58}$"}
+NULLABLE_STR = {"type": "string", "nullable": True}
+INT = {"type": "integer", "minimum": 0}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(["error", "message"], error={"type": "string"}, message={"type": "string"}),
+    "Status": _obj(
+        ["network", "principal", "height", "hash", "best_header_height", "syncing", "peers"],
+        network={"type": "string"}, principal=PRINCIPAL, height=INT, hash=HEX64,
+        best_header_height=INT, syncing={"type": "boolean"}, peers=INT, outbound=INT,
+        inbound=INT, mempool=INT, mining={"type": "boolean"}, listen=NULLABLE_STR,
+        agent={"type": "string"}, api_version={"type": "string"}, uptime={"type": "number"}),
+    "Tip": _obj(["height", "hash", "time", "bits", "work"], height=INT, hash=HEX64, time=INT,
+                bits={"type": "string"}, work={"type": "string", "description": "hex"}),
+    "Header": _obj(["hash", "height", "prev", "time", "bits", "nonce"], hash=HEX64,
+                   height={"type": "integer", "nullable": True}, prev=HEX64, time=INT,
+                   bits={"type": "string"}, nonce=INT),
+    "Event": {"type": "object", "required": ["id", "kind", "size"],
+              "properties": {"id": HEX64, "kind": {"type": "string", "enum": [
+                  "coinbase", "announce", "transfer", "fragment_offer", "fragment_stored",
+                  "storage_payment", "fragment_released", "revoke"]}, "size": INT,
+                  "signer": PRINCIPAL, "nonce": INT, "fee": INT,
+                  "account": {"type": "string", "nullable": True}},
+              "additionalProperties": True},
+    "Block": {"allOf": [_ref("Header"), _obj(
+        ["size", "events"], size=INT, best_chain={"type": "boolean"},
+        events={"type": "array", "items": _ref("Event")})]},
+    "EventStatus": _obj(["status", "event"], status={"type": "string",
+                                                     "enum": ["pending", "confirmed"]},
+                        block={"type": "string", "nullable": True},
+                        height={"type": "integer", "nullable": True},
+                        position={"type": "integer", "nullable": True},
+                        event=_ref("Event")),
+    "Submitted": _obj(["id", "status"], id=HEX64, status={"type": "string"}),
+    "Mempool": _obj(["count", "bytes", "matching", "events"], count=INT, bytes=INT,
+                    matching=INT, events={"type": "array", "items": _ref("Event")}),
+    "Principal": _obj(["principal", "balance", "nonce", "next_nonce"], principal=PRINCIPAL,
+                      balance=INT, nonce=INT, pending=INT, next_nonce=INT,
+                      ed25519=NULLABLE_STR, x25519=NULLABLE_STR, address=NULLABLE_STR,
+                      updated_height=INT),
+    "Fragments": _obj(["path", "fragments"], path={"type": "string"}, fragments={
+        "type": "object", "description": "fragment index -> holders",
+        "additionalProperties": {"type": "array", "items": {"type": "object"}}}),
+    "Contract": {"type": "object", "required": ["id", "owner", "state"],
+                 "properties": {"id": HEX64, "owner": PRINCIPAL, "host": NULLABLE_STR,
+                                "state": {"type": "string"}},
+                 "additionalProperties": True},
+    "Contracts": _obj(["contracts"], contracts={"type": "array", "items": _ref("Contract")}),
+    "Peer": {"type": "object", "required": ["principal", "address", "direction"],
+             "properties": {"principal": PRINCIPAL, "address": {"type": "string"},
+                            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+                            "best_height": {"type": "integer"}},
+             "additionalProperties": True},
+    "Peers": _obj(["peers"], peers={"type": "array", "items": _ref("Peer")}, addresses=INT,
+                  dialing={"type": "array", "items": {"type": "string"}}),
+    "Bans": _obj(["bans"], bans={"type": "array", "items": {"type": "object"}}),
+    "Mined": _obj(["mined", "height", "hash"], mined={"type": "array", "items": HEX64},
+                  height=INT, hash=HEX64),
+    "StateDigest": _obj(["digest", "keys", "height", "hash"], digest=HEX64, keys=INT, height=INT,
+                        hash=HEX64),
+    "Dialling": _obj(["address", "status"], address={"type": "string"},
+                     status={"type": "string"}),
+}
+
+AUTH: list[dict[str, list[str]]] = [{"cookie": []}]
+BLOCK_ID = {"name": "ident", "in": "path", "required": True,
+            "description": "best-chain height or block hash (64 hex digits)",
+            "schema": {"type": "string"}}
+UNAUTHORIZED = _err("missing or wrong token")
+
+
+def _get(summary: str, ok: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
+         errors: dict[str, Any] | None = None, op: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": ok}
+    responses.update(errors or {})
+    return {"get": {"summary": summary, "operationId": op, "parameters": params or [],
+                    "responses": responses}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+PATHS: dict[str, Any] = {
+    "/openapi.json": _get("This document.", {"description": "OpenAPI 3.0 document",
+                                             "content": {"application/json": {"schema": {
+                                                 "type": "object"}}}}, op="openapi"),
+    "/status": _get("Node status: network, tip, sync, peers.", _json(_ref("Status"), "status"),
+                    op="status"),
+    "/tip": _get("The best chain's tip.", _json(_ref("Tip"), "tip"), op="tip"),
+    "/headers": _get(
+        "Best-chain headers from a height.",
+        _json(_obj(["headers"], headers={"type": "array", "items": _ref("Header")}), "headers"),
+        params=[_query("start", "first height", {"type": "integer", "minimum": 0}),
+                _query("count", "how many (1..2000)",
+                       {"type": "integer", "minimum": 1, "maximum": 2000})],
+        errors={"400": _err("bad parameter")}, op="headers"),
+    "/blocks/{ident}": _get("A block with its events.", _json(_ref("Block"), "block"),
+                            params=[BLOCK_ID],
+                            errors={"400": _err("bad id"), "404": _err("unknown block")},
+                            op="block"),
+    "/blocks/{ident}/raw": _get(
+        "A block's canonical bytes.",
+        {"description": "canonical block bytes", "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}},
+        params=[BLOCK_ID], errors={"400": _err("bad id"), "404": _err("unknown block")},
+        op="blockRaw"),
+    "/events/{id}": _get(
+        "An event, pending or confirmed.", _json(_ref("EventStatus"), "event"),
+        params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        errors={"400": _err("bad id"), "404": _err("unknown event")}, op="event"),
+    "/events": {"post": {
+        "summary": "Submit a signed event to the mempool (relayed to peers).",
+        "operationId": "submitEvent", "security": AUTH,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _obj(["event"], event={
+                "type": "string", "description": "canonical event bytes, hex or base64"})},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"202": _json(_ref("Submitted"), "accepted into the mempool"),
+                      "400": _err("undecodable or invalid event"), "401": UNAUTHORIZED}}},
+    "/mempool": _get("Pending events, best fee rate first.", _json(_ref("Mempool"), "mempool"),
+                     params=[_query("signer", "only this signer's events", {"type": "string"}),
+                             _query("limit", "at most this many (1..1000)",
+                                    {"type": "integer", "minimum": 1, "maximum": 1000})],
+                     errors={"400": _err("bad parameter")}, op="mempool"),
+    "/global/principals/{principal}": _get(
+        "/global/principals/P: keys, address, balance, nonce.", _json(_ref("Principal"), "account"),
+        params=[{"name": "principal", "in": "path", "required": True,
+                 "schema": {"type": "string"}}],
+        errors={"400": _err("bad principal"), "404": _err("no record")}, op="principal"),
+    "/global/fragments/{path}": _get(
+        "/global/fragments/PATH: holders of each fragment (PATH without its leading '/').",
+        _json(_ref("Fragments"), "holders"),
+        params=[{"name": "path", "in": "path", "required": True,
+                 "schema": {"type": "string", "minLength": 1}}],
+        errors={"400": _err("bad path")}, op="fragments"),
+    "/contracts": _get(
+        "Storage contracts by owner or by host.", _json(_ref("Contracts"), "contracts"),
+        params=[_query("owner", "owner principal", {"type": "string"}),
+                _query("host", "host principal", {"type": "string"})],
+        errors={"400": _err("give exactly one of owner, host")}, op="contracts"),
+    "/contracts/{id}": _get(
+        "A storage contract.", _json(_ref("Contract"), "contract"),
+        params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        errors={"400": _err("bad id"), "404": _err("unknown contract")}, op="contract"),
+    "/peers": {
+        **_get("Connected peers.", _json(_ref("Peers"), "peers"), op="peers"),
+        "post": {"summary": "Dial a peer ([principal@]host:port).", "operationId": "connectPeer",
+                 "security": AUTH,
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": _obj(["address"], address={"type": "string"})}}},
+                 "responses": {"202": _json(_ref("Dialling"), "dialling"),
+                               "400": _err("bad address"), "401": UNAUTHORIZED}}},
+    "/bans": {
+        **_get("Active bans.", _json(_ref("Bans"), "bans"), op="bans"),
+        "delete": {"summary": "Lift every ban.", "operationId": "clearBans", "security": AUTH,
+                   "responses": {"200": _json(_ref("Bans"), "bans lifted"),
+                                 "401": UNAUTHORIZED}}},
+    "/mine": {"post": {
+        "summary": "Mine blocks now (regtest).", "operationId": "mine", "security": AUTH,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+            [], blocks={"type": "integer", "minimum": 1, "maximum": 1000},
+            to={"type": "string"})}}},
+        "responses": {"200": _json(_ref("Mined"), "mined"),
+                      "400": _err("bad request or not regtest"), "401": UNAUTHORIZED}}},
+    "/state/digest": _get("SHA-256 over the whole global tree (compare nodes).",
+                          _json(_ref("StateDigest"), "digest"), op="stateDigest"),
+    "/subscribe": {"get": {
+        "summary": "WebSocket: one JSON message per connected or disconnected block "
+                   "({type: block}) and per event entering the mempool ({type: event}).",
+        "operationId": "subscribe",
+        "responses": {"101": {"description": "switching to WebSocket"},
+                      "400": _err("not a WebSocket request")}}},
+    "/metrics": _get("Prometheus metrics.", {"description": "text exposition format 0.0.4",
+                                             "content": {"text/plain": {"schema": {
+                                                 "type": "string"}}}}, op="metrics"),
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Blockcoin node API", "version": "1",
+                 "description": "Reads are open. Requests that spend or change node state need "
+                                "'Authorization: Bearer <token>' with the token from the "
+                                "api.cookie file (mode 0600) in the node's data directory. "
+                                "Errors are JSON {error, message} with a 4xx status."},
+        "servers": [{"url": "/"}],
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "cookie": {"type": "http", "scheme": "bearer",
+                       "description": "token from <datadir>/api.cookie"}}},
+    }

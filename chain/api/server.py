@@ -1,0 +1,562 @@
+"""The HTTP API of a running node (aiohttp).
+
+Reads (tip, blocks, events, the global tree, mempool, peers) are open; anything that spends or
+changes node state (submitting an event, mining, connecting a peer, lifting bans) requires the
+cookie token (see :mod:`chain.api.auth`), else 401 and nothing changes. Every error is JSON
+``{"error": code, "message": text}`` with a 4xx status; bad input never gives a 500. The
+OpenAPI document at ``/openapi.json`` (:mod:`chain.api.openapi`) describes every route here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import time as _time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from chain.api.auth import check_token
+from chain.api.openapi import openapi_document
+from chain.api.views import block_json, event_json, header_json
+from chain.block import Block
+from chain.errors import BlockcoinError, DecodeError
+from chain.events import SignedEvent, decode_event
+from chain.header import hash_from_hex, hash_hex
+from chain.net.addrman import parse_peer_spec
+from chain.net.core import NodeCore
+from chain.net.manager import PeerManager
+from chain.paths import check_path
+from chain.principal import Principal
+
+log = logging.getLogger("blockcoin.api")
+
+API_VERSION = "1"
+MAX_LIST = 1000
+SUBSCRIBER_QUEUE = 1000
+
+MineFn = Callable[[int, Principal | None], Awaitable[list[Block]]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+_STATUS_CODES = {400: "bad-request", 401: "unauthorized", 404: "not-found",
+                 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
+
+
+@dataclass
+class ApiContext:
+    core: NodeCore
+    manager: PeerManager
+    token: str
+    datadir: Path
+    mine: MineFn
+    mining: Callable[[], bool] = lambda: False
+    started: float = field(default_factory=_time.time)
+    requests: Counter[str] = field(default_factory=Counter)
+    subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+
+
+CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "http-error")
+        response = error_response(exc.status, code, exc.reason)
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+    except BlockcoinError as exc:
+        response = error_response(400, exc.code, str(exc))
+    except Exception as exc:  # a bug: report it, keep serving
+        log.exception("API handler failed on %s %s", request.method, request.path)
+        response = error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+    ctx.requests[str(response.status)] += 1
+    return response
+
+
+def _auth(request: web.Request) -> None:
+    if not check_token(request.headers.get("Authorization"), request.app[CTX].token):
+        raise ApiError(401, "unauthorized",
+                       "this request changes node state: send 'Authorization: Bearer <token>' "
+                       "with the token from the api.cookie file in the data directory")
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 20:
+        raise ApiError(400, "bad-parameter", f"{name} must be an integer in {lo}..{hi}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise ApiError(400, "bad-parameter", f"{name} must be an integer in {lo}..{hi}")
+    return value
+
+
+def _principal(text: str) -> Principal:
+    try:
+        return Principal.parse(text)
+    except BlockcoinError as exc:
+        raise ApiError(400, "bad-principal", str(exc)) from None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        raise ApiError(400, "bad-json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad-json", "the body is a JSON object")
+    return data
+
+
+# --- handlers ---------------------------------------------------------------------------
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def status(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    core, manager = ctx.core, ctx.manager
+    tip = core.chain.tip
+    return web.json_response({
+        "network": core.params.name,
+        "principal": str(core.principal),
+        "height": tip.height,
+        "hash": hash_hex(tip.hash),
+        "best_header_height": core.tree.best.height,
+        "syncing": core.syncing,
+        "peers": len(manager.peers),
+        "outbound": manager.outbound,
+        "inbound": len(manager.peers) - manager.outbound,
+        "mempool": len(core.mempool),
+        "mining": ctx.mining(),
+        "listen": manager.listen_address or None,
+        "agent": "blockcoin/0.1",
+        "api_version": API_VERSION,
+        "uptime": round(_time.time() - ctx.started, 1),
+    })
+
+
+async def tip(request: web.Request) -> web.Response:
+    entry = request.app[CTX].core.chain.tip
+    return web.json_response({"height": entry.height, "hash": hash_hex(entry.hash),
+                              "time": entry.header.time, "bits": f"{entry.header.bits:08x}",
+                              "work": f"{entry.work:x}"})
+
+
+def _block_hash(ctx: ApiContext, ident: str) -> bytes:
+    chain = ctx.core.chain
+    if ident.isdigit() and len(ident) <= 12:
+        found = chain.best_chain_hash(int(ident))
+        if found is None:
+            raise ApiError(404, "not-found", f"no block at height {ident} (tip {chain.tip.height})")
+        return found
+    try:
+        return hash_from_hex(ident)
+    except DecodeError:
+        raise ApiError(400, "bad-block-id",
+                       "a block is named by its height or its 64-hex-digit hash") from None
+
+
+async def block(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ident = request.match_info["ident"]
+    h = _block_hash(ctx, ident)
+    found = ctx.core.chain.store.get_block(h)
+    entry = ctx.core.chain.index.get(h)
+    if found is None or entry is None:
+        raise ApiError(404, "not-found", f"unknown block {ident}")
+    data = block_json(found, entry.height, ctx.core.params.chain_id)
+    data["best_chain"] = ctx.core.chain.best_chain_hash(entry.height) == h
+    return web.json_response(data)
+
+
+async def block_raw(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ident = request.match_info["ident"]
+    raw = ctx.core.chain.store.get_block_bytes(_block_hash(ctx, ident))
+    if raw is None:
+        raise ApiError(404, "not-found", f"unknown block {ident}")
+    return web.Response(body=raw, content_type="application/octet-stream")
+
+
+async def headers(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    chain = ctx.core.chain
+    start = _int_param(request, "start", 0, 0, 1 << 40)
+    count = _int_param(request, "count", 100, 1, 2000)
+    out = []
+    for height in range(start, min(chain.tip.height, start + count - 1) + 1):
+        h = chain.best_chain_hash(height)
+        entry = chain.index.get(h) if h is not None else None
+        if entry is None:
+            break
+        out.append(header_json(entry.header, height))
+    return web.json_response({"headers": out})
+
+
+def _event_id(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ApiError(400, "bad-event-id", "an event id is 64 hex digits")
+    return raw
+
+
+async def get_event(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    core = ctx.core
+    eid = _event_id(request.match_info["id"])
+    entry = core.mempool.entries.get(eid)
+    if entry is not None:
+        return web.json_response({"status": "pending", "block": None, "height": None,
+                                  "position": None,
+                                  "event": event_json(entry.event, core.params.chain_id, eid)})
+    where = core.chain.store.event_location(eid)
+    if where is None:
+        raise ApiError(404, "not-found", "no such event in the best chain or the mempool")
+    block_hash, position = where
+    found = core.chain.store.get_block(block_hash)
+    index_entry = core.chain.index.get(block_hash)
+    if found is None or index_entry is None or position >= len(found.events):
+        raise ApiError(404, "not-found", "event's block not found")
+    return web.json_response({
+        "status": "confirmed", "block": hash_hex(block_hash), "height": index_entry.height,
+        "position": position,
+        "event": event_json(found.events[position], core.params.chain_id, eid)})
+
+
+def _decode_submitted(text: str) -> bytes:
+    text = text.strip()
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        pass
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad-encoding", "event must be hex or base64") from None
+
+
+async def submit_event(request: web.Request) -> web.Response:
+    _auth(request)
+    ctx = request.app[CTX]
+    if request.content_type == "application/octet-stream":
+        raw = await request.read()
+    else:
+        data = await _json_body(request)
+        text = data.get("event")
+        if not isinstance(text, str):
+            raise ApiError(400, "bad-request",
+                           "send {\"event\": \"<canonical bytes, hex or base64>\"}")
+        raw = _decode_submitted(text)
+    try:
+        ev = decode_event(raw)
+    except DecodeError as exc:
+        raise ApiError(400, "decode", f"not a canonical event: {exc}") from None
+    if not isinstance(ev, SignedEvent):
+        raise ApiError(400, "bad-event", "a coinbase cannot be submitted")
+    results = await ctx.manager.submit_events([ev])
+    _, eid, err = results[0]
+    if err is not None or eid is None:
+        code = err.code if err is not None else "invalid"
+        raise ApiError(400, code, str(err) if err else "refused")
+    return web.json_response({"id": eid.hex(), "status": "pending"}, status=202)
+
+
+async def mempool(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    pool = ctx.core.mempool
+    limit = _int_param(request, "limit", 100, 1, MAX_LIST)
+    signer_text = request.query.get("signer")
+    entries = sorted(pool.entries.values())
+    if signer_text is not None:
+        signer = _principal(signer_text)
+        entries = [e for e in entries if e.event.signer == signer]
+    chain_id = ctx.core.params.chain_id
+    return web.json_response({
+        "count": len(pool), "bytes": pool.bytes, "matching": len(entries),
+        "events": [event_json(e.event, chain_id, e.id) for e in entries[:limit]]})
+
+
+async def principal(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    p = _principal(request.match_info["principal"])
+    acct = ctx.core.chain.tree.principal(p)
+    if acct is None:
+        raise ApiError(404, "not-found", f"principal {p} has no record in the global tree")
+    data = acct.to_json(p)
+    data["pending"] = len(ctx.core.mempool.by_signer.get(p.digest, {}))
+    data["next_nonce"] = acct.nonce + int(data["pending"])  # type: ignore[call-overload]
+    return web.json_response(data)
+
+
+async def fragments(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    path = "/" + request.match_info["path"]
+    try:
+        check_path(path)
+    except BlockcoinError as exc:
+        raise ApiError(400, "bad-path", str(exc)) from None
+    holders = ctx.core.chain.tree.fragments(path)
+    return web.json_response({"path": path,
+                              "fragments": {str(i): h for i, h in sorted(holders.items())}})
+
+
+async def contract(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    cid = _event_id(request.match_info["id"])
+    found = ctx.core.chain.tree.contract(cid)
+    if found is None:
+        raise ApiError(404, "not-found", "no such contract")
+    return web.json_response(found.to_json())
+
+
+async def contracts(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    owner, host = request.query.get("owner"), request.query.get("host")
+    if (owner is None) == (host is None):
+        raise ApiError(400, "bad-parameter", "give exactly one of owner= or host=")
+    tree = ctx.core.chain.tree
+    found = (tree.contracts_by_owner(_principal(owner)) if owner is not None
+             else tree.contracts_by_host(_principal(host or "")))
+    return web.json_response({"contracts": [c.to_json() for c in found[:MAX_LIST]]})
+
+
+async def peers(request: web.Request) -> web.Response:
+    manager = request.app[CTX].manager
+    return web.json_response({"peers": manager.peers_json(),
+                              "addresses": len(manager.addrman),
+                              "dialing": sorted(manager.dialing)})
+
+
+async def connect_peer(request: web.Request) -> web.Response:
+    _auth(request)
+    data = await _json_body(request)
+    spec = data.get("address")
+    if not isinstance(spec, str):
+        raise ApiError(400, "bad-request", "send {\"address\": \"[principal@]host:port\"}")
+    try:
+        expected, address = parse_peer_spec(spec)
+    except (ValueError, BlockcoinError) as exc:
+        raise ApiError(400, "bad-address", str(exc)) from None
+    request.app[CTX].manager.connect(address, expected)
+    return web.json_response({"address": address, "status": "dialling"}, status=202)
+
+
+async def bans(request: web.Request) -> web.Response:
+    return web.json_response({"bans": request.app[CTX].manager.bans.to_json()})
+
+
+async def clear_bans(request: web.Request) -> web.Response:
+    _auth(request)
+    request.app[CTX].manager.bans.clear()
+    return web.json_response({"bans": []})
+
+
+async def mine(request: web.Request) -> web.Response:
+    _auth(request)
+    ctx = request.app[CTX]
+    data = await _json_body(request)
+    count = data.get("blocks", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
+        raise ApiError(400, "bad-request", "blocks is an integer in 1..1000")
+    to = data.get("to")
+    if to is not None and not isinstance(to, str):
+        raise ApiError(400, "bad-request", "to is a principal")
+    recipient = _principal(to) if to is not None else None
+    if ctx.core.params.name != "regtest":
+        raise ApiError(400, "not-regtest", "mining on request is for regtest; run `node --mine`")
+    mined = await ctx.mine(count, recipient)
+    entry = ctx.core.chain.tip
+    return web.json_response({"mined": [hash_hex(b.hash) for b in mined],
+                              "height": entry.height, "hash": hash_hex(entry.hash)})
+
+
+async def state_digest(request: web.Request) -> web.Response:
+    core = request.app[CTX].core
+
+    def work() -> tuple[str, int, int, bytes]:
+        digest, keys = core.state_digest()
+        return digest, keys, core.chain.tip.height, core.chain.tip.hash
+
+    digest, keys, height, h = await core.run(work)
+    return web.json_response({"digest": digest, "keys": keys, "height": height,
+                              "hash": hash_hex(h)})
+
+
+async def subscribe(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "websocket-expected",
+                       "open /subscribe as a WebSocket to receive new blocks and events")
+    await ws.prepare(request)
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+    ctx.subscribers.add(queue)
+
+    async def reader() -> None:
+        async for msg in ws:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+        queue.put_nowait(None) if not queue.full() else None
+
+    task = asyncio.ensure_future(reader())
+    try:
+        while True:
+            item = await queue.get()
+            if item is None or ws.closed:
+                break
+            await ws.send_json(item)
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        ctx.subscribers.discard(queue)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await ws.close()
+    return ws
+
+
+def publish(ctx: ApiContext, item: dict[str, Any]) -> None:
+    for queue in list(ctx.subscribers):
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:  # a subscriber too slow to keep up is dropped
+            ctx.subscribers.discard(queue)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=render_metrics(request.app[CTX]),
+                        content_type="text/plain", charset="utf-8",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+def render_metrics(ctx: ApiContext) -> str:
+    core, manager = ctx.core, ctx.manager
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, doc: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP blockcoin_{name} {doc}")
+        lines.append(f"# TYPE blockcoin_{name} {kind}")
+        for labels, value in samples:
+            lines.append(f"blockcoin_{name}{labels} {value:g}" if isinstance(value, float)
+                         else f"blockcoin_{name}{labels} {value}")
+
+    tip_entry = core.chain.tip
+    metric("tip_height", "gauge", "Height of the best chain's tip.", [("", tip_entry.height)])
+    metric("best_header_height", "gauge", "Height of the most-work known header.",
+           [("", core.tree.best.height)])
+    metric("syncing", "gauge", "1 while blocks of a better chain are downloading.",
+           [("", int(core.syncing))])
+    metric("mempool_events", "gauge", "Events waiting in the mempool.", [("", len(core.mempool))])
+    metric("mempool_bytes", "gauge", "Bytes of events in the mempool.", [("", core.mempool.bytes)])
+    out = manager.outbound
+    metric("peers", "gauge", "Connected peers.",
+           [('{direction="outbound"}', out), ('{direction="inbound"}', len(manager.peers) - out)])
+    metric("known_addresses", "gauge", "Addresses in the address book.",
+           [("", len(manager.addrman))])
+    metric("bans_active", "gauge", "Active bans.", [("", len(manager.bans.to_json()))])
+    for name, value in sorted(core.counters.items()):
+        metric(f"{name}_total", "counter", f"Count of {name.replace('_', ' ')}.", [("", value)])
+    for name in ("misbehaviour", "bans", "handshake_failures", "stalls", "low_work_headers",
+                 "blocks_downloaded", "announcements", "connections", "banned_refused"):
+        metric(f"p2p_{name}_total", "counter", f"Peer-to-peer {name.replace('_', ' ')}.",
+               [("", manager.counters.get(name, 0))])
+    metric("p2p_messages_received_total", "counter", "Messages received from peers, by type.",
+           [(f'{{type="{t}"}}', n) for t, n in sorted(manager.msgs_in.items())])
+    metric("p2p_bytes_received_total", "counter", "Bytes received from connected peers.",
+           [("", sum(p.bytes_in for p in manager.peers.values()))])
+    metric("p2p_bytes_sent_total", "counter", "Bytes sent to connected peers.",
+           [("", sum(p.bytes_out for p in manager.peers.values()))])
+    metric("api_requests_total", "counter", "API responses, by status.",
+           [(f'{{status="{s}"}}', n) for s, n in sorted(ctx.requests.items())])
+    metric("uptime_seconds", "gauge", "Seconds since the node started.",
+           [("", round(_time.time() - ctx.started, 1))])
+    return "\n".join(lines) + "\n"
+
+
+def make_app(ctx: ApiContext) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    app[CTX] = ctx
+
+    def on_block(action: str, blk: Block, height: int) -> None:
+        if ctx.subscribers:
+            publish(ctx, {"type": "block", "action": action, "height": height,
+                          "hash": hash_hex(blk.hash), "events": len(blk.events)})
+
+    def on_event(ev: SignedEvent, eid: bytes, source: object) -> None:
+        if ctx.subscribers:
+            publish(ctx, {"type": "event", **event_json(ev, ctx.core.params.chain_id, eid)})
+
+    ctx.core.block_listeners.append(on_block)
+    ctx.core.event_listeners.append(on_event)
+
+    r = app.router
+    r.add_get("/openapi.json", openapi)
+    r.add_get("/status", status)
+    r.add_get("/tip", tip)
+    r.add_get("/headers", headers)
+    r.add_get("/blocks/{ident}", block)
+    r.add_get("/blocks/{ident}/raw", block_raw)
+    r.add_get("/events/{id}", get_event)
+    r.add_post("/events", submit_event)
+    r.add_get("/mempool", mempool)
+    r.add_get("/global/principals/{principal}", principal)
+    r.add_get("/global/fragments/{path:.+}", fragments)
+    r.add_get("/contracts", contracts)
+    r.add_get("/contracts/{id}", contract)
+    r.add_get("/peers", peers)
+    r.add_post("/peers", connect_peer)
+    r.add_get("/bans", bans)
+    r.add_delete("/bans", clear_bans)
+    r.add_post("/mine", mine)
+    r.add_get("/state/digest", state_digest)
+    r.add_get("/subscribe", subscribe)
+    r.add_get("/metrics", metrics)
+
+    async def close_subscribers(app: web.Application) -> None:
+        for queue in list(ctx.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    app.on_shutdown.append(close_subscribers)
+    return app

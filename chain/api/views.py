@@ -1,0 +1,69 @@
+"""JSON renderings of blocks, events and headers, shared by the API and the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain.block import Block
+from chain.events import (
+    Announce,
+    Coinbase,
+    Event,
+    FragmentOffer,
+    FragmentReleased,
+    FragmentStored,
+    Revoke,
+    SignedEvent,
+    StoragePayment,
+    Transfer,
+    event_id,
+)
+from chain.header import Header, hash_hex
+
+
+def body_json(ev: SignedEvent) -> dict[str, Any]:
+    body = ev.body
+    if isinstance(body, Transfer):
+        return {"to": str(body.to), "amount": body.amount}
+    if isinstance(body, Announce):
+        return {"x25519": body.x25519.hex(), "address": body.address}
+    if isinstance(body, FragmentOffer):
+        return {"path": body.path, "version": body.version.hex(), "index": body.index,
+                "n": body.n, "k": body.k, "size": body.size, "root": body.root.hex(),
+                "leaf_size": body.leaf_size, "price": body.price,
+                "period_blocks": body.period_blocks, "periods": body.periods,
+                "expiry_height": body.expiry_height}
+    if isinstance(body, FragmentStored):
+        return {"offer": body.offer_id.hex(), "host": str(body.host)}
+    if isinstance(body, StoragePayment):
+        return {"offer": body.offer_id.hex(), "period": body.period, "amount": body.amount}
+    if isinstance(body, FragmentReleased):
+        return {"offer": body.offer_id.hex()}
+    if isinstance(body, Revoke):
+        return {"principal": str(body.principal), "until": body.until}
+    return {}
+
+
+def event_json(ev: Event, chain_id: bytes, eid: bytes | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": (eid or event_id(chain_id, ev)).hex(),
+                            "kind": ev.kind.name.lower(), "size": len(ev.raw)}
+    if isinstance(ev, Coinbase):
+        item.update(recipient=str(ev.recipient), amount=ev.amount, height=ev.height)
+    else:
+        item.update(signer=str(ev.signer), nonce=ev.nonce, fee=ev.fee,
+                    account=str(ev.account) if ev.account else None)
+        item.update(body_json(ev))
+    return item
+
+
+def header_json(header: Header, height: int | None) -> dict[str, Any]:
+    return {"hash": hash_hex(header.hash), "height": height, "prev": hash_hex(header.prev),
+            "time": header.time, "bits": f"{header.bits:08x}", "nonce": header.nonce}
+
+
+def block_json(block: Block, height: int | None, chain_id: bytes) -> dict[str, Any]:
+    data = header_json(block.header, height)
+    data["hash"] = hash_hex(block.hash)
+    data["size"] = block.size
+    data["events"] = [event_json(ev, chain_id) for ev in block.events]
+    return data

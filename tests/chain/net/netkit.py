@@ -1,0 +1,212 @@
+"""Helpers for multi-process network tests: regtest chains built fast in memory, node processes
+on free loopback ports, and a small API client. Every wait is bounded in time."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chain.api.client import ApiClient
+from chain.block import Block, events_root
+from chain.chainstate import ChainState
+from chain.events import Coinbase, Event, SignedEvent, Transfer
+from chain.hashes import ZERO_HASH
+from chain.header import Header
+from chain.keys import KeyPair
+from chain.mining import solve
+from chain.node import init_datadir
+from chain.params import HEADER_VERSION, REGTEST
+from chain.validation import expected_bits
+
+ROOT = Path(__file__).resolve().parents[3]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except Exception as exc:  # the node may not be up yet
+            last = exc
+            value = None  # type: ignore[assignment]
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def make_blocks(count: int, events_per_block: int = 2, seed: int = 1,
+                parent: Header | None = None, start_height: int = 0,
+                nonces: dict[int, int] | None = None, senders: range = range(5, 10),
+                recipient: KeyPair | None = None) -> list[Block]:
+    """A valid regtest chain of transfers between development keys, built without a chain
+    state (transfers mint nothing, so each coinbase claims exactly the fees)."""
+    rng = random.Random(seed)
+    keys = [KeyPair.development(i) for i in senders]
+    to = [KeyPair.development(i).principal for i in range(10)]
+    nonces = dict(nonces or {})
+    prev = parent or REGTEST.genesis.header
+    height = start_height
+    t = prev.time
+    miner = (recipient or KeyPair.development(9)).principal
+    blocks = []
+    for _ in range(count):
+        height += 1
+        t += 1
+        batch: list[Event] = []
+        for _ in range(events_per_block):
+            i = rng.randrange(len(keys))
+            nonce = nonces.get(i, 0)
+            nonces[i] = nonce + 1
+            batch.append(SignedEvent.create(REGTEST.chain_id, keys[i], nonce, 100,
+                                            Transfer(rng.choice(to), rng.randrange(1, 10**6))))
+        events: list[Event] = [Coinbase(height, miner, 100 * len(batch),
+                                        seed.to_bytes(4, "big")), *batch]
+        header = solve(Header(HEADER_VERSION, prev.hash, events_root(events), ZERO_HASH, t,
+                              expected_bits(REGTEST, prev, height - 1), 0))
+        assert header is not None
+        blocks.append(Block(header, events))
+        prev = header
+    return blocks
+
+
+def init_node_dir(path: Path, dev_key: int) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    key_path = path / "wallet.key"
+    if not key_path.exists():
+        KeyPair.development(dev_key).save(key_path)
+    init_datadir(path, REGTEST)
+    return path
+
+
+def import_blocks(path: Path, blocks: list[Block]) -> ChainState:
+    chain = ChainState(path, REGTEST, verify_threads=1)
+    try:
+        for block in blocks:
+            chain.accept_block(block)
+    except BaseException:
+        chain.close()
+        raise
+    return chain
+
+
+class NodeProc:
+    """A ``blockcoin node`` subprocess on free loopback ports."""
+
+    def __init__(self, datadir: Path, *args: str, name: str = "node") -> None:
+        self.datadir = datadir
+        self.name = name
+        self.p2p_port = free_port()
+        self.api_port = free_port()
+        self.p2p = f"127.0.0.1:{self.p2p_port}"
+        self.log_path = datadir.parent / f"{name}.log"
+        self.args = list(args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._client: ApiClient | None = None
+
+    def start(self, timeout: float = 20.0) -> NodeProc:
+        cmd = [sys.executable, "-m", "chain", "node", "-n", "regtest", "-d", str(self.datadir),
+               "--listen", self.p2p, "--api", f"127.0.0.1:{self.api_port}", *self.args]
+        log = self.log_path.open("ab")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        log.close()
+        wait_until(self._ready, timeout, f"{self.name} to serve its API")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                 f"{self.log()[-3000:]}")
+        if not (self.datadir / "node.json").exists():
+            return False
+        self.client.get("/status")
+        return True
+
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            token = (self.datadir / "api.cookie").read_text().strip()
+            self._client = ApiClient(f"http://127.0.0.1:{self.api_port}", token, timeout=30)
+        return self._client
+
+    @property
+    def principal(self) -> str:
+        return str(json.loads((self.datadir / "node.json").read_text())["principal"])
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.client.post(path, body)
+
+    def tip(self) -> tuple[int, str]:
+        data = self.get("/tip")
+        return int(data["height"]), str(data["hash"])
+
+    def digest(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.get("/state/digest")
+        return data
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running(*nodes: NodeProc) -> Iterator[tuple[NodeProc, ...]]:
+    """Stop every node on the way out, and show their logs if the test failed."""
+    try:
+        yield nodes
+    except BaseException:
+        for node in nodes:
+            sys.stderr.write(f"\n===== {node.name} log =====\n{node.log()[-6000:]}\n")
+        raise
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def converged(nodes: list[NodeProc], min_height: int = 0) -> tuple[int, str] | None:
+    tips = {node.tip() for node in nodes}
+    if len(tips) == 1:
+        tip = next(iter(tips))
+        if tip[0] >= min_height:
+            return tip
+    return None
