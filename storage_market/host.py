@@ -212,11 +212,13 @@ class FragmentWriter:
         self.leaves: list[bytes] = []
         self.tail = b""
         self.written = 0
+        self._inflight: asyncio.Future[None] | None = None
 
-    def write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view.nbytes:
-            view = view[os.write(self.fd, view):]
+    async def write(self, chunk: bytes) -> None:
+        """Hash the chunk's leaves here while a worker thread writes the previous chunk (the
+        write releases the GIL), so disk and network overlap; at most one write is in flight."""
+        await self._drain()
+        self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write_all, chunk))
         self.written += len(chunk)
         data = self.tail + chunk if self.tail else chunk
         full = len(data) - len(data) % self.offer.leaf_size
@@ -224,7 +226,18 @@ class FragmentWriter:
             self.leaves.extend(leaf_hashes(memoryview(data)[:full], self.offer.leaf_size))
         self.tail = bytes(data[full:])
 
+    def _write_all(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view.nbytes:
+            view = view[os.write(self.fd, view):]
+
+    async def _drain(self) -> None:
+        pending, self._inflight = self._inflight, None
+        if pending is not None:
+            await pending
+
     async def commit(self) -> HashTree:
+        await self._drain()
         if self.tail:
             self.leaves.extend(leaf_hashes(self.tail, self.offer.leaf_size))
             self.tail = b""
@@ -245,6 +258,12 @@ class FragmentWriter:
         return tree
 
     def abort(self) -> None:
+        if self._inflight is not None and not self._inflight.done():
+            # the worker still uses the descriptor: close it once the write returns
+            fd = self.fd
+            self._inflight.add_done_callback(lambda _done: os.close(fd))
+            self._inflight = None
+            self.fd = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

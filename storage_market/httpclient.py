@@ -115,13 +115,18 @@ class HttpChain:
         return int((await self._request("GET", "/tip"))["height"])
 
     async def wait_for_block(self, after: int, timeout: float) -> int:
+        """Long-poll ``/tip?after=H&wait=S`` where the server supports it; a server that
+        answers at once is polled every :data:`POLL_SECONDS` instead."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        height = await self.tip_height()
-        while height <= after and loop.time() < deadline:
-            await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - loop.time())))
-            height = await self.tip_height()
-        return height
+        while True:
+            remaining = deadline - loop.time()
+            data = await self._request("GET", f"/tip?after={after}&wait={max(0.0, remaining):.3f}")
+            height = int(data["height"])
+            remaining = deadline - loop.time()
+            if height > after or remaining <= 0:
+                return height
+            await asyncio.sleep(min(POLL_SECONDS, remaining))
 
     async def submit(self, event: SignedEvent) -> bytes:
         result = await self._request("POST", "/events", data=event.raw, auth=True)

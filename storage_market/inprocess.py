@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
 
 from chain.block import Block
-from chain.events import SignedEvent
+from chain.errors import BlockcoinError, DecodeError
+from chain.events import SignedEvent, decode_event
 from chain.node import LocalNode, init_datadir
 from chain.params import REGTEST, NetworkParams
+from chain.paths import check_path
 from chain.principal import Principal
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder
 
@@ -135,3 +142,122 @@ class InProcessChain:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# --- the same chain over HTTP, for agents in other processes --------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def api_app(chain: InProcessChain, token: str) -> web.Application:
+    """The subset of the node's HTTP API that :class:`~storage_market.httpclient.HttpChain` uses,
+    in the node's own shapes, served from this process's chain.
+
+    It lets a benchmark or a demo run host agents as separate processes (as they are deployed)
+    around one in-process chain. ``GET /tip?after=H&wait=S`` additionally long-polls until the
+    tip passes ``H`` (at most ``S`` seconds), so agents see a new block at once; a node that
+    ignores the parameters simply answers at once and the client falls back to polling.
+    """
+    node = chain.node
+    tree = node.chain.tree
+
+    async def tip(request: web.Request) -> web.Response:
+        after, wait = request.query.get("after"), request.query.get("wait")
+        if after is not None and after.isdigit() and wait is not None:
+            await chain.wait_for_block(int(after), min(float(wait), 30.0))
+        return web.json_response({"height": node.chain.tip.height})
+
+    async def submit(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return _error(401, "unauthorized", "a token is required")
+        try:
+            ev = decode_event(await request.read())
+            if not isinstance(ev, SignedEvent):
+                raise DecodeError("a coinbase cannot be submitted")
+            eid = node.submit(ev)
+        except BlockcoinError as exc:
+            return _error(400, exc.code, str(exc))
+        return web.json_response({"id": eid.hex(), "status": "pending"}, status=202)
+
+    async def principal(request: web.Request) -> web.Response:
+        try:
+            p = Principal.parse(request.match_info["principal"])
+        except BlockcoinError as exc:
+            return _error(400, exc.code, str(exc))
+        acct = tree.principal(p)
+        if acct is None:
+            return _error(404, "not-found", f"principal {p} has no record")
+        data: dict[str, Any] = acct.to_json(p)
+        data["next_nonce"] = await chain.next_nonce(p)
+        return web.json_response(data)
+
+    async def fragments(request: web.Request) -> web.Response:
+        path = "/" + unquote(request.match_info["path"])
+        try:
+            check_path(path)
+        except BlockcoinError as exc:
+            return _error(400, "bad-path", str(exc))
+        held = tree.fragments(path)
+        return web.json_response({"path": path,
+                                  "fragments": {str(i): h for i, h in sorted(held.items())}})
+
+    async def contract(request: web.Request) -> web.Response:
+        try:
+            found = tree.contract(bytes.fromhex(request.match_info["id"]))
+        except ValueError:
+            found = None
+        if found is None:
+            return _error(404, "not-found", "no such contract")
+        return web.json_response(found.to_json())
+
+    async def contracts(request: web.Request) -> web.Response:
+        try:
+            if "owner" in request.query:
+                found = tree.contracts_by_owner(Principal.parse(request.query["owner"]))
+            else:
+                found = tree.contracts_by_host(Principal.parse(request.query.get("host", "")))
+        except BlockcoinError as exc:
+            return _error(400, exc.code, str(exc))
+        return web.json_response({"contracts": [c.to_json() for c in found]})
+
+    async def block_raw(request: web.Request) -> web.Response:
+        ident = request.match_info["ident"]
+        h = node.chain.best_chain_hash(int(ident)) if ident.isdigit() else None
+        raw = node.chain.store.get_block_bytes(h) if h is not None else None
+        if raw is None:
+            return _error(404, "not-found", f"no block {ident}")
+        return web.Response(body=raw, content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/tip", tip)
+    app.router.add_post("/events", submit)
+    app.router.add_get("/global/principals/{principal}", principal)
+    app.router.add_get("/global/fragments/{path:.+}", fragments)
+    app.router.add_get("/contracts", contracts)
+    app.router.add_get("/contracts/{id}", contract)
+    app.router.add_get("/blocks/{ident}/raw", block_raw)
+    return app
+
+
+async def serve_api(chain: InProcessChain, token: str, host: str = "127.0.0.1", port: int = 0
+                    ) -> tuple[web.AppRunner, str]:
+    """Serve :func:`api_app`; the runner (to ``cleanup``) and the base URL."""
+    runner = web.AppRunner(api_app(chain, token), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()
+    return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+def write_node_file(datadir: Path, url: str, token: str) -> None:
+    """Let ``HttpChain.for_datadir`` find this chain, as it finds a running node."""
+    (datadir / "node.json").write_text(json.dumps({"api": url}))
+    cookie = datadir / "api.cookie"
+    cookie.touch(mode=0o600)
+    cookie.write_text(token)

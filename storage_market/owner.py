@@ -210,6 +210,7 @@ class OwnerAgent:
         self._task: asyncio.Task[None] | None = None
         self._audits: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
+        self._writes: dict[str, asyncio.Future[None]] = {}
         self._load()
 
     @property
@@ -267,6 +268,10 @@ class OwnerAgent:
             with contextlib.suppress(BaseException):
                 await audit
         await self._listener.close()
+        for write in list(self._writes.values()):
+            with contextlib.suppress(BaseException):
+                await write
+        self._writes.clear()
         self.save()
 
     async def _run(self) -> None:
@@ -313,31 +318,30 @@ class OwnerAgent:
         key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()
         block = StoredBlock.seal(path, data, key, readers=[self.key.public], parent_key=parent_key)
         report("seal", size, size)
-        # the durable local copy is written by a thread while this one encodes and hashes
-        write = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
-        try:
-            report("encode", 0, size)
-            frags = fragments.encode(block.record, opts.k, opts.n)
-            report("encode", size, size)
-            roots = []
-            for i, f in enumerate(frags):
-                roots.append(merkle_root(f, opts.leaf_size))
-                report("hash", i + 1, len(frags))
-        finally:
-            await write
+        # The durable local copy is written by a worker thread while this one encodes, hashes,
+        # offers and serves; ``wait_placed`` waits for it too. Until it lands, fetches are
+        # served from memory, and a crash before then loses nothing that cannot be rebuilt
+        # from the hosts (or put again from the file).
+        self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
+        report("encode", 0, size)
+        frags = fragments.encode(block.record, opts.k, opts.n)
+        report("encode", size, size)
         period_blocks = opts.period_blocks or self.chain.storage_period_blocks
         entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
                            frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
-                           period_blocks, roots, [Slot(i) for i in range(opts.n)], opts)
+                           period_blocks, [b""] * opts.n, [Slot(i) for i in range(opts.n)], opts)
         self._frags[path] = (block.version, frags)
         if old is not None:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
         self.entries[path] = entry
         self.height = await self.chain.tip_height()
+        # each fragment is offered as soon as its root is known, so the first hosts fetch
+        # while the later trees are still being hashed
         for slot in entry.slots:
+            entry.roots[slot.index] = merkle_root(frags[slot.index], opts.leaf_size)
+            report("hash", slot.index + 1, opts.n)
             await self._offer(entry, slot, save=False)
-            report("offer", slot.index + 1, opts.n)
         self.save()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
         return entry
@@ -359,6 +363,11 @@ class OwnerAgent:
 
     async def wait_placed(self, path: str, timeout: float, count: int | None = None) -> bool:
         """Until ``count`` (default all ``n``) fragments of ``path`` are active on chain."""
+        write = self._writes.get(path)
+        if write is not None:
+            await write
+            if self._writes.get(path) is write:
+                del self._writes[path]
         entry = self.entries[path]
         want = entry.n if count is None else count
         loop = asyncio.get_running_loop()
@@ -477,7 +486,7 @@ class OwnerAgent:
             self._changed.set()
 
     async def _follow(self, entry: BlockEntry, slot: Slot, h: int) -> bool:
-        if slot.state == ENDED:
+        if slot.state == ENDED or not slot.offer_id:  # ended, or put still offering
             return False
         info = await self.chain.contract(slot.offer_id)
         if slot.state == OFFERING:
