@@ -243,10 +243,14 @@ class ChainState:
         batch = self.store.batch()
         undo = view.commit(batch)
         self.store.connect_keys(batch, entry.hash, entry.height, ids, undo)
-        if entry.status != Status.CONNECTED_ONCE:
+        first_time = entry.status != Status.CONNECTED_ONCE
+        if first_time:
+            connected = IndexEntry(entry.header, entry.hash, entry.height, entry.work,
+                                   Status.CONNECTED_ONCE)
+            self.store.put_index(connected, batch)
+        batch.commit()  # a failed write (a full disk) leaves memory as it was, too
+        if first_time:
             entry.status = Status.CONNECTED_ONCE
-            self.store.put_index(entry, batch)
-        batch.commit()
         self.tip = entry
         for listener in self.listeners:
             listener("connect", block, entry.height)
