@@ -1,7 +1,8 @@
 """``blockcoin demo``: the storage market's whole story on loopback, in about half a minute.
 
 A regtest mining node, five hosts and an owner, each with its own key and data directory in a
-scratch directory, talking over real TCP sockets and the Noise channel:
+scratch directory, talking over real TCP sockets and the Noise channel. The hosts are separate
+processes (``blockcoin host start``); the mining node and the owner run in the demo's process:
 
 1. the node mines; the hosts and the owner announce their addresses on chain;
 2. the owner stores a file (3-of-5): five offers, five hosts fetch one fragment each, check
@@ -11,9 +12,10 @@ scratch directory, talking over real TCP sockets and the Noise channel:
 4. two hosts are stopped; the file comes back byte-identical from the remaining three;
 5. the hosts' earnings are read from ``/global/principals``.
 
-The node runs in the demo's process (the :class:`~storage_market.inprocess.InProcessChain`,
-mined every ``block_seconds``); each agent is exactly what ``blockcoin host start`` and
-``blockcoin store`` run. ``--json`` prints one JSON object at the end with ``stored_fragments``,
+The node is an :class:`~storage_market.inprocess.InProcessChain` mined every ``block_seconds``,
+whose API (the node API's shape, :func:`~storage_market.inprocess.serve_api`) the host processes
+use; the owner is exactly what ``blockcoin store`` runs. Each host's log is kept in
+``<workdir>/hostN.log``. ``--json`` prints one JSON object at the end with ``stored_fragments``,
 ``recovered_identical``, ``payments_made`` and ``hosts_stopped`` among its fields.
 """
 
@@ -21,7 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +35,10 @@ from typing import Any
 
 from chain.keys import KeyPair
 from chain.params import REGTEST
+from chain.principal import Principal
 from storage_market import retrieve
 from storage_market.chainclient import Signer
-from storage_market.host import HostAgent, HostPolicy
-from storage_market.inprocess import InProcessChain
+from storage_market.inprocess import InProcessChain, serve_api
 from storage_market.owner import OwnerAgent, StoreOptions
 
 Say = Callable[[str], None]
@@ -46,28 +52,63 @@ async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+class HostProcess:
+    """One ``blockcoin host start`` process and what it announced."""
+
+    def __init__(self, number: int, workdir: Path, api: str, token: str) -> None:
+        self.number = number
+        self.datadir = workdir / f"host{number}"
+        self.log = (workdir / f"host{number}.log").open("w")
+        cmd = [sys.executable, "-m", "chain", "host", "start", "--network", "regtest",
+               "--datadir", str(self.datadir), "--api", api, "--token", token,
+               "--capacity", "64M", "--min-price", "1sat", "--json"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.principal: Principal | None = None
+        self.address = ""
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        if not line:
+            raise RuntimeError(f"host {self.number} failed to start (see {self.log.name})")
+        info = json.loads(line)
+        self.principal = Principal.parse(info["host"])
+        self.address = info["address"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
 async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int = 3,
-                   hosts: int = 5, stop: int = 2, block_seconds: float = 0.2) -> dict[str, Any]:
+                   hosts: int = 5, stop: int = 2, block_seconds: float = 0.25) -> dict[str, Any]:
     """Run the story in ``workdir``; the summary as a dict."""
     started = time.monotonic()
     chain = InProcessChain.open(workdir / "miner", REGTEST)
+    token = secrets.token_hex(16)
+    runner, api = await serve_api(chain, token)
     owner_key = KeyPair.development(0)
-    agents: list[HostAgent] = []
+    procs: list[HostProcess] = []
     owner: OwnerAgent | None = None
     try:
-        say(f"mining node: regtest chain in {workdir / 'miner'}, a block every {block_seconds:g} s")
-        for i in range(hosts):
-            agent = HostAgent(workdir / f"host{i + 1}", KeyPair.generate(), chain,
-                              HostPolicy(capacity=64 << 20, min_price=1))
-            await agent.start()
-            agents.append(agent)
-            say(f"host {i + 1}: {agent.principal} on {agent.address}, selling 64 MiB")
+        say(f"mining node: regtest chain in {workdir / 'miner'}, a block every "
+            f"{block_seconds:g} s, API {api}")
+        chain.start_mining(block_seconds)
+        procs = [HostProcess(i + 1, workdir, api, token) for i in range(hosts)]
+        for p in procs:
+            await p.ready()
+            say(f"host {p.number}: {p.principal} on {p.address}, selling 64 MiB (pid {p.proc.pid})")
         owner = OwnerAgent(workdir / "owner", Signer(owner_key), chain,
                            defaults=StoreOptions(periods=periods + 3, price=100_000))
         await owner.start()
         say(f"owner: {owner_key.principal} on {owner.address}")
-        await chain.mine()
-        chain.start_mining(block_seconds)
+        await chain.wait_for_block(await chain.tip_height(), 5)
 
         data = os.urandom(size)
         path = owner_key.principal.root_path + "/demo/file.bin"
@@ -76,7 +117,7 @@ async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int
         if not await owner.wait_placed(path, 60):
             raise TimeoutError("not every fragment was placed")
         placement = await chain.fragments(path)
-        names = {a.principal: f"host {i + 1}" for i, a in enumerate(agents)}
+        names = {p.principal: f"host {p.number}" for p in procs}
         for index in sorted(placement):
             for h in placement[index]:
                 say(f"  fragment {index} ({h.size} bytes, root {h.root.hex()[:16]}) "
@@ -84,29 +125,36 @@ async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int
 
         say(f"running {periods} challenge periods of {entry.period_blocks} blocks")
         last = 0
-        deadline = 30 + periods * entry.period_blocks * block_seconds * 3
 
         def paid_periods() -> int:
             return min(len(s.vouchers) for s in entry.slots)
 
-        loop_end = time.monotonic() + deadline
+        loop_end = time.monotonic() + 30 + periods * entry.period_blocks * block_seconds * 3
         while paid_periods() < periods and time.monotonic() < loop_end:
             await asyncio.sleep(0.1)
             done = paid_periods()
             if done > last:
                 last = done
                 say(f"  period {done - 1}: {entry.n} challenges passed, {entry.n} vouchers signed")
-        await _until(lambda: sum(a.status()["earned"] for a in agents)
-                     >= periods * entry.n * entry.price, 30, "payments on chain")
-        payments = 0
-        for a in agents:
-            payments += sum(c.paid_periods for c in await chain.contracts_by_host(a.principal))
+
+        async def confirmed() -> int:
+            total = 0
+            for p in procs:
+                assert p.principal is not None
+                total += sum(c.paid_periods for c in await chain.contracts_by_host(p.principal))
+            return total
+
+        deadline = time.monotonic() + 30
+        payments = await confirmed()
+        while payments < periods * entry.n and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            payments = await confirmed()
         say(f"  {payments} storage payments confirmed on chain")
 
-        stopped = agents[:stop]
-        for a in stopped:
-            await a.stop()
-            say(f"stopped {names[a.principal]} ({a.principal})")
+        stopped = procs[:stop]
+        for p in stopped:
+            await asyncio.to_thread(p.stop)
+            say(f"stopped host {p.number} ({p.principal})")
         errors: list[str] = []
         got = await retrieve.get(chain, owner_key, path, errors=errors)
         identical = bytes(got) == data
@@ -116,13 +164,14 @@ async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int
             f"{len(errors)} unreachable holders skipped")
 
         earnings = []
-        for i, a in enumerate(agents):
-            acct = await chain.principal(a.principal)
+        for p in procs:
+            assert p.principal is not None
+            acct = await chain.principal(p.principal)
             balance = acct.balance if acct else 0
-            earnings.append({"host": str(a.principal), "balance": balance,
-                             "stopped": a in stopped})
-            say(f"host {i + 1}: balance {balance} base units"
-                + (" (stopped)" if a in stopped else ""))
+            earnings.append({"host": str(p.principal), "balance": balance,
+                             "stopped": p in stopped})
+            say(f"host {p.number}: earned {balance} base units"
+                + (" (stopped)" if p in stopped else ""))
         return {
             "stored_fragments": sum(len(hs) for hs in placement.values()),
             "recovered_identical": identical,
@@ -138,8 +187,9 @@ async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int
             "seconds": round(time.monotonic() - started, 2),
         }
     finally:
-        for a in agents:
-            await a.stop()
+        for p in procs:
+            await asyncio.to_thread(p.stop)
         if owner is not None:
             await owner.stop()
+        await runner.cleanup()
         await chain.close()

@@ -1,0 +1,210 @@
+"""The owner-host protocol's messages, the fragment stream's limits, who may do what, the host's
+durable fragment store, the HTTP chain client, and the demo run as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chain.errors import InsufficientFunds
+from chain.events import FragmentOffer, SignedEvent, Transfer
+from chain.keys import KeyPair
+from chain.net import SecureChannel
+from chain.principal import Principal
+from storage_market import protocol as proto
+from storage_market.chainclient import Signer
+from storage_market.errors import IntegrityError
+from storage_market.host import FragmentStore, HostAgent, HostPolicy
+from storage_market.httpclient import HttpChain
+from storage_market.inprocess import InProcessChain, serve_api
+from storage_market.merkle import ChallengeResponse, HashTree, LeafProof, MerkleTree
+
+CHAIN_ID = b"BLKR"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_messages_round_trip_and_decode_strictly() -> None:
+    tree = MerkleTree(os.urandom(5000), 1024)
+    msgs: list[proto.Message] = [
+        proto.Fetch(b"\x01" * 32), proto.FragmentHeader(b"\x02" * 32, 123456),
+        proto.Receipt(b"\x03" * 64), proto.Stored(b"\x04" * 32),
+        proto.Challenge(b"\x05" * 32, 7, 10_000, (0, 3, 4)), proto.Response(tree.respond([1, 2])),
+        proto.Voucher(7, 100, b"\x06" * 64), proto.Ack(), proto.Retrieve(b"\x07" * 32),
+        proto.Error("busy", "try later"),
+    ]
+    for m in msgs:
+        raw = proto.encode(m)
+        assert proto.decode(raw) == m
+        with pytest.raises(proto.ProtocolError):
+            proto.decode(raw + b"\x00")  # trailing bytes
+        with pytest.raises(proto.ProtocolError):
+            proto.decode(raw[:-1] if len(raw) > 1 else b"")  # truncated
+    with pytest.raises(proto.ProtocolError):
+        proto.decode(b"\xff")
+    for bad in ((3, 1), (), (2, 2)):  # unsorted, empty, duplicate leaves
+        raw = bytes([5]) + b"\x05" * 32 + b"\x07\x10" + bytes([len(bad), *bad])
+        with pytest.raises(proto.ProtocolError):
+            proto.decode(raw)
+
+
+def test_hash_tree_matches_merkle_tree() -> None:
+    data = os.urandom(10_000)
+    full, light = MerkleTree(data, 1024), HashTree.of(data, 1024)
+    assert light.root == full.root and light.leaf_count == full.leaf_count
+    assert all(light.proof(i) == full.proof(i) for i in range(full.leaf_count))
+    resp = ChallengeResponse(tuple(LeafProof(i, full.leaf(i), tuple(light.proof(i))) for i in (0, 9)))
+    assert resp.verify(full.root, full.leaf_count, [0, 9])
+
+
+async def _pair(handler: proto.Handler) -> tuple[SecureChannel, proto.Listener]:
+    server_key, client_key = KeyPair.generate(), KeyPair.generate()
+    listener = proto.Listener(server_key, CHAIN_ID, handler)
+    address = await listener.start()
+    channel = await proto.dial(address, client_key, CHAIN_ID, server_key.principal)
+    return channel, listener
+
+
+async def test_fragment_stream_refuses_wrong_sizes() -> None:
+    oid = b"\x09" * 32
+
+    async def liar(ch: SecureChannel) -> None:  # announces the right size, sends one byte more
+        await proto.send(ch, proto.FragmentHeader(oid, 10))
+        await ch.send(b"x" * 11)
+        await asyncio.sleep(0.5)
+
+    channel, listener = await _pair(liar)
+    try:
+        with pytest.raises(proto.ProtocolError, match="wrong size"):
+            await proto.recv_fragment(channel, oid, 10, lambda c: None, 5)
+    finally:
+        await channel.close()
+        await listener.close()
+
+    async def big(ch: SecureChannel) -> None:  # announces more than the chain says
+        await proto.send(ch, proto.FragmentHeader(oid, 1 << 40))
+        await asyncio.sleep(0.5)
+
+    channel, listener = await _pair(big)
+    try:
+        with pytest.raises(proto.ProtocolError, match="the chain says 10"):
+            await proto.recv_fragment(channel, oid, 10, lambda c: None, 5)
+    finally:
+        await channel.close()
+        await listener.close()
+
+
+async def test_dial_refuses_an_impostor() -> None:
+    listener = proto.Listener(KeyPair.generate(), CHAIN_ID, lambda ch: asyncio.sleep(0))
+    address = await listener.start()
+    try:
+        with pytest.raises(proto.PeerUnreachable):
+            await proto.dial(address, KeyPair.generate(), CHAIN_ID, KeyPair.generate().principal)
+        with pytest.raises(proto.PeerUnreachable):
+            await proto.dial(None, KeyPair.generate(), CHAIN_ID, KeyPair.generate().principal)
+    finally:
+        await listener.close()
+
+
+def test_fragment_store_is_atomic_and_checked(tmp_path: Path) -> None:
+    data = os.urandom(5000)
+    tree = MerkleTree(data, 1024)
+    offer = FragmentOffer("/" + str(KeyPair.generate().principal) + "/f", b"\x00" * 32, 0, 5, 3,
+                          len(data), tree.root, 1024, 1, 5, 1, 100)
+    store = FragmentStore(tmp_path / "frags")
+
+    async def write(payload: bytes) -> HashTree:
+        w = store.open_writer(b"\x01" * 32, offer)
+        for i in range(0, len(payload), 1500):  # chunks not aligned to leaves
+            await w.write(payload[i : i + 1500])
+        return await w.commit()
+
+    with pytest.raises(IntegrityError):  # wrong bytes: nothing lands, no temporary left
+        asyncio.run(write(os.urandom(5000)))
+    assert list((tmp_path / "frags").iterdir()) == []
+    assert asyncio.run(write(data)).root == tree.root
+    assert store.load_tree(b"\x01" * 32, offer).root == tree.root
+    assert store.read_leaves(b"\x01" * 32, offer, (4,)) == [tree.leaf(4)]
+    path = store.file_for(b"\x01" * 32)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 1
+    path.write_bytes(raw)
+    with pytest.raises(IntegrityError, match="no longer matches"):
+        store.load_tree(b"\x01" * 32, offer)
+    (tmp_path / "frags" / ".stale.tmp").write_bytes(b"x")
+    FragmentStore(tmp_path / "frags")  # a restart sweeps interrupted writes
+    assert not (tmp_path / "frags" / ".stale.tmp").exists()
+
+
+async def test_http_client_speaks_the_node_api_and_keeps_error_types(tmp_path: Path) -> None:
+    chain = InProcessChain.open(tmp_path / "node")
+    token = secrets.token_hex(8)
+    runner, url = await serve_api(chain, token)
+    http = HttpChain(url, chain.node.params, token)
+    try:
+        dev = KeyPair.development(2)
+        fresh = KeyPair.generate()
+        assert await http.tip_height() == 0
+        assert await http.next_nonce(fresh.principal) == 0
+        eid = await Signer(dev).submit(http, Transfer(fresh.principal, 5))
+        assert len(eid) == 32 and await http.next_nonce(dev.principal) == 1
+        waiter = asyncio.ensure_future(http.wait_for_block(0, 5))
+        await asyncio.sleep(0.05)
+        await chain.mine()
+        assert await waiter == 1
+        acct = await http.principal(fresh.principal)
+        assert acct is not None and acct.balance == 5
+        assert [type(e.body) for e in await http.block_events(1)] == [Transfer]
+        assert await http.contract(b"\x00" * 32) is None
+        assert await http.fragments(dev.principal.root_path + "/nothing") == {}
+        poor = Signer(fresh)
+        with pytest.raises(InsufficientFunds):  # the consensus error class, through HTTP
+            await poor.submit(http, Transfer(dev.principal, 10), fee=0)
+        with pytest.raises(Exception, match="unauthorized"):
+            await HttpChain(url, chain.node.params, "wrong").submit(
+                SignedEvent.create(CHAIN_ID, fresh, 0, 0, Transfer(dev.principal, 1)))
+    finally:
+        await http.close()
+        await runner.cleanup()
+        await chain.close()
+
+
+async def test_host_refuses_challenges_for_what_it_does_not_hold(tmp_path: Path) -> None:
+    chain = InProcessChain.open(tmp_path / "node")
+    host = HostAgent(tmp_path / "h", KeyPair.generate(), chain, HostPolicy(1 << 20))
+    try:
+        await host.start()
+        channel = await proto.dial(host.address, KeyPair.generate(), chain.chain_id, host.principal)
+        async with channel:
+            await proto.send(channel, proto.Challenge(b"\x01" * 32, 0, 1000, (0,)))
+            with pytest.raises(proto.PeerRefused, match="unknown-contract"):
+                await proto.recv(channel, 5)
+    finally:
+        await host.stop()
+        await chain.close()
+
+
+@pytest.mark.slow
+def test_demo_runs_with_host_processes_and_recovers_the_file(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "chain", "demo", "--json", "--size", "256K", "--periods", "2",
+         "--keep", str(tmp_path / "demo")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["stored_fragments"] == 5
+    assert result["recovered_identical"] is True
+    assert result["hosts_stopped"] == 2
+    assert result["payments_made"] >= 10
+    assert all(h["balance"] > 0 for h in result["hosts"])
+    # every host was its own process with its own key and store
+    keys = {Principal.parse(h["host"]) for h in result["hosts"]}
+    assert len(keys) == 5
+    assert all((tmp_path / "demo" / f"host{i}" / "host" / "host.key").exists() for i in range(1, 6))
