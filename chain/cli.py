@@ -430,7 +430,7 @@ def node(
     ban_seconds: Annotated[float, typer.Option(min=0.0, help="How long bans last.")] = 600.0,
     stall_timeout: Annotated[float, typer.Option(
         min=0.5, help="Drop a peer that holds block requests this long without answering.")
-    ] = 10.0,
+    ] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     net: NetworkOpt = "main", datadir: DatadirOpt = None,
 ) -> None:

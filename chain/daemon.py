@@ -60,7 +60,7 @@ class NodeOptions:
     discover: bool = True
     announce: str | None = None
     ban_seconds: float = 600.0
-    stall_timeout: float = 10.0
+    stall_timeout: float = 5.0
     verify_threads: int | None = None
 
 

@@ -101,7 +101,7 @@ class NetConfig:
     max_inbound: int = 64
     discover: bool = True
     ban_seconds: float = 600.0
-    stall_timeout: float = 10.0
+    stall_timeout: float = 5.0
     window: int = 1024
     max_inflight: int = 128
     request_batch: int = 32
