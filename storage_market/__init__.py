@@ -1,10 +1,17 @@
-"""The local-tree client of the storage market.
+"""The storage market: local blocktrees buy storage, hosts sell it, challenges pay.
 
-A blocktree client encrypts each block under a random block key and hands that key out as
-readcaps (to principals, and to children under their parent's key); cuts the encrypted block
-into ``n`` zfec fragments any ``k`` of which rebuild it; commits to each fragment with a Merkle
-tree over fixed-size leaves whose root goes on chain; and keeps its blocks in a local store
-under their paths. Later layers build offers, the hosting service, challenges, payments,
-retrieval and repair on these primitives. The package imports only chain primitives, never
-the engine.
+Data plane: a blocktree client encrypts each block under a random block key and hands that key
+out as readcaps (to principals, and to children under their parent's key) (:mod:`.crypto`,
+:mod:`.blockstore`); cuts the encrypted block into ``n`` zfec fragments any ``k`` of which
+rebuild it (:mod:`.fragments`); and commits to each fragment with a Merkle tree over fixed-size
+leaves whose root goes on chain (:mod:`.merkle`).
+
+Market: the owner agent (:mod:`.owner`) offers fragments, hands them to hosts, publishes their
+receipts, challenges them every period, signs vouchers and repairs; the host agent
+(:mod:`.host`) takes offers, stores fragments durably, answers challenges and claims payments;
+:mod:`.retrieve` gets a block back from any ``k`` hosts. They talk over the node channel with
+the messages of :mod:`.protocol`, and reach the chain only through the small
+:class:`~.chainclient.ChainClient` protocol: in process (:mod:`.inprocess`, the one module that
+imports the node) or over a node's HTTP API (:mod:`.httpclient`). :mod:`.cli` and :mod:`.demo`
+are the command line.
 """

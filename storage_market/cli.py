@@ -203,7 +203,10 @@ def store_put(
                 if serve:
                     await _until_interrupted(lambda: err.print(
                         f"serving {full} from {owner.address}; Ctrl-C to stop"))
-                return {"path": full, "placed": placed, **status}
+                hint = "" if serve else (
+                    "hosts are paid only while the owner audits them: run `blockcoin store serve`"
+                    " (or put with --serve)")
+                return {"path": full, "placed": placed, "hint": hint, **status}
             finally:
                 await owner.stop()
 
@@ -226,6 +229,8 @@ def _emit_store(as_json: bool, result: dict[str, Any]) -> None:
                       str(f["end"] or "-"), str(f["periods_paid"]), str(f["misses"]),
                       str(f["repairs"]))
     console.print(table)
+    if result.get("hint"):
+        console.print(result["hint"])
 
 
 @store_app.command("serve")

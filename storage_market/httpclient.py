@@ -86,7 +86,8 @@ class HttpChain:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NodeApiError(f"cannot reach the node at {self.base}: {exc}") from exc
+            raise NodeApiError(
+                f"cannot reach the node at {self.base}: {type(exc).__name__} {exc}") from exc
         if status == 404:
             return None
         if status >= 400:

@@ -208,3 +208,62 @@ def test_demo_runs_with_host_processes_and_recovers_the_file(tmp_path: Path) -> 
     keys = {Principal.parse(h["host"]) for h in result["hosts"]}
     assert len(keys) == 5
     assert all((tmp_path / "demo" / f"host{i}" / "host" / "host.key").exists() for i in range(1, 6))
+
+
+@pytest.mark.slow
+async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) -> None:
+    """`store put/get/status` and `host start/status` as processes around one chain API."""
+    chain = InProcessChain.open(tmp_path / "node")
+    token = secrets.token_hex(8)
+    runner, url = await serve_api(chain, token)
+    chain.start_mining(0.1)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    common = ["--network", "regtest", "--api", url, "--token", token]
+
+    def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chain", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    hosts = [subprocess.Popen([sys.executable, "-m", "chain", "host", "start", "--capacity", "1M",
+                               "--datadir", str(tmp_path / f"h{i}"), "--json", *common],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+             for i in range(3)]
+    try:
+        for h in hosts:
+            assert h.stdout is not None
+            assert json.loads(await asyncio.to_thread(h.stdout.readline))["address"]
+        owner = tmp_path / "owner"
+        init = await asyncio.to_thread(cli, "init", "--network", "regtest", "--datadir", str(owner))
+        assert init.returncode == 0
+        src = tmp_path / "in.txt"
+        src.write_bytes(os.urandom(70_000))
+        put = await asyncio.to_thread(cli, "store", "put", str(src), "notes/in.txt", "--k", "2",
+                                      "--n", "3", "--periods", "100", "--datadir", str(owner),
+                                      "--json", *common)
+        assert put.returncode == 0, put.stderr[-2000:]
+        placed = json.loads(put.stdout)
+        assert placed["placed"] and placed["path"].endswith("/notes/in.txt")
+        out = tmp_path / "out.txt"
+        got = await asyncio.to_thread(cli, "store", "get", "notes/in.txt", "-o", str(out),
+                                      "--datadir", str(owner), "--json", *common)
+        assert got.returncode == 0, got.stderr[-2000:]
+        assert out.read_bytes() == src.read_bytes()
+        status = await asyncio.to_thread(cli, "store", "status", "--network", "regtest",
+                                         "--datadir", str(owner), "--json")
+        assert json.loads(status.stdout)["blocks"][0]["n"] == 3
+        bad = await asyncio.to_thread(cli, "store", "get", "nothing/here", "-o", str(out),
+                                      "--datadir", str(owner), *common)
+        assert bad.returncode == 1 and "no fragments" in bad.stderr
+    finally:
+        for h in hosts:
+            h.terminate()
+        for h in hosts:
+            h.wait(15)
+        await runner.cleanup()
+        await chain.close()
+    held = [json.loads(cli("host", "status", "--network", "regtest", "--datadir",
+                           str(tmp_path / f"h{i}"), "--json").stdout) for i in range(3)]
+    assert sum(len(h["contracts"]) for h in held) == 3
+    assert all(h["capacity"] == 1 << 20 for h in held)
+    # nobody ran `store serve`, so nobody paid: after their grace the hosts stopped serving
+    assert all(h["used"] == 0 or not h["not_serving"] for h in held)
