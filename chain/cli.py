@@ -128,13 +128,16 @@ def mine(
     recipient = Principal.parse(to) if to else None
     node_or_api = _open_or_api(net, datadir)
     if isinstance(node_or_api, ApiClient):
+        mined: list[str] = []
         with node_or_api as client:
-            body: dict[str, Any] = {"blocks": blocks}
-            if recipient is not None:
-                body["to"] = str(recipient)
-            done = client.post("/mine", body)
-        emit(as_json, done, f"mined {len(done['mined'])} block(s); tip {done['height']} "
-                            f"{done['hash']}")
+            while len(mined) < blocks:
+                body: dict[str, Any] = {"blocks": min(100, blocks - len(mined))}
+                if recipient is not None:
+                    body["to"] = str(recipient)
+                done = client.post("/mine", body)
+                mined += done["mined"]
+        emit(as_json, {"mined": mined, "height": done["height"], "hash": done["hash"]},
+             f"mined {len(mined)} block(s); tip {done['height']} {done['hash']}")
         return
     with node_or_api as node:
         hashes = []
@@ -181,8 +184,8 @@ def wallet_balance(
         with node_or_api as node:
             p = Principal.parse(principal) if principal else node.wallet.principal
             balance = node.chain.tree.balance(p)
-        emit(as_json, {"principal": str(p), "balance": balance},
-             f"{format_amount(balance)} ({balance} base units)")
+    emit(as_json, {"principal": str(p), "balance": balance},
+         f"{format_amount(balance)} ({balance} base units)")
 
 
 @wallet_app.command("send")
@@ -215,9 +218,9 @@ def wallet_send(
         with node_or_api as node:
             event = node.wallet.sign(node.chain, node.mempool, Transfer(recipient, value), fee)
             eid = node.submit(event)
-        emit(as_json, {"event": eid.hex(), "to": str(recipient), "amount": value, "fee": fee,
-                       "nonce": event.nonce},
-             f"sent {format_amount(value)} to {recipient}; event {eid.hex()} pending")
+    emit(as_json, {"event": eid.hex(), "to": str(recipient), "amount": value, "fee": fee,
+                   "nonce": event.nonce},
+         f"sent {format_amount(value)} to {recipient}; event {eid.hex()} pending")
 
 
 @query_app.command("tip")

@@ -90,7 +90,7 @@ SCHEMAS: dict[str, Any] = {
 AUTH: list[dict[str, list[str]]] = [{"cookie": []}]
 BLOCK_ID = {"name": "ident", "in": "path", "required": True,
             "description": "best-chain height or block hash (64 hex digits)",
-            "schema": {"type": "string"}}
+            "schema": {"type": "string", "pattern": "^([0-9]{1,12}|[0-9a-fA-F]{64})$"}}
 UNAUTHORIZED = _err("missing or wrong token")
 
 
@@ -133,48 +133,51 @@ PATHS: dict[str, Any] = {
         op="blockRaw"),
     "/events/{id}": _get(
         "An event, pending or confirmed.", _json(_ref("EventStatus"), "event"),
-        params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}],
         errors={"400": _err("bad id"), "404": _err("unknown event")}, op="event"),
     "/events": {"post": {
         "summary": "Submit a signed event to the mempool (relayed to peers).",
         "operationId": "submitEvent", "security": AUTH,
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": _obj(["event"], event={
-                "type": "string", "description": "canonical event bytes, hex or base64"})},
+            "application/json": {"schema": {**_obj(["event"], event={
+                "type": "string", "description": "canonical event bytes, hex or base64"}),
+                "additionalProperties": False}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {"202": _json(_ref("Submitted"), "accepted into the mempool"),
                       "400": _err("undecodable or invalid event"), "401": UNAUTHORIZED}}},
     "/mempool": _get("Pending events, best fee rate first.", _json(_ref("Mempool"), "mempool"),
-                     params=[_query("signer", "only this signer's events", {"type": "string"}),
+                     params=[_query("signer", "only this signer's events", PRINCIPAL),
                              _query("limit", "at most this many (1..1000)",
                                     {"type": "integer", "minimum": 1, "maximum": 1000})],
                      errors={"400": _err("bad parameter")}, op="mempool"),
     "/global/principals/{principal}": _get(
         "/global/principals/P: keys, address, balance, nonce.", _json(_ref("Principal"), "account"),
         params=[{"name": "principal", "in": "path", "required": True,
-                 "schema": {"type": "string"}}],
+                 "schema": PRINCIPAL}],
         errors={"400": _err("bad principal"), "404": _err("no record")}, op="principal"),
     "/global/fragments/{path}": _get(
         "/global/fragments/PATH: holders of each fragment (PATH without its leading '/').",
         _json(_ref("Fragments"), "holders"),
         params=[{"name": "path", "in": "path", "required": True,
-                 "schema": {"type": "string", "minLength": 1}}],
+                 "schema": {"type": "string", "pattern": "^blk[a-z2-7]{58}(/[^/]+)*$"}}],
         errors={"400": _err("bad path")}, op="fragments"),
     "/contracts": _get(
         "Storage contracts by owner or by host.", _json(_ref("Contracts"), "contracts"),
-        params=[_query("owner", "owner principal", {"type": "string"}),
-                _query("host", "host principal", {"type": "string"})],
+        params=[_query("owner", "owner principal", PRINCIPAL),
+                _query("host", "host principal", PRINCIPAL)],
         errors={"400": _err("give exactly one of owner, host")}, op="contracts"),
     "/contracts/{id}": _get(
         "A storage contract.", _json(_ref("Contract"), "contract"),
-        params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}],
         errors={"400": _err("bad id"), "404": _err("unknown contract")}, op="contract"),
     "/peers": {
         **_get("Connected peers.", _json(_ref("Peers"), "peers"), op="peers"),
         "post": {"summary": "Dial a peer ([principal@]host:port).", "operationId": "connectPeer",
                  "security": AUTH,
                  "requestBody": {"required": True, "content": {"application/json": {
-                     "schema": _obj(["address"], address={"type": "string"})}}},
+                     "schema": {**_obj(["address"], address={
+                         "type": "string", "pattern": "^(blk[a-z2-7]{58}@)?[^@ /]+:[0-9]{1,5}$"}),
+                         "additionalProperties": False}}}},
                  "responses": {"202": _json(_ref("Dialling"), "dialling"),
                                "400": _err("bad address"), "401": UNAUTHORIZED}}},
     "/bans": {
@@ -184,9 +187,9 @@ PATHS: dict[str, Any] = {
                                  "401": UNAUTHORIZED}}},
     "/mine": {"post": {
         "summary": "Mine blocks now (regtest).", "operationId": "mine", "security": AUTH,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
-            [], blocks={"type": "integer", "minimum": 1, "maximum": 1000},
-            to={"type": "string"})}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            **_obj([], blocks={"type": "integer", "minimum": 1, "maximum": 100}, to=PRINCIPAL),
+            "additionalProperties": False}}}},
         "responses": {"200": _json(_ref("Mined"), "mined"),
                       "400": _err("bad request or not regtest"), "401": UNAUTHORIZED}}},
     "/state/digest": _get("SHA-256 over the whole global tree (compare nodes).",

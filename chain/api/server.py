@@ -41,6 +41,7 @@ log = logging.getLogger("blockcoin.api")
 
 API_VERSION = "1"
 MAX_LIST = 1000
+MAX_MINE = 100
 SUBSCRIBER_QUEUE = 1000
 
 MineFn = Callable[[int, Principal | None], Awaitable[list[Block]]]
@@ -279,6 +280,8 @@ async def submit_event(request: web.Request) -> web.Response:
         raw = await request.read()
     else:
         data = await _json_body(request)
+        if set(data) - {"event"}:
+            raise ApiError(400, "bad-request", "only event may be given")
         text = data.get("event")
         if not isinstance(text, str):
             raise ApiError(400, "bad-request",
@@ -367,6 +370,8 @@ async def peers(request: web.Request) -> web.Response:
 async def connect_peer(request: web.Request) -> web.Response:
     _auth(request)
     data = await _json_body(request)
+    if set(data) - {"address"}:
+        raise ApiError(400, "bad-request", "only address may be given")
     spec = data.get("address")
     if not isinstance(spec, str):
         raise ApiError(400, "bad-request", "send {\"address\": \"[principal@]host:port\"}")
@@ -393,11 +398,13 @@ async def mine(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     data = await _json_body(request)
     count = data.get("blocks", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
-        raise ApiError(400, "bad-request", "blocks is an integer in 1..1000")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_MINE:
+        raise ApiError(400, "bad-request", f"blocks is an integer in 1..{MAX_MINE}")
     to = data.get("to")
-    if to is not None and not isinstance(to, str):
+    if "to" in data and not isinstance(to, str):
         raise ApiError(400, "bad-request", "to is a principal")
+    if set(data) - {"blocks", "to"}:
+        raise ApiError(400, "bad-request", "only blocks and to may be given")
     recipient = _principal(to) if to is not None else None
     if ctx.core.params.name != "regtest":
         raise ApiError(400, "not-regtest", "mining on request is for regtest; run `node --mine`")
