@@ -597,7 +597,8 @@ class PeerManager:
         if h not in self.chain.index and h not in self.received and h not in self.processing:
             self.received[h] = (block, peer)
             self.received_bytes += size
-        self._schedule()
+        if len(peer.inflight) <= self.config.max_inflight // 2:
+            self._schedule()  # refill in bulk, not once per block
         if not self._draining:
             self._spawn(self._drain())
 
@@ -641,14 +642,21 @@ class PeerManager:
             return
         index, inflight, received, processing = (self.chain.index, self.inflight, self.received,
                                                  self.processing)
-        wanted = [h for h in best_chain[start:end]
-                  if h not in inflight and h not in received and h not in processing
-                  and h not in index]
+        room_total = sum(self.config.max_inflight - len(p.inflight) for p in peers)
+        wanted: list[bytes] = []
+        heights: dict[bytes, int] = {}
+        for height in range(start, end):
+            h = best_chain[height]
+            if h in inflight or h in received or h in processing or h in index:
+                continue
+            wanted.append(h)
+            heights[h] = height
+            if len(wanted) >= room_total:
+                break
         if not wanted:
             return
         now = _time.monotonic()
         pos = 0
-        heights = {h: start + i for i, h in enumerate(best_chain[start:end])}
         while pos < len(wanted) and peers:
             progressed = False
             for peer in sorted(peers, key=lambda p: len(p.inflight)):
