@@ -28,10 +28,10 @@ class HeaderNode:
     hash: bytes
     height: int
     work: int
-    prev: HeaderNode | None
+    prev: HeaderNode | None = field(repr=False)
     invalid: bool = False
     seq: int = 0
-    children: list[HeaderNode] = field(default_factory=list)
+    children: list[HeaderNode] = field(default_factory=list, repr=False)
 
 
 class HeaderTree:

@@ -1,0 +1,155 @@
+"""Protocol pieces in process: message encoding (round trip, strict decoding of anything),
+the header tree (checks, best chain, locators, invalid branches), addresses and bans."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chain.errors import BadParent, BadProofOfWork, DecodeError
+from chain.events import SignedEvent
+from chain.keys import KeyPair
+from chain.net.addrman import AddressBook, BanList, parse_address, parse_peer_spec
+from chain.net.headers import HeaderTree
+from chain.net.messages import (
+    MAX_HEADERS,
+    Addr,
+    AddrEntry,
+    BlockMsg,
+    Events,
+    GetAddr,
+    GetBlocks,
+    GetHeaders,
+    Headers,
+    Hello,
+    NotFound,
+    Ping,
+    Pong,
+    decode_message,
+    encode_message,
+)
+from chain.net.peer import TokenBucket
+from chain.params import REGTEST
+from tests.chain.net.netkit import make_blocks
+from tests.chainkit import unsolved_nonce
+
+BLOCKS = make_blocks(30, events_per_block=2, seed=5)
+P = KeyPair.development(3).principal
+
+
+def samples() -> list[object]:
+    ev = BLOCKS[0].events[1]
+    assert isinstance(ev, SignedEvent)
+    return [
+        Hello(1, 1, REGTEST.chain_id, REGTEST.genesis_hash, P, 30, 12345, BLOCKS[-1].hash,
+              "127.0.0.1:1", "blockcoin/0.1", 1_800_000_000),
+        Ping(7), Pong(2**63), GetHeaders([b.hash for b in BLOCKS[:5]]),
+        GetHeaders([], BLOCKS[0].hash), Headers([b.header for b in BLOCKS]),
+        GetBlocks([b.hash for b in BLOCKS[:3]]), BlockMsg.of(BLOCKS[3]), NotFound([bytes(32)]),
+        Events([ev]), GetAddr(), Addr([AddrEntry(P, "example.org:8633", 5)]),
+    ]
+
+
+@pytest.mark.parametrize("msg", samples(), ids=lambda m: type(m).__name__)
+def test_messages_round_trip_exactly(msg: object) -> None:
+    data = encode_message(msg)  # type: ignore[arg-type]
+    back = decode_message(data)
+    assert encode_message(back) == data
+    if not isinstance(msg, BlockMsg):
+        assert back == msg
+    with pytest.raises(DecodeError):
+        decode_message(data + b"\x00")
+    for cut in range(len(data) if len(data) < 200 else 50):
+        with pytest.raises(DecodeError):
+            decode_message(data[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_decoding_garbage_only_raises_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_message(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 11), st.binary(max_size=300))
+def test_decoding_typed_garbage_only_raises_decode_error(kind: int, body: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_message(bytes([kind]) + body)
+
+
+def test_limits_are_enforced_on_decode() -> None:
+    too_many = bytes([5]) + (MAX_HEADERS + 1).to_bytes(2, "little")  # not even a varint
+    with pytest.raises(DecodeError):
+        decode_message(too_many)
+    hello = encode_message(samples()[0])  # type: ignore[arg-type]
+    with pytest.raises(DecodeError):  # a coinbase is never relayed
+        decode_message(bytes([9, 1]) + bytes([len(BLOCKS[0].events[0].raw)])
+                       + BLOCKS[0].events[0].raw)
+    assert decode_message(hello)
+
+
+def test_header_tree_checks_and_tracks_the_best_chain() -> None:
+    tree = HeaderTree(REGTEST)
+    now = int(time.time())
+    last = tree.add_headers([b.header for b in BLOCKS[:20]], now)
+    assert last.height == 20 and tree.best is last
+    assert tree.best_chain[20] == BLOCKS[19].hash
+    # A side branch with less work does not move the best header.
+    side = make_blocks(5, events_per_block=0, seed=99, parent=BLOCKS[9].header, start_height=10)
+    side_last = tree.add_headers([b.header for b in side], now)
+    assert tree.best is last and not tree.on_best_chain(side_last)
+    assert tree.fork_height(side_last) == 10
+    assert tree.fork_point(side_last, last).height == 10
+    # Headers must be a chain on a known parent, with valid proof of work.
+    with pytest.raises(BadParent):
+        tree.add_headers([BLOCKS[25].header], now)
+    bad = unsolved_nonce(BLOCKS[20].header)
+    with pytest.raises(BadProofOfWork):
+        tree.add_headers([bad], now)
+    # Locator: ten one apart, then doubling, ending at genesis.
+    more = tree.add_headers([b.header for b in BLOCKS[20:]], now)
+    loc = tree.locator()
+    assert loc[0] == more.hash and loc[-1] == REGTEST.genesis_hash
+    heights = [tree.nodes[h].height for h in loc]
+    assert heights[:10] == list(range(30, 20, -1)) and heights == sorted(heights, reverse=True)
+    # Marking a block invalid moves the best header to the best valid one.
+    tree.mark_invalid(BLOCKS[15].hash)
+    assert tree.best is tree.nodes[BLOCKS[14].hash]  # ties with the side branch; seen first
+    assert tree.best.work == side_last.work and tree.best_chain[-1] == BLOCKS[14].hash
+    assert all(tree.nodes[b.hash].invalid for b in BLOCKS[15:])
+
+
+def test_addresses_and_bans() -> None:
+    assert parse_address("127.0.0.1:8633") == ("127.0.0.1", 8633)
+    assert parse_address("[::1]:1") == ("::1", 1)
+    for bad in ("nohost", ":1", "h:0", "h:70000", "h:x", "a b:1", "a/b:1"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+    principal, address = parse_peer_spec(f"{P}@10.0.0.1:5")
+    assert principal == P and address == "10.0.0.1:5"
+    book = AddressBook()
+    assert book.add("garbage", None, "peer") is None
+    book.add("10.0.0.1:5", None, "peer")
+    book.add("10.0.0.1:5", P, "announce")
+    info = book.entries["10.0.0.1:5"]
+    assert info.principal == P and info.source == "announce"
+    book.add("10.0.0.1:5", KeyPair.development(4).principal, "peer")  # hearsay cannot replace
+    assert info.principal == P
+    book.failure("10.0.0.1:5")
+    assert book.candidates(time.time(), set()) != [] or info.backoff() > 0
+    bans = BanList(60)
+    bans.ban(P, None, "test")
+    assert bans.is_banned(P) and not bans.is_banned(KeyPair.development(5).principal)
+    bans.ban(None, "1.2.3.4:5", "wrong key", seconds=0)
+    assert not bans.is_banned(address="1.2.3.4:5")
+    assert [b["principal"] for b in bans.to_json()] == [str(P)]
+
+
+def test_token_bucket_limits_bursts() -> None:
+    bucket = TokenBucket(rate=10, burst=20)
+    assert sum(bucket.take() for _ in range(100)) <= 21
