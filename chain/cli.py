@@ -452,9 +452,11 @@ def node(
     try:
         for spec in connect or []:
             parse_peer_spec(spec)
-        for value in (listen, api, announce):
+        for value in (listen, api):
             if value:
-                parse_address(value)
+                parse_address(value, allow_zero=True)
+        if announce:
+            parse_address(announce)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     path = _datadir(net, datadir)

@@ -150,7 +150,7 @@ class Daemon:
 
         p2p_app = web.Application()
         p2p_app.router.add_get("/p2p", self.manager.handle_inbound)
-        host, port = parse_address(listen)
+        host, port = parse_address(listen, allow_zero=True)
         port = await self._serve(p2p_app, host, port)
         config.listen = f"{host}:{port}"
         self.p2p_address = config.listen
@@ -158,7 +158,8 @@ class Daemon:
         self.token = write_cookie(self.datadir)
         ctx = ApiContext(self.core, self.manager, self.token, self.datadir, self.mine_now,
                          mining=lambda: self.miner is not None)
-        api_host, api_port = parse_address(opts.api or f"127.0.0.1:{params.api_port}")
+        api_host, api_port = parse_address(opts.api or f"127.0.0.1:{params.api_port}",
+                                           allow_zero=True)
         api_port = await self._serve(make_app(ctx), api_host, api_port)
         url_host = f"[{api_host}]" if ":" in api_host else api_host
         self.api_url = f"http://{url_host}:{api_port}"

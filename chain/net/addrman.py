@@ -22,13 +22,14 @@ SEED_MAX_BACKOFF = 5.0
 MAX_BACKOFF = 300.0
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``host:port`` (IPv6 as ``[::1]:port``) or raise ValueError."""
+def parse_address(text: str, allow_zero: bool = False) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::1]:port``) or raise ValueError; port 0 (any free port)
+    only with ``allow_zero``, for addresses to listen on."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or len(text) > 255:
         raise ValueError(f"an address is host:port, got {text!r}")
     number = int(port)
-    if not 0 < number < 65536:
+    if not (0 if allow_zero else 1) <= number < 65536:
         raise ValueError(f"port out of range in {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -111,6 +111,17 @@ class NetConfig:
     byte_rate: float = 4 << 20
 
 
+def _cost(msg: Message) -> float:
+    """Rate-limit tokens a message costs: requests we must answer with work cost more."""
+    if isinstance(msg, GetHeaders):
+        return 10.0
+    if isinstance(msg, GetBlocks):
+        return 1.0 + len(msg.hashes) / 16
+    if isinstance(msg, (Events, Addr)):
+        return 1.0 + len(msg.events if isinstance(msg, Events) else msg.entries) / 50
+    return 1.0
+
+
 class PeerManager:
     def __init__(self, core: NodeCore, config: NetConfig) -> None:
         self.core = core
@@ -153,8 +164,8 @@ class PeerManager:
         listen = self.config.listen
         if not listen:
             return None
-        host, _ = parse_address(listen)
-        return None if host in ("0.0.0.0", "::", "") else listen
+        host, port = parse_address(listen, allow_zero=True)
+        return None if host in ("0.0.0.0", "::", "") or port == 0 else listen
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
@@ -440,7 +451,7 @@ class PeerManager:
             solicited = (isinstance(msg, BlockMsg) and msg.block is not None
                          and msg.block.hash in peer.inflight) or (
                 isinstance(msg, Headers) and peer.headers_requested_at is not None)
-            if not solicited and not peer.charge(len(data)):
+            if not solicited and not peer.charge(len(data), _cost(msg)):
                 self._misbehave(peer, BAN_SCORE, "rate limit exceeded")
                 return
             try:

@@ -153,9 +153,9 @@ class Peer:
         self.msgs_in += 1
         return data
 
-    def charge(self, size: int) -> bool:
+    def charge(self, size: int, cost: float = 1.0) -> bool:
         """Charge an unsolicited message to the rate limits; False if over them."""
-        return self.msg_bucket.take(1.0) and self.byte_bucket.take(float(size))
+        return self.msg_bucket.take(cost) and self.byte_bucket.take(float(size))
 
     # --- closing -----------------------------------------------------------------------
 
