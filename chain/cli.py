@@ -45,6 +45,8 @@ DatadirOpt = Annotated[
     Path | None, typer.Option("--datadir", "-d", help="Data directory (default ~/.blockcoin/NETWORK).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="Mining threads (default: every core).")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +67,13 @@ def friendly(fn: F) -> F:
 
 def emit(as_json: bool, data: dict[str, Any], text: str) -> None:
     typer.echo(json.dumps(data) if as_json else text)
+
+
+def format_rate(hashes_per_s: float) -> str:
+    for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
+        if hashes_per_s >= scale:
+            return f"{hashes_per_s / scale:.2f} {unit}"
+    return f"{hashes_per_s:.0f} H/s"
 
 
 def _datadir(net: str, datadir: Path | None) -> Path:
@@ -122,9 +131,13 @@ def init(
 def mine(
     blocks: Annotated[int, typer.Option("--blocks", "-b", min=1, help="How many blocks to mine.")] = 1,
     to: Annotated[str | None, typer.Option("--to", help="Principal paid (default: wallet).")] = None,
+    threads: ThreadsOpt = None,
     net: NetworkOpt = "regtest", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Mine blocks on the local chain, including pending events (like generatetoaddress)."""
+    """Mine blocks on the local chain, including pending events (like generatetoaddress).
+
+    With a node running on the data directory, its miner does the work through the API.
+    """
     recipient = Principal.parse(to) if to else None
     node_or_api = _open_or_api(net, datadir)
     if isinstance(node_or_api, ApiClient):
@@ -142,8 +155,12 @@ def mine(
     with node_or_api as node:
         hashes = []
         for _ in range(blocks):
-            block = node.mine_block(recipient)
+            block = node.mine_block(recipient, threads=threads)
             hashes.append(hash_hex(block.hash))
+            solved = node.last_mined
+            if solved is not None and not as_json:
+                typer.echo(f"block {node.chain.tip.height}: {solved.hashes:,} hashes in "
+                           f"{solved.seconds:.3f} s ({format_rate(solved.hashrate)})", err=True)
         tip = node.chain.tip
         emit(as_json, {"mined": hashes, "height": tip.height, "hash": hash_hex(tip.hash)},
              f"mined {blocks} block(s); tip {tip.height} {hash_hex(tip.hash)}")
@@ -435,6 +452,7 @@ def node(
         min=0.5, help="Drop a peer that holds block requests this long without answering.")
     ] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    threads: ThreadsOpt = None,
     net: NetworkOpt = "main", datadir: DatadirOpt = None,
 ) -> None:
     """Run a networked node: sync and relay with peers, serve the HTTP API, optionally mine."""
@@ -465,7 +483,7 @@ def node(
     options = NodeOptions(listen=listen, api=api, connect=list(connect or []), mine=mine,
                           mine_interval=mine_interval, target_outbound=outbound,
                           discover=discover, announce=announce, ban_seconds=ban_seconds,
-                          stall_timeout=stall_timeout)
+                          stall_timeout=stall_timeout, mine_threads=threads)
     try:
         run_node(path, network(net), options)
     except OSError as exc:

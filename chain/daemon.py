@@ -7,9 +7,11 @@ token, mode 0600) and ``node.json`` (where the API is) into the data directory, 
 when it stops on SIGINT or SIGTERM.
 
 Mining (``--mine``) runs on its own thread: it builds a template on the chain thread, searches
-nonces with :func:`chain.mining.solve` (which stops when the tip moves, so the next template
-builds on the new tip), and hands a solved block to the peer manager, which connects and
-announces it. It pauses while the node is downloading a better chain. On regtest, where a block
+nonces with the numba miner (:func:`chain.mining.mine_header`, ``--threads`` of them), and
+hands a solved block to the peer manager, which connects and announces it. The search stops,
+within a millisecond, when the tip moves (the next template builds on the new tip) and, at most
+once a second, when new events arrive that the next template can include. A hash-rate line is
+logged every ten seconds. It pauses while the node is downloading a better chain. On regtest, where a block
 takes a few hashes, it waits ``mine_interval`` seconds between blocks (default: the network's
 target spacing).
 """
@@ -34,7 +36,7 @@ from chain.api.client import node_file
 from chain.api.server import ApiContext, make_app
 from chain.block import Block
 from chain.events import Announce
-from chain.mining import solve
+from chain.mining import mine_header, shared_miner, solve
 from chain.net.addrman import parse_address, parse_peer_spec
 from chain.net.core import NodeCore
 from chain.net.manager import NetConfig, PeerManager
@@ -47,6 +49,8 @@ from chain.wallet import DEFAULT_FEE
 log = logging.getLogger("blockcoin.node")
 
 TEMPLATE_MAX_AGE = 30.0
+TEMPLATE_REFRESH = 1.0  # at most this often, a template takes in newly arrived events
+HASHRATE_REPORT = 10.0
 
 
 @dataclass
@@ -62,6 +66,7 @@ class NodeOptions:
     ban_seconds: float = 600.0
     stall_timeout: float = 5.0
     verify_threads: int | None = None
+    mine_threads: int | None = None
 
 
 class Miner:
@@ -83,6 +88,8 @@ class Miner:
         d = self.daemon
         core, loop = d.core, d.loop
         chain = core.chain
+        threads = d.options.mine_threads
+        last_report = _time.monotonic()
         while not self.stop_event.is_set():
             if core.syncing:
                 self.stop_event.wait(0.2)
@@ -94,19 +101,31 @@ class Miner:
                 return
             prev = template.header.prev
             started = _time.monotonic()
+            pending = len(core.mempool)
 
-            def should_stop(prev: bytes = prev, started: float = started) -> bool:
+            def should_stop(prev: bytes = prev, started: float = started,
+                            pending: int = pending) -> bool:
+                age = _time.monotonic() - started
+                # a new tip, a stale template, or new events that could pay better
                 return (self.stop_event.is_set() or chain.tip.hash != prev
-                        or _time.monotonic() - started > TEMPLATE_MAX_AGE)
+                        or age > TEMPLATE_MAX_AGE
+                        or (age > TEMPLATE_REFRESH and len(core.mempool) != pending))
 
-            header = solve(template.header, should_stop)
-            if header is None or should_stop():
+            solved = mine_header(template.header, should_stop, threads)
+            now = _time.monotonic()
+            if now - last_report >= HASHRATE_REPORT:
+                last_report = now
+                log.info("mining at %.2f MH/s on %d threads", shared_miner(threads).hashrate / 1e6,
+                         shared_miner(threads).threads)
+            if solved is None or should_stop():
                 continue
             future = asyncio.run_coroutine_threadsafe(
-                d.manager.submit_block(Block(header, template.events)), loop)
+                d.manager.submit_block(Block(solved.header, template.events)), loop)
             try:
                 if future.result(timeout=60):
                     self.mined += 1
+                    log.info("mined block %d after %d hashes (%.2f MH/s)", chain.tip.height,
+                             solved.hashes, solved.hashrate / 1e6)
             except Exception as exc:  # stopping, or a bug: log and go on
                 if self.stop_event.is_set():
                     return
@@ -223,7 +242,7 @@ class Daemon:
         for _ in range(count):
             template = await core.run(build_template, core.chain, core.mempool,
                                       recipient or core.principal)
-            header = await core.run(solve, template.header)
+            header = await core.run(solve, template.header, None, self.options.mine_threads)
             if header is None:
                 break
             block = Block(header, template.events)

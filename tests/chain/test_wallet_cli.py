@@ -103,3 +103,12 @@ def test_reindex_keeps_state(datadir: Path) -> None:
     code, out, _ = bc(datadir, "reindex", "--json")
     assert code == 0 and json.loads(out)["height"] == 3
     assert state(datadir) == before
+
+
+def test_mine_reports_hash_rate_with_threads(datadir: Path) -> None:
+    code, _, err = bc(datadir, "mine", "--blocks", "2", "--threads", "1")
+    assert code == 0
+    lines = [line for line in err.splitlines() if "hashes in" in line]
+    assert len(lines) == 2 and lines[0].startswith("block 1:") and "H/s" in lines[0]
+    code, _, err = bc(datadir, "mine", "--threads", "0")
+    assert code == 2  # refused by the option's range, before anything is mined
