@@ -220,15 +220,30 @@ class StoredBlock:
     @classmethod
     def decode(cls, record: Bytes) -> StoredBlock:
         """Parse and check a record (header checksum and payload digest) without copying it."""
+        block = cls.parse(record)
+        block.check_digest()
+        return block
+
+    @classmethod
+    def parse(cls, record: Bytes) -> StoredBlock:
+        """Parse a record and check its header checksum, but not yet the payload digest.
+
+        For a caller that checks the digest (:meth:`check_digest`, one SHA-256 pass that
+        releases the GIL) in parallel with other work on the payload, and uses neither result
+        until both have passed.
+        """
         view = byte_view(record)
         header, offset = _parse_prefix(view)
         if view.nbytes - offset != header.payload_size:
             raise FormatError(
                 f"payload is {view.nbytes - offset} bytes, header says {header.payload_size}"
             )
-        if hashlib.sha256(view[offset:]).digest() != header.payload_digest:
-            raise IntegrityError(f"payload of {header.path} does not match its digest")
         return cls(header, view, offset)
+
+    def check_digest(self) -> None:
+        """:class:`IntegrityError` unless the payload matches the digest in the header."""
+        if hashlib.sha256(self.payload).digest() != self.header.payload_digest:
+            raise IntegrityError(f"payload of {self.header.path} does not match its digest")
 
     def block_key(self, keys: KeyPair) -> bytes:
         """This block's key from a readcap issued to ``keys`` (NoReadcap if there is none)."""

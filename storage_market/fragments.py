@@ -14,7 +14,8 @@ one was corrupted in a way its Merkle root did not catch (it always should).
 **Copies.** Encoding passes zero-copy slices of the caller's buffer to zfec for every full data
 piece and copies only the piece that holds the padding; the primary fragments it returns are
 views of the caller's buffer, so the caller must not modify that buffer while it uses them.
-Decoding from the primary fragments needs no zfec work at all, and copies once to join.
+Decoding from the primary fragments needs no zfec work at all, and copies once to join (or not
+at all, with :func:`decode_contiguous`, when they were received into one buffer).
 """
 
 from __future__ import annotations
@@ -141,6 +142,20 @@ def decode(fragments: Mapping[int, Bytes], k: int = DEFAULT_K, n: int = DEFAULT_
         parts.append(piece[:take])
         remaining -= take
     return b"".join(parts)
+
+
+def decode_contiguous(primaries: Bytes, k: int = DEFAULT_K) -> memoryview:
+    """The original data from the ``k`` data fragments lying back to back in one buffer.
+
+    A reader that receives fragments ``0..k-1`` straight into their places in one buffer
+    needs no decoding and no join: the data is that buffer without its padding (a view).
+    """
+    view = byte_view(primaries)
+    if k < 1 or not view.nbytes or view.nbytes % k:
+        raise FragmentError(f"{view.nbytes} bytes are not {k} equal fragments")
+    size = view.nbytes // k
+    pieces = [view[i * size : (i + 1) * size] for i in range(k)]
+    return view[: _data_size(pieces, k)]
 
 
 def rebuild(

@@ -53,10 +53,11 @@ from chain.keys import KeyPair, verify
 from chain.net import SecureChannel
 from chain.principal import Principal
 from storage_market import protocol as proto
+from storage_market import sha256x
 from storage_market.chainclient import DEFAULT_FEE, ChainClient, ContractInfo, Signer
 from storage_market.errors import IntegrityError, StorageError
 from storage_market.jsonstate import fsync_dir, read_json, write_json
-from storage_market.merkle import ChallengeResponse, HashTree, LeafProof, leaf_hashes
+from storage_market.merkle import DIGEST, ChallengeResponse, HashTree, LeafProof, leaf_count
 
 log = logging.getLogger("blockcoin.host")
 
@@ -209,27 +210,37 @@ class FragmentWriter:
         self.offer = offer
         self.tmp = store.directory / f".{offer_id.hex()}.{secrets.token_hex(4)}.tmp"
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.leaves: list[bytes] = []
+        self.digests = bytearray(leaf_count(offer.size, offer.leaf_size) * DIGEST)
+        self.hashed = 0  # leaves hashed so far
         self.tail = b""
         self.written = 0
         self._inflight: asyncio.Future[None] | None = None
 
     async def write(self, chunk: bytes) -> None:
-        """Hash the chunk's leaves here while a worker thread writes the previous chunk (the
-        write releases the GIL), so disk and network overlap; at most one write is in flight."""
+        """Write the chunk and hash its whole leaves in a worker thread (both release the GIL)
+        while the event loop receives and decrypts the next one; at most one job is in
+        flight, so the file and the digests are filled in order."""
         await self._drain()
-        self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write_all, chunk))
+        if self.written + len(chunk) > self.offer.size:
+            raise IntegrityError(f"more than the {self.offer.size} bytes on chain")
         self.written += len(chunk)
+        leaf = self.offer.leaf_size
         data = self.tail + chunk if self.tail else chunk
-        full = len(data) - len(data) % self.offer.leaf_size
-        if full:
-            self.leaves.extend(leaf_hashes(memoryview(data)[:full], self.offer.leaf_size))
+        full = len(data) - len(data) % leaf
+        first = self.hashed
+        self.hashed += full // leaf
         self.tail = bytes(data[full:])
+        self._inflight = asyncio.ensure_future(
+            asyncio.to_thread(self._write_and_hash, chunk, data, full, first))
 
-    def _write_all(self, chunk: bytes) -> None:
+    def _write_and_hash(self, chunk: bytes, data: bytes, full: int, first: int) -> None:
         view = memoryview(chunk)
         while view.nbytes:
             view = view[os.write(self.fd, view):]
+        if full:
+            out = memoryview(self.digests)[first * DIGEST : (first + full // self.offer.leaf_size)
+                                           * DIGEST]
+            sha256x.leaf_digests_into(memoryview(data)[:full], self.offer.leaf_size, out)
 
     async def _drain(self) -> None:
         pending, self._inflight = self._inflight, None
@@ -238,13 +249,15 @@ class FragmentWriter:
 
     async def commit(self) -> HashTree:
         await self._drain()
-        if self.tail:
-            self.leaves.extend(leaf_hashes(self.tail, self.offer.leaf_size))
-            self.tail = b""
         try:
             if self.written != self.offer.size:
                 raise IntegrityError(f"received {self.written} of {self.offer.size} bytes")
-            tree = HashTree(self.leaves, self.offer.size, self.offer.leaf_size)
+            if self.tail:
+                sha256x.leaf_digests_into(self.tail, self.offer.leaf_size,
+                                          memoryview(self.digests)[self.hashed * DIGEST :])
+                self.tail = b""
+            tree = await asyncio.to_thread(HashTree, self.digests, self.offer.size,
+                                           self.offer.leaf_size)
             if tree.root != self.offer.root:
                 raise IntegrityError("fetched fragment does not match the root on chain")
             await asyncio.to_thread(os.fsync, self.fd)

@@ -12,9 +12,11 @@ sibling iff ``i ^ 1 < count`` at that level; otherwise the node was carried up a
 skipped. So a path's length is a function of ``(index, count)``, and a verifier that knows the
 leaf count (from the on-chain fragment size and leaf size) refuses a path of any other length.
 
-**Cost.** Building a tree hashes every leaf once with hashlib (OpenSSL, SHA-NI where present)
-and ``count - 1`` inner nodes; all levels are kept (about 64 bytes per leaf: 1.4 MiB for a
-22 MiB fragment), so a proof is ``O(log count)`` list lookups.
+**Cost.** Building a tree hashes every leaf once and ``count - 1`` inner nodes, one call per
+level into a multi-buffer SHA-256 kernel that releases the GIL (:mod:`storage_market.sha256x`;
+hashlib per hash holds the GIL below 2 KiB and costs a Python call each, several times
+slower). All levels are kept as flat digest buffers (about 64 bytes per leaf: 1.4 MiB for a
+22 MiB fragment), so a proof is ``O(log count)`` slices.
 
 **Wire format of a challenge response** (canonical, strict; failures are
 :class:`~storage_market.errors.FormatError`)::
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 
 from chain.encoding import Reader, Writer
 from chain.hashes import ZERO_HASH, leaf_hash
+from storage_market import sha256x
 from storage_market.crypto import Bytes, byte_view, decode_strict
 from storage_market.errors import FormatError, IntegrityError, StorageError
 
@@ -46,8 +49,7 @@ MAX_LEAF_SIZE = 1 << 20
 MAX_PATH_HASHES = 64
 MAX_CHALLENGE_LEAVES = 256
 RESPONSE_FORMAT = 1
-
-_LEAF_PREFIX = hashlib.sha256(b"\x00")
+DIGEST = sha256x.DIGEST
 
 
 def check_leaf_size(leaf_size: int) -> None:
@@ -67,30 +69,14 @@ def leaf_count(size: int, leaf_size: int = DEFAULT_LEAF_SIZE) -> int:
     return -(-size // leaf_size)
 
 
-def leaf_hashes(data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> list[bytes]:
-    """``leaf_hash`` of every leaf of ``data``, without copying the leaves.
+def leaf_digests(data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> bytearray:
+    """``leaf_hash`` of every leaf of ``data``, as one flat buffer of 32-byte digests.
 
-    Copying a pre-seeded hash object and feeding it a memoryview slice avoids building
-    ``b"\\x00" + leaf`` for each of the tens of thousands of leaves of a fragment.
+    Full leaves go through the multi-buffer kernel (:mod:`storage_market.sha256x`), which
+    releases the GIL; a short last leaf is hashed with hashlib.
     """
     check_leaf_size(leaf_size)
-    view = byte_view(data)
-    copy = _LEAF_PREFIX.copy
-    out: list[bytes] = []
-    append = out.append
-    for start in range(0, view.nbytes, leaf_size):
-        h = copy()
-        h.update(view[start : start + leaf_size])
-        append(h.digest())
-    return out
-
-
-def _parent_level(level: list[bytes]) -> list[bytes]:
-    sha = hashlib.sha256
-    nxt = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
-    if len(level) % 2:
-        nxt.append(level[-1])
-    return nxt
+    return sha256x.leaf_digests(data, leaf_size)
 
 
 def proof_length(index: int, count: int) -> int:
@@ -146,19 +132,16 @@ class MerkleTree:
         self._data = byte_view(data)
         self.leaf_size = leaf_size
         self.size = self._data.nbytes
-        self._levels = [leaf_hashes(self._data, leaf_size)]
-        while len(self._levels[-1]) > 1:
-            self._levels.append(_parent_level(self._levels[-1]))
+        self._levels = sha256x.levels_of(leaf_digests(self._data, leaf_size))
 
     @property
     def leaf_count(self) -> int:
-        return len(self._levels[0])
+        return len(self._levels[0]) // DIGEST
 
     @property
     def root(self) -> bytes:
         """The root; the empty fragment has the chain's all-zero root."""
-        top = self._levels[-1]
-        return top[0] if top else ZERO_HASH
+        return self._levels[-1][:DIGEST] or ZERO_HASH
 
     def _check_index(self, index: int) -> None:
         if not isinstance(index, int) or not 0 <= index < self.leaf_count:
@@ -172,13 +155,7 @@ class MerkleTree:
     def proof(self, index: int) -> list[bytes]:
         """The sibling path of leaf ``index``, bottom-up."""
         self._check_index(index)
-        path: list[bytes] = []
-        for level in self._levels[:-1]:
-            sibling = index ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
-            index >>= 1
-        return path
+        return _path(self._levels, index)
 
     def respond(self, indexes: Iterable[int]) -> ChallengeResponse:
         """The response to a challenge naming ``indexes`` (duplicates collapse)."""
@@ -188,14 +165,20 @@ class MerkleTree:
         )
 
 
+def _path(levels: list[bytes], index: int) -> list[bytes]:
+    """Sibling path of leaf ``index`` through flat digest levels, bottom-up."""
+    path: list[bytes] = []
+    for level in levels[:-1]:
+        sibling = (index ^ 1) * DIGEST
+        if sibling < len(level):
+            path.append(level[sibling : sibling + DIGEST])
+        index >>= 1
+    return path
+
+
 def merkle_root(data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> bytes:
     """The root of ``data``'s tree, without keeping the inner levels."""
-    level = leaf_hashes(data, leaf_size)
-    if not level:
-        return ZERO_HASH
-    while len(level) > 1:
-        level = _parent_level(level)
-    return level[0]
+    return sha256x.root_of(leaf_digests(data, leaf_size))
 
 
 def check_root(data: Bytes, root: bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
@@ -282,45 +265,37 @@ class HashTree:
 
     A host keeps this in memory for each fragment it stores and reads challenged leaves from
     disk: proofs then cost no hashing, yet a leaf lost or altered on disk still fails the
-    owner's check (its hash no longer leads to the root). Built from leaf hashes, which a host
-    computes chunk by chunk while a fragment streams in.
+    owner's check (its hash no longer leads to the root). Built from the flat leaf digests,
+    which a host computes chunk by chunk while a fragment streams in.
     """
 
     __slots__ = ("_levels", "leaf_size", "size")
 
-    def __init__(self, leaves: list[bytes], size: int, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
-        if len(leaves) != leaf_count(size, leaf_size):
-            raise StorageError(f"{len(leaves)} leaf hashes for {size} bytes of {leaf_size}-byte leaves")
+    def __init__(self, leaves: Bytes, size: int, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
+        count = byte_view(leaves).nbytes // DIGEST
+        if byte_view(leaves).nbytes % DIGEST or count != leaf_count(size, leaf_size):
+            raise StorageError(f"{count} leaf hashes for {size} bytes of {leaf_size}-byte leaves")
         self.size = size
         self.leaf_size = leaf_size
-        self._levels = [leaves]
-        while len(self._levels[-1]) > 1:
-            self._levels.append(_parent_level(self._levels[-1]))
+        self._levels = sha256x.levels_of(leaves)
 
     @classmethod
     def of(cls, data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> HashTree:
-        return cls(leaf_hashes(data, leaf_size), byte_view(data).nbytes, leaf_size)
+        return cls(leaf_digests(data, leaf_size), byte_view(data).nbytes, leaf_size)
 
     @property
     def leaf_count(self) -> int:
-        return len(self._levels[0])
+        return len(self._levels[0]) // DIGEST
 
     @property
     def root(self) -> bytes:
-        top = self._levels[-1]
-        return top[0] if top else ZERO_HASH
+        return self._levels[-1][:DIGEST] or ZERO_HASH
 
     def leaf_hash(self, index: int) -> bytes:
-        return self._levels[0][index]
+        return self._levels[0][index * DIGEST : (index + 1) * DIGEST]
 
     def proof(self, index: int) -> list[bytes]:
         """The sibling path of leaf ``index``, bottom-up."""
         if not isinstance(index, int) or not 0 <= index < self.leaf_count:
             raise StorageError(f"leaf index {index!r} outside 0..{self.leaf_count - 1}")
-        path: list[bytes] = []
-        for level in self._levels[:-1]:
-            sibling = index ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
-            index >>= 1
-        return path
+        return _path(self._levels, index)

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chain.keys import KeyPair
-from storage_market import fragments
+from storage_market import fragments, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import StoredBlock
 from storage_market.chainclient import ChainClient, ContractInfo, Holder
-from storage_market.crypto import valid_path
+from storage_market.crypto import Bytes, valid_path
 from storage_market.errors import BlockNotFound, IntegrityError, NotEnoughFragments, StorageError
-from storage_market.merkle import merkle_root
+from storage_market.merkle import leaf_count
 
 Progress = Callable[[int], None]
 FETCH_TIMEOUT = 30.0
@@ -73,26 +73,75 @@ async def placement(chain: ChainClient, path: str) -> Placement:
     return Placement(path, o.version, o.k, o.n, o.size, o.leaf_size, hs)
 
 
+class _Landing:
+    """Where one fragment's chunks land: copied into place and their leaves hashed by a worker
+    thread (the kernel releases the GIL) while the event loop receives and decrypts the next
+    chunk. At most one job is in flight, so leaves are hashed in order as they complete."""
+
+    def __init__(self, buf: memoryview, leaf_size: int) -> None:
+        self.buf = buf
+        self.leaf_size = leaf_size
+        self.digests = bytearray(leaf_count(buf.nbytes, leaf_size) * sha256x.DIGEST)
+        self.received = 0
+        self.hashed = 0  # whole leaves hashed
+        self._job: asyncio.Future[None] | None = None
+
+    async def sink(self, chunk: bytes) -> None:
+        await self.drain()
+        start, self.received = self.received, self.received + len(chunk)
+        upto = self.received // self.leaf_size
+        first, self.hashed = self.hashed, upto
+        self._job = asyncio.ensure_future(
+            asyncio.to_thread(self._land, chunk, start, first, upto))
+
+    def _land(self, chunk: bytes, start: int, first: int, upto: int) -> None:
+        self.buf[start : start + len(chunk)] = chunk
+        if upto > first:
+            leaf, d = self.leaf_size, sha256x.DIGEST
+            sha256x.leaf_digests_into(self.buf[first * leaf : upto * leaf], leaf,
+                                      memoryview(self.digests)[first * d : upto * d])
+
+    async def drain(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            await job
+
+    def root(self) -> bytes:
+        """The root over everything received (call after :meth:`drain`)."""
+        if self.hashed * self.leaf_size < self.received:  # a short last leaf
+            d = sha256x.DIGEST
+            sha256x.leaf_digests_into(self.buf[self.hashed * self.leaf_size : self.received],
+                                      self.leaf_size, memoryview(self.digests)[self.hashed * d :])
+        return sha256x.root_of(self.digests)
+
+
 async def fetch_fragment(chain: ChainClient, key: KeyPair, holder: Holder,
                          progress: Progress | None = None, timeout: float = FETCH_TIMEOUT,
-                         leaf_size: int = 1024) -> bytearray:
-    """One fragment from one holder, checked against its root on chain."""
-    channel = await proto.dial(holder.address, key, chain.chain_id, holder.host)
-    buf = bytearray(holder.size)
-    view = memoryview(buf)
-    pos = 0
+                         leaf_size: int = 1024, into: memoryview | None = None) -> memoryview:
+    """One fragment from one holder, checked against its root on chain.
 
-    def sink(chunk: bytes) -> None:
-        nonlocal pos
-        view[pos : pos + len(chunk)] = chunk
-        pos += len(chunk)
+    The fragment is received into ``into`` (``holder.size`` bytes) or a new buffer, and its
+    leaves are hashed while it streams in, so the root is known moments after the last chunk.
+    Whatever the outcome, no worker still writes to ``into`` once this returns or raises.
+    """
+    channel = await proto.dial(holder.address, key, chain.chain_id, holder.host)
+    buf = into if into is not None else memoryview(bytearray(holder.size))
+    if buf.nbytes != holder.size:
+        raise ValueError(f"a buffer of {buf.nbytes} bytes for a {holder.size}-byte fragment")
+    landing = _Landing(buf, leaf_size)
+
+    async def sink(chunk: bytes) -> None:
+        await landing.sink(chunk)
         if progress is not None:
             progress(len(chunk))
 
-    async with channel:
-        await proto.send(channel, proto.Retrieve(holder.contract))
-        await proto.recv_fragment(channel, holder.contract, holder.size, sink, timeout)
-    root = await asyncio.to_thread(merkle_root, buf, leaf_size)
+    try:
+        async with channel:
+            await proto.send(channel, proto.Retrieve(holder.contract))
+            await proto.recv_fragment(channel, holder.contract, holder.size, sink, timeout)
+    finally:
+        await landing.drain()
+    root = await asyncio.to_thread(landing.root)
     if root != holder.root:
         raise IntegrityError(f"fragment {holder.index} from {holder.host} does not match its root")
     return buf
@@ -100,20 +149,31 @@ async def fetch_fragment(chain: ChainClient, key: KeyPair, holder: Holder,
 
 async def fetch_fragments(chain: ChainClient, key: KeyPair, place: Placement, *,
                           skip: set[int] | None = None, progress: Progress | None = None,
-                          errors: list[str] | None = None) -> dict[int, bytearray]:
-    """Any ``k`` verified fragments of ``place`` (indexes in ``skip`` are not used)."""
+                          errors: list[str] | None = None,
+                          primaries: memoryview | None = None) -> dict[int, memoryview]:
+    """Any ``k`` verified fragments of ``place`` (indexes in ``skip`` are not used).
+
+    ``k`` workers each bring one fragment, trying the next index when every holder of theirs
+    fails, so exactly ``k`` fragments are downloaded when all goes well. With ``primaries``
+    (``k * size`` bytes), data fragment ``i`` is received into its ``i``-th slot, so fragments
+    ``0..k-1`` together are the padded record already in place.
+    """
     queue = [i for i in sorted(place.holders) if not skip or i not in skip]
-    got: dict[int, bytearray] = {}
+    got: dict[int, memoryview] = {}
     failures = errors if errors is not None else []
+    size = place.size
 
     async def worker() -> None:
-        while queue and len(got) < place.k:
+        while queue:
             index = queue.pop(0)
+            into = None
+            if primaries is not None and index < place.k:
+                into = primaries[index * size : (index + 1) * size]
             for holder in place.holders[index]:
                 try:
                     got[index] = await fetch_fragment(chain, key, holder, progress,
-                                                      leaf_size=place.leaf_size)
-                    break
+                                                      leaf_size=place.leaf_size, into=into)
+                    return
                 except StorageError as exc:
                     failures.append(f"fragment {index} from {holder.host}: {exc}")
 
@@ -125,10 +185,10 @@ async def fetch_fragments(chain: ChainClient, key: KeyPair, place: Placement, *,
     return dict(sorted(got.items())[: place.k])
 
 
-async def get_block(chain: ChainClient, key: KeyPair, path: str,
-                    progress: Callable[[int, int], None] | None = None,
-                    errors: list[str] | None = None) -> StoredBlock:
-    """The block record at ``path``, rebuilt from its hosts and checked (not yet opened)."""
+async def _fetch_record(chain: ChainClient, key: KeyPair, path: str,
+                        progress: Callable[[int, int], None] | None,
+                        errors: list[str] | None) -> tuple[Placement, Bytes]:
+    """The decoded (not yet checked) record of ``path``."""
     place = await placement(chain, path)
     done = 0
 
@@ -138,11 +198,26 @@ async def get_block(chain: ChainClient, key: KeyPair, path: str,
         if progress is not None:
             progress(done, place.total)
 
-    got = await fetch_fragments(chain, key, place, progress=tick, errors=errors)
-    record = fragments.decode(got, place.k, place.n)
-    block = StoredBlock.decode(record)
+    primaries = memoryview(bytearray(place.k * place.size))
+    got = await fetch_fragments(chain, key, place, progress=tick, errors=errors,
+                                primaries=primaries)
+    if list(got) == list(range(place.k)):
+        return place, fragments.decode_contiguous(primaries, place.k)
+    return place, await asyncio.to_thread(fragments.decode, got, place.k, place.n)
+
+
+def _check_identity(block: StoredBlock, place: Placement, path: str) -> None:
     if block.path != path or block.version != place.version:
         raise IntegrityError(f"fragments of {path} decode to another block ({block.path})")
+
+
+async def get_block(chain: ChainClient, key: KeyPair, path: str,
+                    progress: Callable[[int, int], None] | None = None,
+                    errors: list[str] | None = None) -> StoredBlock:
+    """The block record at ``path``, rebuilt from its hosts and checked (not yet opened)."""
+    place, record = await _fetch_record(chain, key, path, progress, errors)
+    block = await asyncio.to_thread(StoredBlock.decode, record)
+    _check_identity(block, place, path)
     return block
 
 
@@ -150,5 +225,19 @@ async def get(chain: ChainClient, key: KeyPair, path: str,
               progress: Callable[[int, int], None] | None = None,
               errors: list[str] | None = None) -> bytearray:
     """The plaintext of the block at ``path``, for a reader holding a readcap (``key``)."""
-    block = await get_block(chain, key, path, progress, errors)
-    return block.open(block.block_key(key))
+    place, record = await _fetch_record(chain, key, path, progress, errors)
+    block = StoredBlock.parse(record)
+    _check_identity(block, place, path)
+    block_key = block.block_key(key)
+    # The payload digest and the AEAD both cover the payload; both passes release the GIL,
+    # so they run side by side, and the plaintext is returned only if both pass.
+    digest = asyncio.ensure_future(asyncio.to_thread(block.check_digest))
+    plain = asyncio.ensure_future(asyncio.to_thread(block.open, block_key))
+    checked, opened = await asyncio.gather(digest, plain, return_exceptions=True)
+    if isinstance(checked, BaseException):
+        if isinstance(opened, bytearray):
+            opened[:] = bytes(len(opened))
+        raise checked
+    if isinstance(opened, BaseException):
+        raise opened
+    return opened
