@@ -12,16 +12,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from typing import TYPE_CHECKING
+
 from chain.block import Block
 from chain.header import HEADER_SIZE, Header
-from miner import Miner
+
+if TYPE_CHECKING:
+    from miner import Miner
 
 _lock = threading.Lock()
 _shared: Miner | None = None
 
 
 def shared_miner(threads: int | None = None) -> Miner:
-    """The process's miner; ``threads`` (default: all cores) is fixed by the first caller."""
+    """The process's miner; ``threads`` (default: all cores) is fixed by the first caller.
+
+    numba is imported here, not at module load, so commands that never mine start fast.
+    """
+    from miner import Miner
+
     global _shared
     with _lock:
         if _shared is None or (threads is not None and threads != _shared.threads):
