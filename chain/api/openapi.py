@@ -113,7 +113,15 @@ PATHS: dict[str, Any] = {
                                                  "type": "object"}}}}, op="openapi"),
     "/status": _get("Node status: network, tip, sync, peers.", _json(_ref("Status"), "status"),
                     op="status"),
-    "/tip": _get("The best chain's tip.", _json(_ref("Tip"), "tip"), op="tip"),
+    "/tip": _get(
+        "The best chain's tip; with after=H and wait=S, a long-poll answered once the tip is "
+        "above H or after S seconds, whichever comes first.",
+        _json(_ref("Tip"), "tip"),
+        params=[_query("after", "wait for a tip above this height",
+                       {"type": "integer", "minimum": 0, "maximum": 1 << 40}),
+                _query("wait", "at most this many seconds (0..5, default 0)",
+                       {"type": "number", "minimum": 0, "maximum": 5})],
+        errors={"400": _err("bad parameter")}, op="tip"),
     "/headers": _get(
         "Best-chain headers from a height.",
         _json(_obj(["headers"], headers={"type": "array", "items": _ref("Header")}), "headers"),

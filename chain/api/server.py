@@ -3,8 +3,10 @@
 Reads (tip, blocks, events, the global tree, mempool, peers) are open; anything that spends or
 changes node state (submitting an event, mining, connecting a peer, lifting bans) requires the
 cookie token (see :mod:`chain.api.auth`), else 401 and nothing changes. Every error is JSON
-``{"error": code, "message": text}`` with a 4xx status; bad input never gives a 500. The
-OpenAPI document at ``/openapi.json`` (:mod:`chain.api.openapi`) describes every route here.
+``{"error": code, "message": text}`` with a 4xx status; bad input never gives a 500.
+``GET /tip?after=H&wait=S`` long-polls: agents beside the node (the storage market's) follow the
+chain with one request per block instead of polling. The OpenAPI document at ``/openapi.json``
+(:mod:`chain.api.openapi`) describes every route here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import time as _time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -43,6 +46,7 @@ API_VERSION = "1"
 MAX_LIST = 1000
 MAX_MINE = 100
 SUBSCRIBER_QUEUE = 1000
+MAX_TIP_WAIT = 5.0
 
 MineFn = Callable[[int, Principal | None], Awaitable[list[Block]]]
 
@@ -77,6 +81,27 @@ class ApiContext:
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
+
+
+class TipWatch:
+    """Wakes the long-polls of ``GET /tip?after=H&wait=S`` when a block connects (or the server
+    shuts down), so an agent beside the node sees a new block at once with one open request
+    instead of polling the node several times a second."""
+
+    def __init__(self) -> None:
+        self._moved = asyncio.Event()
+        self.closing = False
+
+    def notify(self) -> None:
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._moved.wait(), timeout)
+
+
+TIP_WATCH: web.AppKey[TipWatch] = web.AppKey("tip_watch", TipWatch)
 
 
 @web.middleware
@@ -130,6 +155,19 @@ def _principal(text: str) -> Principal:
         raise ApiError(400, "bad-principal", str(exc)) from None
 
 
+def _seconds_param(request: web.Request, name: str, hi: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw) if len(raw) <= 32 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= hi:  # also refuses nan
+        raise ApiError(400, "bad-parameter", f"{name} must be a number of seconds in 0..{hi:g}")
+    return value
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
@@ -171,7 +209,18 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def tip(request: web.Request) -> web.Response:
-    entry = request.app[CTX].core.chain.tip
+    chain = request.app[CTX].core.chain
+    wait = _seconds_param(request, "wait", MAX_TIP_WAIT)
+    if "after" in request.query:
+        after = _int_param(request, "after", 0, 0, 1 << 40)
+        watch = request.app[TIP_WATCH]
+        deadline = asyncio.get_running_loop().time() + wait
+        while chain.tip.height <= after and not watch.closing:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await watch.wait(remaining)
+    entry = chain.tip
     return web.json_response({"height": entry.height, "hash": hash_hex(entry.hash),
                               "time": entry.header.time, "bits": f"{entry.header.bits:08x}",
                               "work": f"{entry.work:x}"})
@@ -524,8 +573,10 @@ def render_metrics(ctx: ApiContext) -> str:
 def make_app(ctx: ApiContext) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
     app[CTX] = ctx
+    watch = app[TIP_WATCH] = TipWatch()
 
     def on_block(action: str, blk: Block, height: int) -> None:
+        watch.notify()
         if ctx.subscribers:
             publish(ctx, {"type": "block", "action": action, "height": height,
                           "hash": hash_hex(blk.hash), "events": len(blk.events)})
@@ -561,6 +612,8 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_get("/metrics", metrics)
 
     async def close_subscribers(app: web.Application) -> None:
+        watch.closing = True
+        watch.notify()
         for queue in list(ctx.subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
