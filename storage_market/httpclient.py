@@ -6,8 +6,10 @@ Reads use the public endpoints (``/tip``, ``/global/principals/<p>``, ``/global/
 cookie token. A refusal comes back as the node's error code, and is raised here as the very
 consensus error class that code names (``insufficient-funds`` becomes
 :class:`~chain.errors.InsufficientFunds`), so an agent handles a refused event the same way
-whether its node is in process or behind HTTP. Waiting for a block polls ``/tip``: a poll every
-100 ms costs the node nothing and, unlike a subscription, has no connection to lose.
+whether its node is in process or behind HTTP. Waiting for a block long-polls
+``/tip?after=H&wait=S`` (at most :data:`MAX_WAIT` seconds a request, the node's limit): one
+request per block, and unlike a subscription there is no connection to lose. A node that
+answers at once regardless is polled every :data:`POLL_SECONDS` instead.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from chain.principal import Principal
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder
 
 POLL_SECONDS = 0.1
+MAX_WAIT = 5.0  # the node refuses longer long-polls (chain.api.server.MAX_TIP_WAIT)
 
 _ERRORS: dict[str, type[ValidationError]] = {
     cls.code: cls
@@ -118,11 +121,13 @@ class HttpChain:
     async def wait_for_block(self, after: int, timeout: float) -> int:
         """Long-poll ``/tip?after=H&wait=S`` where the server supports it; a server that
         answers at once is polled every :data:`POLL_SECONDS` instead."""
+        if after < 0:
+            return await self.tip_height()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            remaining = deadline - loop.time()
-            data = await self._request("GET", f"/tip?after={after}&wait={max(0.0, remaining):.3f}")
+            wait = min(MAX_WAIT, max(0.0, deadline - loop.time()))
+            data = await self._request("GET", f"/tip?after={after}&wait={wait:.3f}")
             height = int(data["height"])
             remaining = deadline - loop.time()
             if height > after or remaining <= 0:
@@ -138,10 +143,14 @@ class HttpChain:
         return found
 
     async def next_nonce(self, principal: Principal) -> int:
+        """The node's ``next_nonce``, which counts pending events. A signer with no record
+        yet (a new host's first ``Announce`` still in the mempool) has none: its pending
+        events, which start at nonce 0, are counted from ``/mempool?signer=`` instead."""
         data = await self._account(principal)
-        if data is None:
-            return 0
-        return int(data.get("next_nonce", data["nonce"]))
+        if data is not None:
+            return int(data.get("next_nonce", data["nonce"]))
+        pending = await self._request("GET", f"/mempool?signer={principal}&limit=1")
+        return int((pending or {}).get("matching", 0))
 
     async def principal(self, p: Principal) -> AccountInfo | None:
         data = await self._account(p)
