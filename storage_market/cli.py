@@ -440,35 +440,28 @@ def demo_command(
     size: Annotated[str, typer.Option(help="Size of the demo file.")] = "1M",
     periods: Annotated[int, typer.Option(help="Challenge periods to run.", min=1)] = 3,
     keep: Annotated[Path | None, typer.Option(help="Run in this directory and keep it.")] = None,
+    mine_interval: Annotated[float, typer.Option(
+        help="Seconds between the miner's blocks.", min=0.05)] = 0.3,
     as_json: JsonOpt = False,
 ) -> None:
     """Loopback storage market: store a file on 5 hosts, get paid, lose 2, get it back.
 
-    A mining node, five hosts and an owner: the file is placed, challenge periods run with
-    payments, two hosts stop, the file comes back byte-identical, the hosts' earnings show.
+    Real processes: a mining node, five host nodes with a host agent each, and an owner node
+    with the owner beside it. The file is placed, challenge periods run with payments, two
+    hosts stop, the file comes back byte-identical, the hosts' earnings show.
     """
-    import tempfile
+    from storage_market.demo import main
 
-    from storage_market.demo import run_demo
-
-    def say(line: str) -> None:
-        if not as_json:
-            print(line, flush=True)
-
-    async def go(workdir: Path) -> dict[str, Any]:
-        return await run_demo(workdir, say, size=parse_size(size), periods=periods)
-
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        result = run(go(keep))
-    else:
-        with tempfile.TemporaryDirectory(prefix="blockcoin-demo-") as tmp:
-            result = run(go(Path(tmp)))
+    try:
+        result = main(parse_size(size), periods, keep, as_json, mine_interval)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        typer.echo("interrupted; every process the demo started is stopped", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         print(json.dumps(result), flush=True)
     else:
         print(f"stored {result['stored_fragments']} fragments, {result['payments_made']} payments, "
               f"{result['hosts_stopped']} hosts stopped, recovered identical: "
-              f"{result['recovered_identical']}")
+              f"{result['recovered_identical']} ({result['seconds']:g} s)")
     if not result["recovered_identical"]:
         raise typer.Exit(1)

@@ -1,177 +1,512 @@
-"""``blockcoin demo``: the storage market's whole story on loopback, in about half a minute.
+"""``blockcoin demo``: the storage market's whole story on a loopback network of real nodes.
 
-A regtest mining node, five hosts and an owner, each with its own key and data directory in a
-scratch directory, talking over real TCP sockets and the Noise channel. The hosts are separate
-processes (``blockcoin host start``); the mining node and the owner run in the demo's process:
+Every participant is a real process with its own key and data directory under one scratch
+directory, on 127.0.0.1 ports picked free at start:
 
-1. the node mines; the hosts and the owner announce their addresses on chain;
-2. the owner stores a file (3-of-5): five offers, five hosts fetch one fragment each, check
-   its Merkle root and sign receipts; the owner publishes them;
-3. challenge periods run: each period the owner challenges every host, verifies the leaves
-   against the roots on chain and signs vouchers; the hosts claim them on chain;
-4. two hosts are stopped; the file comes back byte-identical from the remaining three;
-5. the hosts' earnings are read from ``/global/principals``.
+- a mining node, ``blockcoin node --mine`` (development key 0), a block every ``mine_interval``
+  seconds;
+- five host nodes (development keys 1-5) and an owner node (key 6), each a ``blockcoin node``
+  dialling the miner over p2p; discovery is off, so the network is a star and every event and
+  block between two of them crosses a real p2p link through the miner;
+- five host agents, ``blockcoin host start --node hostN``, each talking to its own host node's
+  HTTP API, each with its own key (``hostN/host/host.key``) and fragment store;
+- the owner agent, in this process, talking to the owner node's API through
+  :class:`~storage_market.httpclient.HttpChain`.
 
-The node is an :class:`~storage_market.inprocess.InProcessChain` mined every ``block_seconds``,
-whose API (the node API's shape, :func:`~storage_market.inprocess.serve_api`) the host processes
-use; the owner is exactly what ``blockcoin store`` runs. Each host's log is kept in
-``<workdir>/hostN.log``. ``--json`` prints one JSON object at the end with ``stored_fragments``,
-``recovered_identical``, ``payments_made`` and ``hosts_stopped`` among its fields.
+So every chain interaction crosses a node's API, and what one agent publishes reaches the
+others only through p2p. The owner signs with development key 7 (funded at genesis, kept in
+``owner/wallet.key``), not with its node's key: a node publishes its own p2p address under its
+key in ``/global/principals``, where hosts must find the owner's storage listener instead.
+
+The story: the owner stores a file 3-of-5 (five offers, five hosts each fetch, check and sign
+for one fragment); the placement is read from ``/global/fragments`` as a host's node sees it;
+challenge periods run, each host claiming its vouchers with ``StoragePayment`` events that are
+mined and counted on chain; two hosts are stopped (agent and node); the file comes back
+byte-identical from the other three; the hosts' balances show what they earned.
+
+Each child runs in its own process group and logs to ``<workdir>/<name>.log``. Every wait is
+bounded in time, and on the way out, whether the story ended, failed or was interrupted
+(Ctrl-C, SIGTERM), every child is stopped with SIGTERM and, failing that, SIGKILL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import hashlib
 import json
 import os
-import secrets
-import subprocess
+import signal
+import socket
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
+
+from chain.errors import BlockcoinError
 from chain.keys import KeyPair
 from chain.params import REGTEST
 from chain.principal import Principal
+from chain.wallet import format_amount
 from storage_market import retrieve
 from storage_market.chainclient import Signer
-from storage_market.inprocess import InProcessChain, serve_api
+from storage_market.httpclient import HttpChain
 from storage_market.owner import OwnerAgent, StoreOptions
 
 Say = Callable[[str], None]
+T = TypeVar("T")
+
+MINER_KEY, OWNER_NODE_KEY, OWNER_KEY = 0, 6, 7  # regtest development keys; hosts use 1..5
+START_TIMEOUT = 30.0  # a process until it serves (Python start-up on a busy 2-core machine)
+STOP_TIMEOUT = 10.0  # SIGTERM until SIGKILL
+PORT_ATTEMPTS = 3  # a port picked free may be taken before the node binds it
 
 
-async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+class DemoError(BlockcoinError):
+    """The demo could not tell its story (a process failed or a wait timed out)."""
+
+    code = "demo"
+
+
+def free_port(taken: set[int]) -> int:
+    """A loopback port nobody listens on now (and that this demo has not handed out)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str,
+                interval: float = 0.1) -> T:
+    """The first truthy result of ``probe``; :class:`DemoError` after ``timeout`` seconds.
+    A probe that raises counts as not yet (a node may be starting or busy)."""
     deadline = time.monotonic() + timeout
-    while not cond():
+    last = ""
+    while True:
+        try:
+            value = await probe()
+        except (BlockcoinError, OSError, aiohttp.ClientError, ValueError, KeyError) as exc:
+            value, last = None, f" (last: {type(exc).__name__}: {exc})"
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"demo timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+            raise DemoError(f"timed out after {timeout:g} s waiting for {what}{last}")
+        await asyncio.sleep(interval)
 
 
-class HostProcess:
-    """One ``blockcoin host start`` process and what it announced."""
+# --- child processes ----------------------------------------------------------------------------
 
-    def __init__(self, number: int, workdir: Path, api: str, token: str) -> None:
-        self.number = number
-        self.datadir = workdir / f"host{number}"
-        self.log = (workdir / f"host{number}.log").open("w")
-        cmd = [sys.executable, "-m", "chain", "host", "start", "--network", "regtest",
-               "--datadir", str(self.datadir), "--api", api, "--token", token,
-               "--capacity", "64M", "--min-price", "1sat", "--json"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.principal: Principal | None = None
-        self.address = ""
+_LIVE: set[Child] = set()
 
-    async def ready(self, timeout: float = 60.0) -> None:
+
+def _kill_live() -> None:
+    for child in list(_LIVE):
+        child.kill()
+
+
+atexit.register(_kill_live)  # last resort, e.g. after a second Ctrl-C during the cleanup
+
+
+class Child:
+    """A ``blockcoin`` subprocess in its own process group (so a terminal's Ctrl-C reaches the
+    demo alone, which then stops its children in order), its output appended to a log file."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.name = name
+        self.proc = proc
+        self.log = log
+        self._drain: asyncio.Task[None] | None = None
+        _LIVE.add(self)
+
+    @classmethod
+    async def start(cls, name: str, args: list[str], log: Path, *, pipe: bool = False) -> Child:
+        with log.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "chain", *args, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if pipe else out, stderr=out,
+                start_new_session=True)
+        return cls(name, proc, log)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
+    async def first_line(self, timeout: float) -> str:
+        """The first line the child prints; the rest of its output is read and dropped, so
+        the pipe never fills."""
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise DemoError(f"{self.name} did not start within {timeout:g} s{self.tail()}") from None
         if not line:
-            raise RuntimeError(f"host {self.number} failed to start (see {self.log.name})")
-        info = json.loads(line)
-        self.principal = Principal.parse(info["host"])
-        self.address = info["address"]
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+            raise DemoError(f"{self.name} exited with status {self.proc.returncode}{self.tail()}")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        async def drain(stream: asyncio.StreamReader) -> None:
+            while await stream.read(1 << 16):
+                pass
+
+        self._drain = asyncio.ensure_future(drain(self.proc.stdout))
+        return line.decode()
+
+    def tail(self, lines: int = 12) -> str:
+        try:
+            text = self.log.read_text(errors="replace").rstrip().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return f"; last lines of {self.log}:\n" + "\n".join(text) if text else ""
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM to the group, then SIGKILL if it has not exited within ``timeout``."""
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self._signal(signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 5)
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(BaseException):
+                await self._drain
+        if not self.running:
+            _LIVE.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL, without waiting: for when there is no event loop left to wait on."""
+        self._signal(signal.SIGKILL)
+
+
+# --- the network ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """A ``blockcoin node`` process and where it serves."""
+
+    name: str
+    datadir: Path
+    dev_key: int
+    p2p: str
+    api: str
+    child: Child
+
+    @property
+    def principal(self) -> Principal:
+        return KeyPair.development(self.dev_key).principal
+
+    @property
+    def label(self) -> str:
+        """``host3`` -> ``host 3 node``, ``owner-node`` -> ``owner node``."""
+        if self.name.startswith("host"):
+            return f"host {self.name[4:]} node"
+        return self.name.replace("-", " ")
+
+    def chain(self) -> HttpChain:
+        """A client of this node's API (it reads the cookie token from the data directory)."""
+        return HttpChain.for_datadir(self.datadir, REGTEST)
+
+
+@dataclass
+class Host:
+    """A ``blockcoin host start`` process, the node it uses, and what it announced."""
+
+    number: int
+    node: Node
+    child: Child
+    principal: Principal
+    address: str
+
+
+@dataclass
+class Network:
+    """The demo's processes: started here, all stopped by :meth:`close` or :meth:`kill`."""
+
+    workdir: Path
+    nodes: list[Node] = field(default_factory=list)
+    agents: list[Child] = field(default_factory=list)
+    ports: set[int] = field(default_factory=set)
+    _http: aiohttp.ClientSession | None = None
+
+    async def status(self, node: Node) -> dict[str, Any]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        async with self._http.get(node.api + "/status") as resp:
+            resp.raise_for_status()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    async def start_node(self, name: str, dev_key: int, *, mine_interval: float | None = None,
+                         connect: Node | None = None) -> Node:
+        """Start a regtest node with development key ``dev_key`` as its wallet (what
+        ``blockcoin init --dev-key`` writes; the node creates the rest of the data directory)
+        and wait until its API answers."""
+        datadir = self.workdir / name
+        datadir.mkdir(parents=True, exist_ok=True)
+        if not (datadir / "wallet.key").exists():
+            KeyPair.development(dev_key).save(datadir / "wallet.key")
+        for attempt in range(PORT_ATTEMPTS):
+            p2p = f"127.0.0.1:{free_port(self.ports)}"
+            api = f"127.0.0.1:{free_port(self.ports)}"
+            args = ["node", "--network", "regtest", "--datadir", str(datadir), "--listen", p2p,
+                    "--api", api, "--no-discover", "--threads", "1"]
+            if mine_interval is not None:
+                args += ["--mine", "--mine-interval", f"{mine_interval:g}"]
+            if connect is not None:
+                args += ["--connect", f"{connect.principal}@{connect.p2p}"]
+            child = await Child.start(name, args, self.workdir / f"{name}.log")
+            node = Node(name, datadir, dev_key, p2p, f"http://{api}", child)
+            self.nodes.append(node)
+
+            async def serving(node: Node = node) -> bool:
+                if not node.child.running:
+                    return True
+                if not (node.datadir / "node.json").exists():
+                    return False
+                return bool(await self.status(node))
+
+            await until(serving, START_TIMEOUT, f"{name} to serve its API")
+            if node.child.running:
+                return node
+            await node.child.stop()
+            self.nodes.remove(node)
+            if "cannot listen" not in node.child.tail() or attempt == PORT_ATTEMPTS - 1:
+                raise DemoError(f"{name} exited with status {child.proc.returncode}"
+                                f"{child.tail()}")
+        raise AssertionError("unreachable")
+
+    async def wait_connected(self, hub: Node, spokes: list[Node], timeout: float = 20.0) -> int:
+        """Until the hub has a p2p connection from every spoke and all share its tip."""
+
+        async def connected() -> int | None:
+            hub_status = await self.status(hub)
+            if hub_status["peers"] < len(spokes):
+                return None
+            for node in spokes:
+                s = await self.status(node)
+                if s["peers"] < 1 or s["height"] < hub_status["height"] - 1:
+                    return None
+            return int(hub_status["height"]) + 1  # truthy even at height 0
+
+        return await until(connected, timeout, f"{len(spokes)} nodes to connect to the miner") - 1
+
+    async def start_host(self, number: int, node: Node, capacity: str) -> Host:
+        """A host agent on ``node``'s data directory: it finds the node's API in node.json."""
+        args = ["host", "start", "--network", "regtest", "--datadir", str(node.datadir),
+                "--node", str(node.datadir), "--capacity", capacity, "--min-price", "1sat",
+                "--json"]
+        child = await Child.start(f"host{number}-agent", args,
+                                  self.workdir / f"host{number}-agent.log", pipe=True)
+        self.agents.append(child)
+        info = json.loads(await child.first_line(START_TIMEOUT))
+        return Host(number, node, child, Principal.parse(info["host"]), str(info["address"]))
+
+    async def stop_host(self, host: Host) -> None:
+        """Stop the host agent, then its node."""
+        await host.child.stop()
+        await host.node.child.stop()
+
+    async def close(self) -> None:
+        """Stop every child: the host agents first (so they do not see their nodes vanish),
+        then the nodes, each group at once."""
+        await asyncio.gather(*(agent.stop() for agent in self.agents))
+        await asyncio.gather(*(n.child.stop() for n in self.nodes))
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def kill(self) -> None:
+        for child in self.agents + [n.child for n in self.nodes]:
+            child.kill()
+
+
+# --- the story ------------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} bytes"
 
 
 async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int = 3,
-                   hosts: int = 5, stop: int = 2, block_seconds: float = 0.25) -> dict[str, Any]:
-    """Run the story in ``workdir``; the summary as a dict."""
-    started = time.monotonic()
-    chain = InProcessChain.open(workdir / "miner", REGTEST)
-    token = secrets.token_hex(16)
-    runner, api = await serve_api(chain, token)
-    owner_key = KeyPair.development(0)
-    procs: list[HostProcess] = []
-    owner: OwnerAgent | None = None
+                   hosts: int = 5, stop: int = 2, mine_interval: float = 0.3) -> dict[str, Any]:
+    """Run the story in ``workdir``; the summary as a dict. Every child process is stopped
+    before this returns or raises, also when it is cancelled (Ctrl-C) or on SIGTERM/SIGHUP."""
+    if not 0 < stop < hosts <= 5:
+        raise DemoError("a demo has 2 to 5 hosts and stops at least one, not all")
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, task.cancel)
+            handled.append(sig)
+    net = Network(workdir)
     try:
-        say(f"mining node: regtest chain in {workdir / 'miner'}, a block every "
-            f"{block_seconds:g} s, API {api}")
-        chain.start_mining(block_seconds)
-        procs = [HostProcess(i + 1, workdir, api, token) for i in range(hosts)]
-        for p in procs:
-            await p.ready()
-            say(f"host {p.number}: {p.principal} on {p.address}, selling 64 MiB (pid {p.proc.pid})")
-        owner = OwnerAgent(workdir / "owner", Signer(owner_key), chain,
-                           defaults=StoreOptions(periods=periods + 3, price=100_000))
+        return await _story(net, say, size, periods, hosts, stop, mine_interval)
+    finally:
+        try:
+            await asyncio.shield(net.close())
+        finally:
+            net.kill()  # anything a second interruption kept close() from stopping
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+
+async def _story(net: Network, say: Say, size: int, periods: int, count: int, stop: int,
+                 mine_interval: float) -> dict[str, Any]:
+    started = time.monotonic()
+    workdir = net.workdir
+
+    say(f"== 1. A regtest network on loopback, in {workdir}")
+    miner = await net.start_node("miner", MINER_KEY, mine_interval=mine_interval)
+    say(f"  miner       {miner.principal}  p2p {miner.p2p}  api {miner.api}  (pid "
+        f"{miner.child.pid}; mines a block every {mine_interval:g} s)")
+    spokes = await asyncio.gather(
+        *(net.start_node(f"host{i}", i, connect=miner) for i in range(1, count + 1)),
+        net.start_node("owner-node", OWNER_NODE_KEY, connect=miner))
+    for node in spokes:
+        say(f"  {node.label:<11} {node.principal}  p2p {node.p2p}  api {node.api}  (pid "
+            f"{node.child.pid})")
+    height = await net.wait_connected(miner, list(spokes))
+    say(f"  {len(spokes)} nodes connected to the miner over p2p; tip {height}")
+    host_nodes, owner_node = list(spokes[:count]), spokes[count]
+
+    say("== 2. Five host agents, each selling 64 MiB through its own node's API"
+        if count == 5 else f"== 2. {count} host agents, each through its own node's API")
+    hosts = list(await asyncio.gather(
+        *(net.start_host(i + 1, node, "64M") for i, node in enumerate(host_nodes))))
+    for h in hosts:
+        say(f"  host {h.number}: {h.principal}  storage on {h.address}  node {h.node.api}  "
+            f"(pid {h.child.pid})")
+
+    owner_key = KeyPair.development(OWNER_KEY)
+    owner_dir = workdir / "owner"
+    owner_dir.mkdir(exist_ok=True)
+    if not (owner_dir / "wallet.key").exists():
+        owner_key.save(owner_dir / "wallet.key")
+    chain = owner_node.chain()
+    view = hosts[-1].node.chain()  # a host that keeps running: the chain as p2p brought it
+    owner = OwnerAgent(owner_dir, Signer(owner_key), chain,
+                       defaults=StoreOptions(periods=periods + 3, price=100_000))
+    try:
         await owner.start()
-        say(f"owner: {owner_key.principal} on {owner.address}")
-        await chain.wait_for_block(await chain.tip_height(), 5)
+        say(f"  owner:  {owner_key.principal} (development key {OWNER_KEY}, funded at genesis)"
+            f"  storage on {owner.address}  node {owner_node.api}")
+
+        async def announced() -> bool:
+            for p, address in [(h.principal, h.address) for h in hosts] + [
+                    (owner_key.principal, owner.address)]:
+                acct = await view.principal(p)
+                if acct is None or acct.address != address:
+                    return False
+            return True
+
+        await until(announced, 30, "the agents' addresses to be mined and reach every node")
+        say(f"  {count + 1} storage addresses on chain in /global/principals "
+            f"(tip {await view.tip_height()})")
 
         data = os.urandom(size)
         path = owner_key.principal.root_path + "/demo/file.bin"
-        say(f"put {size} bytes at {path} (3-of-5, encrypted, Merkle roots on chain)")
+        say(f"== 3. Store a {_size(size)} file at {path}")
         entry = await owner.put(path, data)
+        say(f"  sealed with a random block key, erasure-coded {entry.k}-of-{entry.n} into "
+            f"{_size(entry.fragment_size)} fragments; {entry.n} offers published")
         if not await owner.wait_placed(path, 60):
-            raise TimeoutError("not every fragment was placed")
-        placement = await chain.fragments(path)
-        names = {p.principal: f"host {p.number}" for p in procs}
-        for index in sorted(placement):
-            for h in placement[index]:
-                say(f"  fragment {index} ({h.size} bytes, root {h.root.hex()[:16]}) "
-                    f"-> {names.get(h.host, str(h.host))} at {h.address}")
+            raise DemoError(f"only {entry.placed()} of {entry.n} fragments were placed in 60 s"
+                            " (see the host agents' logs)")
 
-        say(f"running {periods} challenge periods of {entry.period_blocks} blocks")
-        last = 0
+        async def placed() -> dict[int, list[Any]] | None:
+            found = await view.fragments(path)
+            return found if sum(len(hs) for hs in found.values()) >= entry.n else None
+
+        placement = await until(placed, 20, f"host {hosts[-1].number}'s node to see the placement")
+        names = {h.principal: f"host {h.number}" for h in hosts}
+        say(f"  placement in /global/fragments, as host {hosts[-1].number}'s node sees it "
+            f"(tip {await view.tip_height()}):")
+        for index in sorted(placement):
+            for holder in placement[index]:
+                say(f"    fragment {index} ({holder.size} bytes, Merkle root "
+                    f"{holder.root.hex()[:16]}) -> {names.get(holder.host, str(holder.host))} "
+                    f"at {holder.address}")
+
+        say(f"== 4. {periods} challenge periods of {entry.period_blocks} blocks: challenge, "
+            "prove, voucher, StoragePayment")
 
         def paid_periods() -> int:
             return min(len(s.vouchers) for s in entry.slots)
 
-        loop_end = time.monotonic() + 30 + periods * entry.period_blocks * block_seconds * 3
-        while paid_periods() < periods and time.monotonic() < loop_end:
+        last = 0
+        loop_end = time.monotonic() + 30 + periods * entry.period_blocks * mine_interval * 3
+        while paid_periods() < periods:
+            if time.monotonic() > loop_end:
+                raise DemoError(f"only {paid_periods()} of {periods} periods were audited in time")
             await asyncio.sleep(0.1)
             done = paid_periods()
             if done > last:
                 last = done
-                say(f"  period {done - 1}: {entry.n} challenges passed, {entry.n} vouchers signed")
+                say(f"  period {done - 1}: {entry.n} challenges passed, {entry.n} vouchers "
+                    f"signed (tip {owner.height})")
 
         async def confirmed() -> int:
             total = 0
-            for p in procs:
-                assert p.principal is not None
-                total += sum(c.paid_periods for c in await chain.contracts_by_host(p.principal))
+            for h in hosts:
+                total += sum(c.paid_periods for c in await chain.contracts_by_host(h.principal))
             return total
 
-        deadline = time.monotonic() + 30
-        payments = await confirmed()
-        while payments < periods * entry.n and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            payments = await confirmed()
-        say(f"  {payments} storage payments confirmed on chain")
+        want = periods * entry.n
+        payments = await until(
+            lambda: _at_least(confirmed(), want), 30, f"{want} payments to be mined")
+        say(f"  {payments} StoragePayment events confirmed on chain (tip "
+            f"{await chain.tip_height()})")
 
-        stopped = procs[:stop]
-        for p in stopped:
-            await asyncio.to_thread(p.stop)
-            say(f"stopped host {p.number} ({p.principal})")
+        stopped = hosts[:stop]
+        say(f"== 5. Stop {stop} hosts (agent and node)")
+        await asyncio.gather(*(net.stop_host(h) for h in stopped))
+        for h in stopped:
+            say(f"  stopped host {h.number} ({h.principal}) and its node")
+
+        say(f"== 6. Get {path} back")
         errors: list[str] = []
         got = await retrieve.get(chain, owner_key, path, errors=errors)
         identical = bytes(got) == data
-        say(f"get {path}: {len(got)} bytes, "
-            f"{'byte-identical' if identical else 'DIFFERENT'} "
-            f"(sha256 {hashlib.sha256(got).hexdigest()[:16]}), "
-            f"{len(errors)} unreachable holders skipped")
+        say(f"  {len(got)} bytes, {'byte-identical' if identical else 'DIFFERENT'} (sha256 "
+            f"{hashlib.sha256(got).hexdigest()[:16]}), read from {entry.k} hosts"
+            + (f"; skipped {len(errors)} unreachable holder{'s' if len(errors) > 1 else ''}"
+               if errors else ""))
 
+        say("== 7. What the hosts earned (their balances on chain)")
         earnings = []
-        for p in procs:
-            assert p.principal is not None
-            acct = await chain.principal(p.principal)
+        for h in hosts:
+            acct = await chain.principal(h.principal)
             balance = acct.balance if acct else 0
-            earnings.append({"host": str(p.principal), "balance": balance,
-                             "stopped": p in stopped})
-            say(f"host {p.number}: earned {balance} base units"
-                + (" (stopped)" if p in stopped else ""))
+            paid = sum(c.paid_periods for c in await chain.contracts_by_host(h.principal))
+            earnings.append({"host": str(h.principal), "node": str(h.node.principal),
+                             "balance": balance, "payments": paid, "stopped": h in stopped})
+            say(f"  host {h.number}: {format_amount(balance)} coins for {paid} periods"
+                + (" (stopped)" if h in stopped else ""))
         return {
             "stored_fragments": sum(len(hs) for hs in placement.values()),
             "recovered_identical": identical,
@@ -183,13 +518,41 @@ async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int
             "k": entry.k,
             "n": entry.n,
             "height": await chain.tip_height(),
+            "owner": str(owner_key.principal),
             "hosts": earnings,
+            "nodes": [{"name": n.name, "principal": str(n.principal), "p2p": n.p2p,
+                       "api": n.api, "mining": n is miner} for n in net.nodes],
             "seconds": round(time.monotonic() - started, 2),
         }
     finally:
-        for p in procs:
-            await asyncio.to_thread(p.stop)
-        if owner is not None:
-            await owner.stop()
-        await runner.cleanup()
+        await owner.stop()
         await chain.close()
+        await view.close()
+
+
+async def _at_least(value: Awaitable[int], want: int) -> int | None:
+    got = await value
+    return got if got >= want else None
+
+
+def main(size: int, periods: int, keep: Path | None, as_json: bool,
+         mine_interval: float) -> dict[str, Any]:
+    """What ``blockcoin demo`` runs: the story in ``keep`` (kept) or a scratch directory
+    (removed), printed as it goes unless ``as_json``; the summary."""
+
+    def say(line: str) -> None:
+        if not as_json:
+            print(line, flush=True)
+
+    def run(workdir: Path) -> dict[str, Any]:
+        return asyncio.run(run_demo(workdir, say, size=size, periods=periods,
+                                    mine_interval=mine_interval))
+
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        return run(keep)
+    with tempfile.TemporaryDirectory(prefix="blockcoin-demo-") as tmp:
+        try:
+            return run(Path(tmp))
+        except DemoError as exc:
+            raise DemoError(f"{exc}\n(run with --keep DIR to keep the logs)") from None

@@ -1,5 +1,6 @@
 """The owner-host protocol's messages, the fragment stream's limits, who may do what, the host's
-durable fragment store, the HTTP chain client, and the demo run as real processes."""
+durable fragment store, the HTTP chain client, and the command line as real processes (the
+demo has its own module, test_sm_demo.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from chain.errors import InsufficientFunds
 from chain.events import FragmentOffer, SignedEvent, Transfer
 from chain.keys import KeyPair
 from chain.net import SecureChannel
-from chain.principal import Principal
 from storage_market import protocol as proto
 from storage_market.chainclient import Signer
 from storage_market.errors import IntegrityError
@@ -188,26 +188,6 @@ async def test_host_refuses_challenges_for_what_it_does_not_hold(tmp_path: Path)
     finally:
         await host.stop()
         await chain.close()
-
-
-@pytest.mark.slow
-def test_demo_runs_with_host_processes_and_recovers_the_file(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-m", "chain", "demo", "--json", "--size", "256K", "--periods", "2",
-         "--keep", str(tmp_path / "demo")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["stored_fragments"] == 5
-    assert result["recovered_identical"] is True
-    assert result["hosts_stopped"] == 2
-    assert result["payments_made"] >= 10
-    assert all(h["balance"] > 0 for h in result["hosts"])
-    # every host was its own process with its own key and store
-    keys = {Principal.parse(h["host"]) for h in result["hosts"]}
-    assert len(keys) == 5
-    assert all((tmp_path / "demo" / f"host{i}" / "host" / "host.key").exists() for i in range(1, 6))
 
 
 @pytest.mark.slow
