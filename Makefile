@@ -18,7 +18,7 @@ test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 demo: venv
-	scripts/demo-chain
+	$(BIN)/blockcoin demo
 
 bench: venv
 	@for s in scripts/bench/*.py; do echo "== $$s"; $(BIN)/python $$s --json || exit 1; done
