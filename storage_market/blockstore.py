@@ -164,12 +164,15 @@ class StoredBlock:
     into the record buffer, and the record is handed to the erasure coder without a copy.
     """
 
-    __slots__ = ("_offset", "header", "record")
+    __slots__ = ("_offset", "buffer", "header", "record")
 
-    def __init__(self, header: BlockHeader, record: memoryview, offset: int) -> None:
+    def __init__(self, header: BlockHeader, record: memoryview, offset: int,
+                 buffer: memoryview | None = None) -> None:
         self.header = header
         self.record = record
         self._offset = offset
+        #: the record's allocation: the record, then any room asked for in :meth:`seal`
+        self.buffer = buffer if buffer is not None else record
 
     @property
     def path(self) -> str:
@@ -194,12 +197,15 @@ class StoredBlock:
         readers: Iterable[PublicKeys] = (),
         parent_key: bytes | None = None,
         version: bytes | None = None,
+        room: int = 0,
     ) -> StoredBlock:
         """Encrypt ``plaintext`` as the block at ``path``.
 
         ``readers`` get readcaps; ``parent_key`` is the parent's (plain) block key, under which
         this block's key is wrapped, and is required for every block but a tree's root.
-        ``version`` defaults to a fresh random one.
+        ``version`` defaults to a fresh random one. ``room`` zeroed bytes are allocated after
+        the record, in the same :attr:`buffer`: the erasure coder's padding then needs no
+        copy of the last data fragment.
         """
         valid_path(path)
         version = new_version() if version is None else version
@@ -208,14 +214,14 @@ class StoredBlock:
         size = sealed_size(byte_view(plaintext).nbytes)
         placeholder = BlockHeader(path, version, caps, wrapped, size, bytes(_DIGEST))
         offset = len(placeholder.record_prefix())
-        record = bytearray(offset + size)
-        view = memoryview(record)
+        record = bytearray(offset + size + room)
+        view = memoryview(record)[: offset + size]
         seal_into(block_key, path, version, plaintext, view[offset:])
         digest = hashlib.sha256(view[offset:]).digest()
         header = BlockHeader(path, version, caps, wrapped, size, digest)
         prefix = header.record_prefix()
         view[:offset] = prefix  # same length: only the digest bytes differ
-        return cls(header, view, offset)
+        return cls(header, view, offset, memoryview(record))
 
     @classmethod
     def decode(cls, record: Bytes) -> StoredBlock:

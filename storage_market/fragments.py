@@ -59,12 +59,10 @@ def _decoder(k: int, n: int) -> Any:
     return zfec.Decoder(k, n)
 
 
-def encode(data: Bytes, k: int = DEFAULT_K, n: int = DEFAULT_N) -> list[memoryview]:
-    """The ``n`` fragments of ``data``, in index order, each ``fragment_size(len(data), k)`` bytes.
-
-    Fragments ``0..k-1`` that hold no padding are views of ``data`` (no copy).
-    """
-    check_params(k, n)
+def split(data: Bytes, k: int = DEFAULT_K) -> list[memoryview]:
+    """The ``k`` data fragments of ``data`` (padded), fragments ``0..k-1`` of :func:`encode`:
+    views of ``data`` but for the piece that holds the padding, which is copied."""
+    check_params(k, k)
     view = byte_view(data)
     total = view.nbytes
     size = fragment_size(total, k)
@@ -80,8 +78,46 @@ def encode(data: Bytes, k: int = DEFAULT_K, n: int = DEFAULT_N) -> list[memoryvi
         if start <= total:  # the marker byte falls in this piece
             piece[total - start] = PAD_MARKER
         pieces.append(memoryview(piece))
-    parity = _encoder(k, n).encode(tuple(pieces), tuple(range(k, n))) if n > k else []
-    return pieces + [memoryview(p) for p in parity]
+    return pieces
+
+
+def split_in_place(buffer: Bytes, total: int, k: int = DEFAULT_K) -> list[memoryview] | None:
+    """Like :func:`split` for data occupying the first ``total`` bytes of a writable
+    ``buffer`` with room after it: the padding is written into that room and every fragment
+    is a view (no copy of the last piece, up to a third of the data). None if the buffer is
+    read-only or has less room than the padding needs (1 to ``k`` bytes)."""
+    check_params(k, k)
+    view = byte_view(buffer)
+    size = fragment_size(total, k)
+    if view.readonly or view.nbytes < k * size or total < 0:
+        return None
+    view[total : k * size] = bytes(k * size - total)
+    view[total] = PAD_MARKER
+    return [view[i * size : (i + 1) * size] for i in range(k)]
+
+
+def parity(pieces: list[memoryview], k: int = DEFAULT_K, n: int = DEFAULT_N) -> list[memoryview]:
+    """Fragments ``k..n-1`` from the ``k`` data fragments of :func:`split`.
+
+    zfec releases the GIL while it computes, so a caller may run this in a worker thread
+    while the data fragments are already hashed and sent.
+    """
+    check_params(k, n)
+    if len(pieces) != k:
+        raise FragmentError(f"{len(pieces)} data fragments given, {k} needed")
+    if n == k:
+        return []
+    return [memoryview(p) for p in _encoder(k, n).encode(tuple(pieces), tuple(range(k, n)))]
+
+
+def encode(data: Bytes, k: int = DEFAULT_K, n: int = DEFAULT_N) -> list[memoryview]:
+    """The ``n`` fragments of ``data``, in index order, each ``fragment_size(len(data), k)`` bytes.
+
+    Fragments ``0..k-1`` that hold no padding are views of ``data`` (no copy).
+    """
+    check_params(k, n)
+    pieces = split(data, k)
+    return pieces + parity(pieces, k, n)
 
 
 def _select(fragments: Mapping[int, Bytes], k: int, n: int) -> tuple[list[int], list[memoryview]]:

@@ -56,7 +56,7 @@ from storage_market import protocol as proto
 from storage_market import sha256x
 from storage_market.chainclient import DEFAULT_FEE, ChainClient, ContractInfo, Signer
 from storage_market.errors import IntegrityError, StorageError
-from storage_market.jsonstate import fsync_dir, read_json, write_json
+from storage_market.jsonstate import StateFile, fsync_dir, read_json
 from storage_market.merkle import DIGEST, ChallengeResponse, HashTree, LeafProof, leaf_count
 
 log = logging.getLogger("blockcoin.host")
@@ -297,6 +297,7 @@ class HostAgent:
         self.port = port
         self.store = FragmentStore(self.datadir / "fragments")
         self.state_file = self.datadir / "state.json"
+        self.state = StateFile(self.state_file, self._snapshot)
         self.contracts: dict[bytes, HostedFragment] = {}
         self.delinquent: dict[Principal, str] = {}
         self.scan_height = 0
@@ -333,12 +334,16 @@ class HostAgent:
         self.delinquent = {Principal.parse(p): why for p, why in data.get("delinquent", {}).items()}
 
     def save(self) -> None:
-        write_json(self.state_file, {
+        """Write the state now (blocking); the agent itself uses :attr:`state`."""
+        self.state.write_now()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
             "principal": str(self.principal),
             "scan_height": self.scan_height,
             "contracts": [c.to_json() for c in self.contracts.values()],
             "delinquent": {str(p): why for p, why in self.delinquent.items()},
-        })
+        }
 
     def _note(self, text: str) -> None:
         log.info("%s: %s", str(self.principal)[:12], text)
@@ -349,6 +354,8 @@ class HostAgent:
 
     async def start(self) -> None:
         """Check stored fragments, listen, announce the address, follow the chain."""
+        # load the hashing kernel now, not in the middle of the first fetch
+        await asyncio.to_thread(sha256x.kernel)
         for c in self.contracts.values():
             if c.status in (PENDING, ACTIVE):
                 try:
@@ -386,7 +393,7 @@ class HostAgent:
             with contextlib.suppress(BaseException):
                 await t
         await self._listener.close()
-        self.save()
+        await self.state.close()
 
     async def _run(self) -> None:
         while True:
@@ -419,7 +426,7 @@ class HostAgent:
         await self._refresh_contracts()
         await self._claim_vouchers()
         self._apply_grace()
-        self.save()
+        self.state.mark()
 
     # --- offers and fetches ---------------------------------------------------------------
 
@@ -443,17 +450,26 @@ class HostAgent:
         keep = []
         me = self.principal.digest
         self._pending_offers.sort(key=lambda c: hashlib.sha256(me + c[0]).digest())
+        # every open offer of one block goes into one fetch: the owner serves whichever is free
+        groups: dict[tuple[bytes, str, bytes], list[tuple[bytes, ContractInfo]]] = {}
         for oid, owner_key, offer in self._pending_offers:
             if offer.expiry_height < self.height or oid in self._skip or oid in self.contracts:
                 continue
-            if not self._acceptable(owner_key, offer):
+            key = (owner_key, offer.path, offer.version)
+            group = groups.get(key)
+            if group is None and not self._acceptable(owner_key, offer):
                 keep.append((oid, owner_key, offer))
+                continue
+            if group is not None and (offer.price < self.policy.min_price
+                                      or offer.size != group[0][1].offer.size):
                 continue
             contract = await self.chain.contract(oid)
             if contract is None or contract.state != "offered":
                 continue
-            self._start_fetch(oid, owner_key, contract)
+            groups.setdefault(key, []).append((oid, contract))
         self._pending_offers = keep
+        for (owner_key, _, _), group in groups.items():
+            self._start_fetch(owner_key, group)
 
     def _acceptable(self, owner_key: bytes, offer: FragmentOffer) -> bool:
         """The policy; offers that fail only for now (room, a fetch of the same block) are
@@ -467,21 +483,32 @@ class HostAgent:
             return False
         return self._committed_bytes() + offer.size <= self.policy.capacity
 
-    def _start_fetch(self, oid: bytes, owner_key: bytes, contract: ContractInfo) -> None:
-        offer = contract.offer
-        self._fetching.add(oid)
+    def _start_fetch(self, owner_key: bytes, group: list[tuple[bytes, ContractInfo]]) -> None:
+        """Fetch one fragment of a block, any of the offers in ``group`` (host's preference
+        first)."""
+        offer = group[0][1].offer
+        oids = [oid for oid, _ in group]
+        self._fetching.update(oids)
         self._fetch_paths.add(offer.path)
         self._reserved += offer.size
+        served: list[bytes] = []
+        contracts = dict(group)
 
         async def run() -> None:
             try:
                 async with self._fetch_slots:
-                    await self._fetch(oid, owner_key, contract)
+                    await self._fetch(owner_key, group, served)
             except (BlockcoinError, OSError) as exc:
-                self._skip.add(oid)
-                self._note(f"offer {oid.hex()[:12]} ({offer.path} #{offer.index}) not taken: {exc}")
+                # the offer that failed is not tried again; if the owner refused them all
+                # (taken by other hosts), none is
+                self._skip.update(served or oids)
+                for oid, contract in group:
+                    if oid not in self._skip:
+                        self._pending_offers.append((oid, owner_key, contract.offer))
+                which = ", ".join(f"#{contracts[o].offer.index}" for o in served or oids)
+                self._note(f"{offer.path} {which} not taken: {exc}")
             finally:
-                self._fetching.discard(oid)
+                self._fetching.difference_update(oids)
                 self._fetch_paths.discard(offer.path)
                 self._reserved -= offer.size
                 self._wake.set()
@@ -490,17 +517,25 @@ class HostAgent:
         self._fetches.add(task)
         task.add_done_callback(self._fetches.discard)
 
-    async def _fetch(self, oid: bytes, owner_key: bytes, contract: ContractInfo) -> None:
-        offer = contract.offer
+    async def _fetch(self, owner_key: bytes, group: list[tuple[bytes, ContractInfo]],
+                     served: list[bytes]) -> None:
+        """Ask the owner for any offer of ``group``; store the one it serves (its id is
+        appended to ``served`` as soon as it is known)."""
         seller = Principal.of_public_key(owner_key)
         acct = await self.chain.principal(seller)
         channel = await proto.dial(acct.address if acct else None, self.key,
                                    self.chain.chain_id, seller)
+        contracts = dict(group)
         async with channel:
-            await proto.send(channel, proto.Fetch(oid))
+            await proto.send(channel, proto.Fetch(tuple(contracts)))
+            oid = await proto.recv_fragment_header(
+                channel, {o: c.offer.size for o, c in contracts.items()}, FETCH_TIMEOUT)
+            served.append(oid)
+            contract = contracts[oid]
+            offer = contract.offer
             writer = self.store.open_writer(oid, offer)
             try:
-                await proto.recv_fragment(channel, oid, offer.size, writer.write, FETCH_TIMEOUT)
+                await proto.recv_chunks(channel, offer.size, writer.write, FETCH_TIMEOUT)
                 tree = await writer.commit()
             except BaseException:
                 writer.abort()
@@ -508,7 +543,7 @@ class HostAgent:
             record = HostedFragment(oid, contract.owner, owner_key, offer, PENDING, vouchers={})
             self.contracts[oid] = record
             self.trees[oid] = tree
-            self.save()
+            await self.state.flush()  # the contract is on disk before the receipt is signed
             sig = self.key.sign(receipt_message(self.chain.chain_id, oid, self.principal, offer.root))
             await proto.send(channel, proto.Receipt(sig))
             try:
@@ -644,10 +679,10 @@ class HostAgent:
         c.vouchers = vouchers
         if verdict.period not in vouchers:
             vouchers[verdict.period] = Voucher(verdict.period, verdict.amount, verdict.signature)
-            self.save()
+            await self.state.flush()  # kept before it is acknowledged
         await proto.send(channel, proto.Ack())
         await self._claim(c, vouchers[verdict.period])
-        self.save()
+        self.state.mark()
 
     async def _on_retrieve(self, channel: SecureChannel, msg: proto.Retrieve) -> None:
         try:

@@ -47,13 +47,13 @@ from chain.keys import verify
 from chain.net import SecureChannel
 from chain.paths import check_path
 from chain.principal import Principal
-from storage_market import fragments, retrieve
+from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import BlockStore, StoredBlock
 from storage_market.chainclient import DEFAULT_FEE, ChainClient, Signer
 from storage_market.crypto import Bytes, new_block_key, parent_path, valid_path
 from storage_market.errors import BlockNotFound, IntegrityError, StorageError
-from storage_market.jsonstate import read_json, write_json
+from storage_market.jsonstate import StateFile, read_json
 from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, leaf_count, merkle_root
 
 log = logging.getLogger("blockcoin.owner")
@@ -199,6 +199,7 @@ class OwnerAgent:
         self.port = port
         self.blocks = BlockStore(self.root / "blocks")
         self.state_file = self.root / "state.json"
+        self.state = StateFile(self.state_file, self._snapshot)
         self.entries: dict[str, BlockEntry] = {}
         self.address = ""
         self.height = 0
@@ -228,10 +229,14 @@ class OwnerAgent:
             self.entries[entry.path] = entry
 
     def save(self) -> None:
-        write_json(self.state_file, {
+        """Write the state now (blocking); the agent itself uses :attr:`state`."""
+        self.state.write_now()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
             "owner": str(self.signer.owner), "signer": str(self.principal),
             "blocks": [e.to_json() for e in self.entries.values()],
-        })
+        }
 
     def _note(self, text: str) -> None:
         log.info("owner %s: %s", str(self.principal)[:12], text)
@@ -248,6 +253,8 @@ class OwnerAgent:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # load the hashing kernel now, not in the middle of the first put
+        await asyncio.to_thread(sha256x.kernel)
         self.address = await self._listener.start(self.listen_host, self.port)
         acct = await self.chain.principal(self.principal)
         if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:
@@ -272,7 +279,7 @@ class OwnerAgent:
             with contextlib.suppress(BaseException):
                 await write
         self._writes.clear()
-        self.save()
+        await self.state.close()
 
     async def _run(self) -> None:
         while True:
@@ -316,16 +323,26 @@ class OwnerAgent:
         report("seal", 0, size)
         parent_key = self._ensure_parent(path)
         key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()
-        block = StoredBlock.seal(path, data, key, readers=[self.key.public], parent_key=parent_key)
+        # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
+        # event loop keeps serving (other puts, challenges, the hosts' first fetches).
+        block = await asyncio.to_thread(StoredBlock.seal, path, data, key,
+                                        readers=[self.key.public], parent_key=parent_key,
+                                        room=opts.k)
         report("seal", size, size)
         # The durable local copy is written by a worker thread while this one encodes, hashes,
         # offers and serves; ``wait_placed`` waits for it too. Until it lands, fetches are
         # served from memory, and a crash before then loses nothing that cannot be rebuilt
         # from the hosts (or put again from the file).
         self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
+        # The data fragments are slices of the record, so they are hashed and offered at once
+        # while zfec computes the parity fragments beside them: hosts fetch them while the
+        # parity fragments are still being computed and hashed.
         report("encode", 0, size)
-        frags = fragments.encode(block.record, opts.k, opts.n)
-        report("encode", size, size)
+        primaries = (fragments.split_in_place(block.buffer, block.record.nbytes, opts.k)
+                     or fragments.split(block.record, opts.k))
+        parity = asyncio.ensure_future(asyncio.to_thread(fragments.parity, primaries, opts.k,
+                                                         opts.n))
+        frags: list[memoryview] = list(primaries)
         period_blocks = opts.period_blocks or self.chain.storage_period_blocks
         entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
                            frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
@@ -336,13 +353,27 @@ class OwnerAgent:
                 slot.history.append({"version": old.version.hex()})
         self.entries[path] = entry
         self.height = await self.chain.tip_height()
-        # each fragment is offered as soon as its root is known, so the first hosts fetch
-        # while the later trees are still being hashed
-        for slot in entry.slots:
-            entry.roots[slot.index] = merkle_root(frags[slot.index], opts.leaf_size)
-            report("hash", slot.index + 1, opts.n)
-            await self._offer(entry, slot, save=False)
-        self.save()
+
+        async def offer(indexes: range) -> None:
+            """Hash the fragments side by side, then offer them together (one block of
+            offers, so the hosts that race for them see them all at once)."""
+            roots = await asyncio.gather(*(asyncio.to_thread(merkle_root, frags[i],
+                                                             opts.leaf_size) for i in indexes))
+            for i, r in zip(indexes, roots, strict=True):
+                entry.roots[i] = r
+            report("hash", indexes.stop, opts.n)
+            for i in indexes:
+                await self._offer(entry, entry.slots[i], save=False)
+
+        try:
+            await offer(range(opts.k))
+            frags.extend(await parity)
+            report("encode", size, size)
+            await offer(range(opts.k, opts.n))
+        except BaseException:
+            parity.cancel()
+            raise
+        await self.state.flush()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
         return entry
 
@@ -359,7 +390,7 @@ class OwnerAgent:
         slot.vouchers = {}
         slot.reserved_by = None
         if save:
-            self.save()
+            await self.state.flush()
 
     async def wait_placed(self, path: str, timeout: float, count: int | None = None) -> bool:
         """Until ``count`` (default all ``n``) fragments of ``path`` are active on chain."""
@@ -417,52 +448,67 @@ class OwnerAgent:
 
     # --- serving fetches ------------------------------------------------------------------
 
+    def _choose(self, offer_ids: tuple[bytes, ...], host: Principal
+                ) -> tuple[tuple[BlockEntry, Slot] | None, str]:
+        """The first of ``offer_ids`` that ``host`` may fetch now, or None and why not (the
+        reason for the first offer that exists, else ``not-offered``)."""
+        now = time.monotonic()
+        why = ""
+        for oid in offer_ids:
+            found = self._slot_of(oid)
+            if found is None or found[1].state != OFFERING:
+                continue
+            entry, slot = found
+            if host in slot.failed_hosts:
+                reason = "failed-before"
+            elif any(s is not slot and (s.host == host
+                                        or (s.reserved_by == host and s.reserved_until > now))
+                     for s in entry.slots):
+                reason = "one-per-host"
+            elif slot.reserved_by not in (None, host) and slot.reserved_until > now:
+                reason = "busy"
+            else:
+                return found, ""
+            why = why or reason
+        return None, why or "not-offered"
+
     async def _handle(self, channel: SecureChannel) -> None:
         msg = await proto.recv(channel, proto.DIAL_TIMEOUT)
         if not isinstance(msg, proto.Fetch):
             await proto.refuse(channel, "unexpected", f"an owner does not answer {type(msg).__name__}")
             return
-        found = self._slot_of(msg.offer_id)
-        if found is None or found[1].state != OFFERING:
-            await proto.refuse(channel, "not-offered", "no open offer with this id")
-            return
-        entry, slot = found
         host = channel.remote_principal
-        now = time.monotonic()
-        why = ""
-        if host in slot.failed_hosts:
-            why = "failed-before"
-        elif any(s is not slot and (s.host == host or (s.reserved_by == host and s.reserved_until > now))
-                 for s in entry.slots):
-            why = "one-per-host"
-        elif slot.reserved_by not in (None, host) and slot.reserved_until > now:
-            why = "busy"
-        if why:
-            await proto.refuse(channel, why, f"offer {msg.offer_id.hex()[:12]} not available")
+        chosen, why = self._choose(msg.offer_ids, host)
+        if chosen is None:
+            reasons = {"not-offered": "no open offer with this id"}
+            await proto.refuse(channel, why, reasons.get(why, "none of the offers is available"))
             return
+        entry, slot = chosen
+        offer_id = slot.offer_id
+        now = time.monotonic()
         slot.reserved_by, slot.reserved_until = host, now + RESERVATION_SECONDS
         try:
             data = await self._fragment(entry, slot.index)
-            await proto.send_fragment(channel, msg.offer_id, data)
+            await proto.send_fragment(channel, offer_id, data)
             self.sent_bytes += data.nbytes
             if self.on_sent is not None:
                 self.on_sent(data.nbytes)
             receipt = await proto.expect(channel, proto.Receipt, EXCHANGE_TIMEOUT)
             host_key = channel.remote_keys.ed25519
-            message = receipt_message(self.chain.chain_id, msg.offer_id, host, entry.roots[slot.index])
+            message = receipt_message(self.chain.chain_id, offer_id, host, entry.roots[slot.index])
             if not verify(host_key, message, receipt.signature):
                 await proto.refuse(channel, "bad-receipt", "receipt does not verify")
                 return
             try:
                 eid = await self.signer.submit(
-                    self.chain, FragmentStored(msg.offer_id, host_key, receipt.signature),
+                    self.chain, FragmentStored(offer_id, host_key, receipt.signature),
                     entry.options.fee)
             except ValidationError as exc:
                 await proto.refuse(channel, exc.code, f"FragmentStored refused: {exc}")
                 self._note(f"FragmentStored for {entry.path} #{slot.index} refused: {exc}")
                 return
             slot.state, slot.host = STORED, host
-            self.save()
+            await self.state.flush()
             await proto.send(channel, proto.Stored(eid))
             self._note(f"{entry.path} #{slot.index} stored by {host}")
             self._changed.set()
@@ -482,7 +528,7 @@ class OwnerAgent:
                 changed |= await self._follow(entry, slot, h)
         self._evict()
         if changed:
-            self.save()
+            self.state.mark()
             self._changed.set()
 
     async def _follow(self, entry: BlockEntry, slot: Slot, h: int) -> bool:
@@ -550,7 +596,7 @@ class OwnerAgent:
                        f"{slot.misses}/{entry.options.max_misses}")
             if slot.misses >= entry.options.max_misses:
                 await self._release_and_repair(entry, slot, why)
-        self.save()
+        await self.state.flush()
         self._changed.set()
 
     async def challenge(self, entry: BlockEntry, slot: Slot, period: int) -> tuple[bool, str]:

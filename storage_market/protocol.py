@@ -10,7 +10,7 @@ connection would need keep-alives, reconnects and multiplexing for nothing.
 
 Exchanges (``->`` from the caller, ``<-`` from the listener)::
 
-    fetch     host -> owner   FETCH(offer)     <- FRAGMENT(offer, size) + raw chunks
+    fetch     host -> owner   FETCH(offers)    <- FRAGMENT(offer, size) + raw chunks
                               -> RECEIPT(sig)  <- STORED(event id) | ERROR
     challenge owner -> host   CHALLENGE(offer, period, deadline, leaves)
                               <- RESPONSE(ChallengeResponse) | ERROR
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -77,17 +77,35 @@ class PeerUnreachable(ProtocolError):
 # --- messages -----------------------------------------------------------------------------------
 
 
+#: Offers one FETCH may name (the chain's limit on fragments of a block).
+MAX_FETCH_OFFERS = 255
+
+
 @dataclass(frozen=True, slots=True)
 class Fetch:
+    """Ask for the fragment of any one of ``offer_ids`` (offers of one block, in the host's
+    order of preference); the owner serves the first it can and names it in the FRAGMENT
+    header. A host takes at most one fragment of a block anyway, and while five hosts race
+    for the offers of a new block, naming one offer each made most of them collide and pay a
+    new handshake per try; naming them all lets the owner hand out free ones directly."""
+
     tag: ClassVar[int] = 1
-    offer_id: bytes
+    offer_ids: tuple[bytes, ...]
 
     def write(self, w: Writer) -> None:
-        w.fixed(self.offer_id, 32)
+        if not 1 <= len(self.offer_ids) <= MAX_FETCH_OFFERS:
+            raise ProtocolError(f"a fetch names 1 to {MAX_FETCH_OFFERS} offers")
+        w.varint(len(self.offer_ids))
+        for oid in self.offer_ids:
+            w.fixed(oid, 32)
 
     @classmethod
     def read(cls, r: Reader) -> Fetch:
-        return cls(r.fixed(32))
+        count = r.varint(MAX_FETCH_OFFERS)
+        ids = tuple(r.fixed(32) for _ in range(count))
+        if not ids or len(set(ids)) != len(ids):
+            raise ProtocolError("a fetch names distinct offers, at least one")
+        return cls(ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,23 +320,30 @@ async def send_fragment(channel: SecureChannel, offer_id: bytes, data: memoryvie
         await channel.send(data[start : start + CHUNK_SIZE])
 
 
-async def recv_fragment(
+async def recv_fragment_header(channel: SecureChannel, sizes: Mapping[bytes, int],
+                               timeout: float) -> bytes:
+    """The FRAGMENT header of a stream, which must name one of the offers in ``sizes`` (offer
+    id to its size on chain) and announce exactly that size; returns the offer id."""
+    header = await expect(channel, FragmentHeader, timeout)
+    size = sizes.get(header.offer_id)
+    if size is None:
+        raise ProtocolError("fragment stream for another offer")
+    if header.size != size:
+        raise ProtocolError(f"peer announces {header.size} bytes, the chain says {size}")
+    return header.offer_id
+
+
+async def recv_chunks(
     channel: SecureChannel,
-    offer_id: bytes,
     size: int,
     sink: Callable[[bytes], Awaitable[None] | None],
     timeout: float,
 ) -> None:
-    """Receive a fragment of exactly ``size`` bytes (as recorded on chain), chunk by chunk.
+    """The raw chunks of a fragment of exactly ``size`` bytes after its header.
 
     ``sink`` sees each chunk in order (and may be a coroutine function, to write to disk).
     Nothing beyond ``size`` is ever accepted; ``timeout`` bounds the wait for each message.
     """
-    header = await expect(channel, FragmentHeader, timeout)
-    if header.offer_id != offer_id:
-        raise ProtocolError("fragment stream for another offer")
-    if header.size != size:
-        raise ProtocolError(f"peer announces {header.size} bytes, the chain says {size}")
     got = 0
     while got < size:
         try:
@@ -334,6 +359,21 @@ async def recv_fragment(
         result = sink(chunk)
         if result is not None:
             await result
+
+
+async def recv_fragment(
+    channel: SecureChannel,
+    offer_id: bytes,
+    size: int,
+    sink: Callable[[bytes], Awaitable[None] | None],
+    timeout: float,
+) -> None:
+    """Receive a fragment of exactly ``size`` bytes (as recorded on chain), chunk by chunk.
+
+    The announced offer and size are checked *before* any chunk is accepted.
+    """
+    await recv_fragment_header(channel, {offer_id: size}, timeout)
+    await recv_chunks(channel, size, sink, timeout)
 
 
 # --- dialling and listening ---------------------------------------------------------------------

@@ -11,7 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage_market.errors import FragmentError, IntegrityError, NotEnoughFragments
-from storage_market.fragments import decode, encode, fragment_size, rebuild
+from storage_market.fragments import (
+    decode,
+    decode_contiguous,
+    encode,
+    fragment_size,
+    parity,
+    rebuild,
+    split,
+    split_in_place,
+)
 
 SIZES = [0, 1, 2, 3, 4, 5, 1023, 1024, 1025, 3 * 1024, 3 * 1024 - 1, 100_003]
 
@@ -92,3 +101,28 @@ def test_mixed_or_corrupt_fragments_fail_padding_check() -> None:
     zeroed: dict[int, bytes | memoryview] = {0: frags[0], 1: frags[1], 2: bytes(len(frags[2]))}
     with pytest.raises(IntegrityError):
         decode(zeroed)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+def test_split_in_place_and_contiguous_decode_match_encode(size: int, k: int) -> None:
+    data = os.urandom(size)
+    want = encode(data, k, k + 2)
+    buf = bytearray(data) + bytearray(b"\xee" * k)  # room after the data, not yet zeroed
+    pieces = split_in_place(buf, size, k)
+    assert pieces is not None
+    assert [bytes(p) for p in pieces] == [bytes(f) for f in want[:k]]
+    assert [bytes(p) for p in split(data, k)] == [bytes(f) for f in want[:k]]
+    assert bytes(parity(pieces, k, k + 2)[1]) == bytes(want[k + 1])
+    whole = bytearray(b"".join(bytes(p) for p in pieces))
+    assert bytes(decode_contiguous(whole, k)) == data
+    # no room, or read-only: the caller falls back to split
+    assert split_in_place(bytes(buf), size, k) is None
+    assert split_in_place(bytearray(data), size, k) is None
+
+
+def test_contiguous_decode_refuses_bad_padding() -> None:
+    with pytest.raises(IntegrityError):
+        decode_contiguous(bytearray(b"abcdef"), 3)
+    with pytest.raises(FragmentError):
+        decode_contiguous(bytearray(b"abcde"), 3)

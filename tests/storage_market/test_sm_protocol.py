@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_messages_round_trip_and_decode_strictly() -> None:
     tree = MerkleTree(os.urandom(5000), 1024)
     msgs: list[proto.Message] = [
-        proto.Fetch(b"\x01" * 32), proto.FragmentHeader(b"\x02" * 32, 123456),
+        proto.Fetch((b"\x01" * 32, b"\x03" * 32)), proto.FragmentHeader(b"\x02" * 32, 123456),
         proto.Receipt(b"\x03" * 64), proto.Stored(b"\x04" * 32),
         proto.Challenge(b"\x05" * 32, 7, 10_000, (0, 3, 4)), proto.Response(tree.respond([1, 2])),
         proto.Voucher(7, 100, b"\x06" * 64), proto.Ack(), proto.Retrieve(b"\x07" * 32),
