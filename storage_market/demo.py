@@ -297,7 +297,7 @@ class Network:
     async def wait_connected(self, hub: Node, spokes: list[Node], timeout: float = 20.0) -> int:
         """Until the hub has a p2p connection from every spoke and all share its tip."""
 
-        async def connected() -> int | None:
+        async def connected() -> tuple[int] | None:  # a tuple: truthy even at height 0
             hub_status = await self.status(hub)
             if hub_status["peers"] < len(spokes):
                 return None
@@ -305,9 +305,10 @@ class Network:
                 s = await self.status(node)
                 if s["peers"] < 1 or s["height"] < hub_status["height"] - 1:
                     return None
-            return int(hub_status["height"]) + 1  # truthy even at height 0
+            return (int(hub_status["height"]),)
 
-        return await until(connected, timeout, f"{len(spokes)} nodes to connect to the miner") - 1
+        found = await until(connected, timeout, f"{len(spokes)} nodes to connect to the miner")
+        return found[0]
 
     async def start_host(self, number: int, node: Node, capacity: str) -> Host:
         """A host agent on ``node``'s data directory: it finds the node's API in node.json."""
@@ -317,8 +318,12 @@ class Network:
         child = await Child.start(f"host{number}-agent", args,
                                   self.workdir / f"host{number}-agent.log", pipe=True)
         self.agents.append(child)
-        info = json.loads(await child.first_line(START_TIMEOUT))
-        return Host(number, node, child, Principal.parse(info["host"]), str(info["address"]))
+        line = await child.first_line(START_TIMEOUT)
+        try:
+            info = json.loads(line)
+            return Host(number, node, child, Principal.parse(info["host"]), str(info["address"]))
+        except (ValueError, KeyError, TypeError, BlockcoinError) as exc:
+            raise DemoError(f"host {number} started with {line!r} ({exc}){child.tail()}") from None
 
     async def stop_host(self, host: Host) -> None:
         """Stop the host agent, then its node."""
@@ -549,6 +554,9 @@ def main(size: int, periods: int, keep: Path | None, as_json: bool,
                                     mine_interval=mine_interval))
 
     if keep is not None:
+        if keep.exists() and any(keep.iterdir()):
+            # a second story on the first one's chains and agents would not be the demo
+            raise DemoError(f"{keep} is not empty: --keep takes a new or empty directory")
         keep.mkdir(parents=True, exist_ok=True)
         return run(keep)
     with tempfile.TemporaryDirectory(prefix="blockcoin-demo-") as tmp:
