@@ -29,23 +29,24 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
 
 def test_long_poll_answers_when_a_block_arrives(node: NodeProc) -> None:
     height, _ = node.tip()
-    mined: list[int] = []
+    mined: list[tuple[int, float]] = []
 
     def mine_soon() -> None:
         time.sleep(0.4)
         with ApiClient(f"http://127.0.0.1:{node.api_port}", node.client.token) as other:
-            mined.append(int(other.post("/mine", {"blocks": 1})["height"]))
+            mined.append((int(other.post("/mine", {"blocks": 1})["height"]), time.monotonic()))
 
     miner = threading.Thread(target=mine_soon)
-    started = time.monotonic()
     miner.start()
     try:
         answer = node.get(f"/tip?after={height}&wait=5")
+        answered = time.monotonic()
     finally:
         miner.join(10)
-    took = time.monotonic() - started
-    assert answer["height"] == height + 1 == mined[0]
-    assert 0.3 < took < 4, took  # woken by the block, not by the timeout
+    assert answer["height"] == height + 1 == mined[0][0]
+    # woken by the block, not by the end of the 5 s wait (measured from the block, so a slow
+    # machine does not make it fail)
+    assert answered - mined[0][1] < 2.5
 
 
 def test_long_poll_times_out_and_past_heights_answer_at_once(node: NodeProc) -> None:
@@ -53,12 +54,12 @@ def test_long_poll_times_out_and_past_heights_answer_at_once(node: NodeProc) -> 
     height, tip_hash = node.tip()
     started = time.monotonic()
     answer = node.get(f"/tip?after={height}&wait=0.5")
-    assert 0.4 < time.monotonic() - started < 3
+    assert 0.4 < time.monotonic() - started < 5
     assert (answer["height"], answer["hash"]) == (height, tip_hash)
     started = time.monotonic()
     assert node.get(f"/tip?after={height - 1}&wait=5")["height"] == height
     assert node.get("/tip?wait=5")["height"] == height  # no after: no waiting
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4
 
 
 @pytest.mark.parametrize("query", ["after=-1&wait=1", "after=x", "after=1&wait=6",
@@ -70,20 +71,21 @@ def test_bad_parameters_are_refused(node: NodeProc, query: str) -> None:
 
 
 def test_stopping_node_ends_a_pending_long_poll(tmp_path: Path) -> None:
+    """A stopping node answers its long-polls (rather than making them wait out the server's
+    shutdown grace and then cutting the connection)."""
     other = NodeProc(init_node_dir(tmp_path / "m", 2), "--no-discover", name="m").start()
     result: list[object] = []
 
     def poll() -> None:
         try:
             result.append(other.get("/tip?after=1000&wait=5"))
-        except Exception as exc:  # the node went away: an answer or an error, but promptly
+        except Exception as exc:  # cut off instead of answered
             result.append(exc)
 
     waiter = threading.Thread(target=poll)
     waiter.start()
     time.sleep(0.2)
-    started = time.monotonic()
     other.stop()
     waiter.join(15)
-    assert not waiter.is_alive() and result
-    assert time.monotonic() - started < 3  # not the 5 s the poll asked for
+    assert not waiter.is_alive()
+    assert isinstance(result[0], dict) and result[0]["height"] == 0, result
