@@ -52,6 +52,7 @@ from typing import TypeAlias, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -190,17 +191,31 @@ def payload_associated_data(path: str, version: bytes) -> bytes:
     return bytes(Writer().raw(_PAYLOAD_AD).text(path).fixed(version, VERSION_SIZE))
 
 
-def _payload_aead(block_key: Bytes, version: Bytes) -> AESGCM:
+def _payload_key(block_key: Bytes, version: Bytes) -> bytes:
     key = _need(block_key, KEY_SIZE, "a block key")
     salt = _need(version, VERSION_SIZE, "a version")
-    return AESGCM(_hkdf(key, _PAYLOAD_KEY_INFO, KEY_SIZE, salt=salt))
+    return _hkdf(key, _PAYLOAD_KEY_INFO, KEY_SIZE, salt=salt)
 
 
-def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Bytes, out: Bytes) -> int:
+def _payload_aead(block_key: Bytes, version: Bytes) -> AESGCM:
+    return AESGCM(_payload_key(block_key, version))
+
+
+#: Piece size of a streamed seal (see ``on_sealed`` in :func:`seal_into`).
+SEAL_PIECE = 4 << 20
+
+
+def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Bytes, out: Bytes,
+              on_sealed: Callable[[memoryview], None] | None = None) -> int:
     """Seal ``plaintext`` into the first ``sealed_size(len(plaintext))`` bytes of ``out``.
 
     ``out`` must be writable and must not overlap ``plaintext``. Returns the number of bytes
     written. This is the zero-copy path: the ciphertext is written once, where it will live.
+
+    With ``on_sealed``, the payload is sealed in pieces of :data:`SEAL_PIECE` bytes (the same
+    AES-GCM stream, so the same bytes) and ``on_sealed`` sees every finished part of it in
+    order (suite and nonce, each piece of ciphertext, the tag): a caller hashes the sealed
+    payload while the rest is still being encrypted, instead of in a second pass after it.
     """
     data = byte_view(plaintext)
     size = sealed_size(data.nbytes)
@@ -210,11 +225,24 @@ def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Bytes, out
     if target.nbytes < size:
         raise ValueError(f"seal_into needs {size} bytes of room, got {target.nbytes}")
     aad = payload_associated_data(path, bytes(version))
-    aead = _payload_aead(block_key, version)
     nonce = os.urandom(NONCE_SIZE)
     target[0] = SUITE_AES256GCM
     target[1 : 1 + NONCE_SIZE] = nonce
-    aead.encrypt_into(nonce, data, aad, target[1 + NONCE_SIZE : size])
+    if on_sealed is None:
+        _payload_aead(block_key, version).encrypt_into(nonce, data, aad,
+                                                       target[1 + NONCE_SIZE : size])
+        return size
+    on_sealed(target[: 1 + NONCE_SIZE])
+    enc = Cipher(algorithms.AES(_payload_key(block_key, version)), modes.GCM(nonce)).encryptor()
+    enc.authenticate_additional_data(aad)
+    body = target[1 + NONCE_SIZE : size]  # ciphertext then tag; update_into needs 15 bytes of
+    for start in range(0, data.nbytes, SEAL_PIECE):  # slack, which the tag's room provides
+        end = min(start + SEAL_PIECE, data.nbytes)
+        enc.update_into(data[start:end], body[start:])
+        on_sealed(body[start:end])
+    enc.finalize()
+    body[data.nbytes :] = enc.tag
+    on_sealed(body[data.nbytes :])
     return size
 
 

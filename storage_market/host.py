@@ -691,11 +691,31 @@ class HostAgent:
             await proto.refuse(channel, exc.reason, str(exc))
             return
         try:
-            data = await asyncio.to_thread(self.store.file_for(c.offer_id).read_bytes)
+            fd = os.open(self.store.file_for(c.offer_id), os.O_RDONLY)
         except OSError as exc:
             await proto.refuse(channel, "fragment-lost", str(exc))
             return
-        await proto.send_fragment(channel, c.offer_id, memoryview(data))
+        nxt: asyncio.Future[bytes] | None = None
+        try:
+            # chunk by chunk, the next read (in a worker thread) beside the current send: the
+            # first bytes leave at once and no fragment-sized buffer is allocated
+            size = c.offer.size
+            await proto.send(channel, proto.FragmentHeader(c.offer_id, size))
+            step = proto.CHUNK_SIZE
+            nxt = asyncio.ensure_future(asyncio.to_thread(os.pread, fd, step, 0))
+            for start in range(0, size, step):
+                chunk = await nxt
+                if len(chunk) != min(step, size - start):
+                    raise IntegrityError(f"stored fragment {c.offer_id.hex()[:16]} is short")
+                if start + step < size:
+                    nxt = asyncio.ensure_future(asyncio.to_thread(os.pread, fd, step,
+                                                                  start + step))
+                await channel.send(chunk)
+        finally:
+            if nxt is not None and not nxt.done():
+                with contextlib.suppress(BaseException):
+                    await nxt
+            os.close(fd)
         # wait for the reader to hang up, so the last chunks are not cut off by our close
         with contextlib.suppress(StorageError):
             await proto.recv(channel, proto.DIAL_TIMEOUT)

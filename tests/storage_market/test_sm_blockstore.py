@@ -10,7 +10,7 @@ import pytest
 from chain.keys import KeyPair
 from storage_market import fragments
 from storage_market.blockstore import BlockHeader, BlockStore, StoredBlock
-from storage_market.crypto import new_block_key, new_version
+from storage_market.crypto import SEAL_PIECE, new_block_key, new_version
 from storage_market.errors import (
     BlockNotFound,
     DecryptError,
@@ -202,3 +202,20 @@ def test_record_through_fragments_and_merkle_back_to_plaintext() -> None:
     fetched = StoredBlock.decode(fragments.decode(got))
     assert fetched.header == block.header
     assert fetched.open(fetched.block_key(FRIEND)) == payload
+
+
+def test_large_block_hashed_while_sealed_and_split_in_place() -> None:
+    """A payload big enough to be sealed in pieces (hashed by a second thread) and sealed with
+    room for the padding: same record rules, and fragments that need no copy."""
+    payload = os.urandom(2 * SEAL_PIECE + 12_345)
+    key = new_block_key()
+    block = StoredBlock.seal(ROOT + "/large", payload, key, readers=[OWNER.public],
+                             parent_key=new_block_key(), room=3)
+    again = StoredBlock.decode(bytes(block.record))  # checks the payload digest
+    assert again.header == block.header
+    pieces = fragments.split_in_place(block.buffer, block.record.nbytes, 3)
+    assert pieces is not None
+    assert [bytes(p) for p in pieces] == [bytes(f) for f in fragments.encode(block.record)[:3]]
+    parsed = StoredBlock.parse(fragments.decode_contiguous(b"".join(pieces), 3))
+    parsed.check_digest()
+    assert parsed.open(parsed.block_key(OWNER)) == payload

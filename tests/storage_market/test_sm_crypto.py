@@ -12,6 +12,7 @@ from chain.keys import KeyPair
 from storage_market.crypto import (
     READCAP_SIZE,
     SEAL_OVERHEAD,
+    SEAL_PIECE,
     WRAPPED_CHILD_KEY_SIZE,
     Readcap,
     find_readcap,
@@ -65,6 +66,18 @@ def test_seal_into_a_larger_buffer_at_an_offset() -> None:
     out = bytearray(len(data))
     assert unseal_into(key, DOC, version, memoryview(buf)[7 : 7 + written], out) == len(data)
     assert out == data
+
+
+@pytest.mark.parametrize("size", [0, 1, SEAL_PIECE - 1, SEAL_PIECE, 2 * SEAL_PIECE + 17])
+def test_streamed_seal_reports_every_piece_in_order(size: int) -> None:
+    key, version = new_block_key(), new_version()
+    data = os.urandom(size)
+    buf = bytearray(sealed_size(size) + 3)  # a tail that must stay untouched
+    pieces: list[bytes] = []
+    written = seal_into(key, DOC, version, data, buf, on_sealed=lambda p: pieces.append(bytes(p)))
+    assert written == sealed_size(size) and buf[written:] == bytes(3)
+    assert b"".join(pieces) == buf[:written]
+    assert unseal(key, DOC, version, buf[:written]) == data
 
 
 def test_seal_into_needs_room() -> None:
