@@ -19,7 +19,10 @@ from chain.keys import KeyPair
 from chain.principal import Principal
 from tests.chain.net.netkit import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+# One worker runs these one after the other: each starts a dozen processes, and two such
+# dozens at once on two cores would only make both slower.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180),
+              pytest.mark.xdist_group("storage-processes")]
 
 
 def demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
