@@ -56,7 +56,7 @@ from storage_market import protocol as proto
 from storage_market import sha256x
 from storage_market.chainclient import DEFAULT_FEE, ChainClient, ContractInfo, Signer
 from storage_market.errors import IntegrityError, StorageError
-from storage_market.jsonstate import StateFile, fsync_dir, read_json
+from storage_market.jsonstate import StateFile, fsync_dir, read_json, start_writeback
 from storage_market.merkle import DIGEST, ChallengeResponse, HashTree, LeafProof, leaf_count
 
 log = logging.getLogger("blockcoin.host")
@@ -231,12 +231,15 @@ class FragmentWriter:
         self.hashed += full // leaf
         self.tail = bytes(data[full:])
         self._inflight = asyncio.ensure_future(
-            asyncio.to_thread(self._write_and_hash, chunk, data, full, first))
+            asyncio.to_thread(self._write_and_hash, chunk, self.written - len(chunk), data, full,
+                              first))
 
-    def _write_and_hash(self, chunk: bytes, data: bytes, full: int, first: int) -> None:
+    def _write_and_hash(self, chunk: bytes, offset: int, data: bytes, full: int,
+                        first: int) -> None:
         view = memoryview(chunk)
         while view.nbytes:
             view = view[os.write(self.fd, view):]
+        start_writeback(self.fd, offset, len(chunk))  # so that commit's fsync is short
         if full:
             out = memoryview(self.digests)[first * DIGEST : (first + full // self.offer.leaf_size)
                                            * DIGEST]
