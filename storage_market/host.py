@@ -318,6 +318,7 @@ class HostAgent:
         self._fetch_slots = asyncio.Semaphore(MAX_PARALLEL_FETCHES)
         self._wake = asyncio.Event()
         self._pending_offers: list[tuple[bytes, bytes, FragmentOffer]] = []
+        self._tip: int | None = None
         self._load()
 
     @property
@@ -421,10 +422,14 @@ class HostAgent:
             for w in waiters:
                 w.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+        tip = waiters[1]
+        if tip.done() and not tip.cancelled() and tip.exception() is None:
+            self._tip = tip.result()  # the next step need not ask again (a request over HTTP)
 
     async def step(self) -> None:
         """Everything one new tip calls for: new offers, contract states, claims, grace."""
-        self.height = await self.chain.tip_height()
+        tip, self._tip = self._tip, None
+        self.height = tip if tip is not None else await self.chain.tip_height()
         await self._scan_offers()
         await self._refresh_contracts()
         await self._claim_vouchers()
