@@ -334,9 +334,8 @@ class OwnerAgent:
         # served from memory, and a crash before then loses nothing that cannot be rebuilt
         # from the hosts (or put again from the file).
         self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
-        # The data fragments are slices of the record, so they are hashed and offered at once
-        # while zfec computes the parity fragments beside them: hosts fetch them while the
-        # parity fragments are still being computed and hashed.
+        # The data fragments are slices of the record, so they are hashed at once, while zfec
+        # computes the parity fragments beside them (both release the GIL).
         report("encode", 0, size)
         primaries = (fragments.split_in_place(block.buffer, block.record.nbytes, opts.k)
                      or fragments.split(block.record, opts.k))
@@ -354,25 +353,28 @@ class OwnerAgent:
         self.entries[path] = entry
         self.height = await self.chain.tip_height()
 
-        async def offer(indexes: range) -> None:
-            """Hash the fragments side by side, then offer them together (one block of
-            offers, so the hosts that race for them see them all at once)."""
+        async def hash_fragments(indexes: range) -> None:
             roots = await asyncio.gather(*(asyncio.to_thread(merkle_root, frags[i],
                                                              opts.leaf_size) for i in indexes))
             for i, r in zip(indexes, roots, strict=True):
                 entry.roots[i] = r
             report("hash", indexes.stop, opts.n)
-            for i in indexes:
-                await self._offer(entry, entry.slots[i], save=False)
 
         try:
-            await offer(range(opts.k))
+            await hash_fragments(range(opts.k))
             frags.extend(await parity)
             report("encode", size, size)
-            await offer(range(opts.k, opts.n))
+            await hash_fragments(range(opts.k, opts.n))
         except BaseException:
             parity.cancel()
             raise
+        # All offers go out together, so they land in one block: hosts racing for a new
+        # block's offers then each name all of them in their own order and the owner hands
+        # out distinct ones, where offers trickling in one by one had most hosts ask for the
+        # same few. (Offering the data fragments before the parity exists saved nothing: the
+        # put is CPU-bound by then, and their transfers only slowed the parity down.)
+        for slot in entry.slots:
+            await self._offer(entry, slot, save=False)
         await self.state.flush()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
         return entry
