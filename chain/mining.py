@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
 from typing import TYPE_CHECKING
 
 from chain.block import Block
