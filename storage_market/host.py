@@ -358,8 +358,7 @@ class HostAgent:
 
     async def start(self) -> None:
         """Check stored fragments, listen, announce the address, follow the chain."""
-        # load the hashing kernel now, not in the middle of the first fetch
-        await asyncio.to_thread(sha256x.kernel)
+        sha256x.load_in_background()  # ready before the first large put or fetch
         for c in self.contracts.values():
             if c.status in (PENDING, ACTIVE):
                 try:

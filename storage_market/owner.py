@@ -253,8 +253,7 @@ class OwnerAgent:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # load the hashing kernel now, not in the middle of the first put
-        await asyncio.to_thread(sha256x.kernel)
+        sha256x.load_in_background()  # ready before the first large put or fetch
         self.address = await self._listener.start(self.listen_host, self.port)
         acct = await self.chain.principal(self.principal)
         if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:

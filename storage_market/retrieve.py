@@ -190,6 +190,8 @@ async def _fetch_record(chain: ChainClient, key: KeyPair, path: str,
                         errors: list[str] | None) -> tuple[Placement, Bytes]:
     """The decoded (not yet checked) record of ``path``."""
     place = await placement(chain, path)
+    if place.size >= sha256x.MIN_LOAD_COUNT * place.leaf_size:
+        sha256x.load_in_background()  # chunks are hashed with hashlib until it is there
     done = 0
 
     def tick(n: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,27 +30,55 @@ log = logging.getLogger("blockcoin.sha256x")
 DIGEST = 32
 LEAF_PREFIX = 0
 NODE_PREFIX = 1
-#: Below this many messages the kernel's setup is not worth it.
+#: Below this many messages a call into the kernel is not worth it.
 MIN_KERNEL_COUNT = 16
+#: Loading numba and the kernel costs a few tenths of a second: below this many messages hashlib
+#: is used until the kernel has been loaded (by :func:`load`, :func:`load_in_background` or a
+#: larger job), so a command that hashes one small block does not pay for it.
+MIN_LOAD_COUNT = 4096
 
 _kernel: Callable[..., Any] | None = None
 _loaded = False
+_lock = threading.Lock()
+_loader: threading.Thread | None = None
 
 
-def kernel() -> Callable[..., Any] | None:
-    """The compiled kernel, loaded on first use (numba and the cached machine code take a few
-    tenths of a second to load, which commands that never hash should not pay); None if it
-    cannot be had, and hashlib is used instead."""
+def kernel(load_now: bool = True) -> Callable[..., Any] | None:
+    """The compiled kernel, or None to use hashlib (numba missing or failing; or, with
+    ``load_now=False``, not loaded yet: that caller does not wait for it)."""
+    if _loaded:
+        return _kernel
+    if not load_now:
+        return None
+    return load()
+
+
+def load() -> Callable[..., Any] | None:
+    """Load the kernel (once; from numba's on-disk cache after the first process compiled
+    it). Agents call this in a worker thread when they start, so their first put or fetch
+    does not pay for it."""
     global _kernel, _loaded
-    if not _loaded:
-        _loaded = True
-        try:
-            from storage_market._sha256_gen import hash_x16
+    with _lock:
+        if not _loaded:
+            try:
+                from storage_market._sha256_gen import hash_x16
 
-            _kernel = hash_x16
-        except Exception as exc:  # pragma: no cover - numba is a dependency; a safety net
-            log.warning("multi-buffer SHA-256 unavailable (%s); Merkle trees use hashlib", exc)
+                _kernel = hash_x16
+            except Exception as exc:  # pragma: no cover - numba is a dependency; a safety net
+                log.warning("multi-buffer SHA-256 unavailable (%s); Merkle trees use hashlib",
+                            exc)
+            _loaded = True
     return _kernel
+
+
+def load_in_background() -> None:
+    """Start loading the kernel in a daemon thread and return at once; meanwhile small jobs
+    use hashlib and large ones wait for it."""
+    global _loader
+    if _loaded or _loader is not None:
+        return
+    _loader = threading.Thread(target=load, name="sha256x-load", daemon=True)
+    _loader.start()
 
 
 def _hashlib_into(view: memoryview, stride: int, size: int, prefix: int, count: int,
@@ -85,7 +114,8 @@ def hash_messages_into(data: Bytes, stride: int, size: int, prefix: int, count: 
         raise ValueError("message size and stride are whole 64-byte blocks")
     if view.nbytes < (count - 1) * stride + size or target.nbytes < count * DIGEST:
         raise ValueError("buffers too small for the messages")
-    fn = kernel() if use_kernel and count >= MIN_KERNEL_COUNT else None
+    fn = (kernel(load_now=count >= MIN_LOAD_COUNT)
+          if use_kernel and count >= MIN_KERNEL_COUNT else None)
     if fn is None:
         _hashlib_into(view, stride, size, prefix, count, target)
         return
