@@ -4,7 +4,8 @@ Data plane: a blocktree client encrypts each block under a random block key and 
 out as readcaps (to principals, and to children under their parent's key) (:mod:`.crypto`,
 :mod:`.blockstore`); cuts the encrypted block into ``n`` zfec fragments any ``k`` of which
 rebuild it (:mod:`.fragments`); and commits to each fragment with a Merkle tree over fixed-size
-leaves whose root goes on chain (:mod:`.merkle`).
+leaves whose root goes on chain (:mod:`.merkle`, hashed by the multi-buffer SHA-256 kernel of
+:mod:`.sha256x`, which runs without the GIL).
 
 Market: the owner agent (:mod:`.owner`) offers fragments, hands them to hosts, publishes their
 receipts, challenges them every period, signs vouchers and repairs; the host agent

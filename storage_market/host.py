@@ -5,14 +5,15 @@ Life of a contract on the host's side:
 1. **Offer.** Each new block is scanned for ``FragmentOffer`` events. An offer is taken if it
    meets the policy: price at least the minimum, room within the capacity, not the host's own,
    the owner not known to stop paying, and no fragment of the same block already held (the
-   chain refuses a second one anyway). Candidates of one block are tried in an order that
-   depends on the host's principal, so hosts spread over a block's fragments instead of all
-   asking for fragment 0 first.
+   chain refuses a second one anyway). The open offers of one block go into one fetch, in an
+   order that depends on the host's principal, and the owner serves the first one still free,
+   so hosts spread over a block's fragments instead of colliding on the same one.
 2. **Fetch.** The host dials the offer's signer at its address in ``/global/principals``,
    receives the fragment as a size-checked stream, writes it to a temporary file while hashing
-   its leaves, checks the Merkle root against the offer on chain, fsyncs and renames the file
-   into place, and only then signs the receipt. A receipt therefore always names bytes that
-   are on disk.
+   its leaves (a worker thread does both, starting the disk writeback of each chunk), checks
+   the Merkle root against the offer on chain, fsyncs and renames the file into place, makes
+   the contract durable in its state file, and only then signs the receipt. A receipt
+   therefore always names bytes that are on disk.
 3. **Active.** Once ``FragmentStored`` is on chain the contract runs. The owner challenges once
    per period; the host reads the challenged leaves *from disk* (its in-memory hash tree gives
    the paths), so a fragment deleted or damaged on disk fails the challenge. A voucher received

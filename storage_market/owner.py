@@ -15,10 +15,12 @@ block from then on, and repairs: the same fragment (same bytes, same root) is of
 served from the local record or, if the record is gone, rebuilt from any ``k`` other hosts.
 Offers nobody took before their expiry are simply published again.
 
-Everything the agent decides is written to ``<datadir>/store/state.json`` before it acts on it
-(atomically, see :mod:`storage_market.jsonstate`), and block records live in
-``<datadir>/store/blocks``, so a restarted owner carries on with the same contracts, misses and
-vouchers.
+The agent's state is kept in ``<datadir>/store/state.json`` (atomically, by a worker thread, see
+:class:`storage_market.jsonstate.StateFile`): what it must not act on before it is durable (a
+stored fragment before the host is told, an audit's outcome, a put's offers before ``put``
+returns) is flushed first; what only follows the chain is written in the background. Block
+records live in ``<datadir>/store/blocks``, so a restarted owner carries on with the same
+contracts, misses and vouchers.
 """
 
 from __future__ import annotations
