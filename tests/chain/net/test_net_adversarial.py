@@ -519,7 +519,7 @@ async def tcp_pair(**server_kw: object) -> AsyncIterator[tuple[SecureChannel, Se
 async def send_raw_plaintexts(channel: SecureChannel, plaintexts: list[bytes]) -> None:
     """Encrypt arbitrary plaintexts as the peer's next frames, bypassing the sender's framing."""
     for plain in plaintexts:
-        await channel._transport.send_frame(bytes(channel._conn.encrypt(plain)))
+        await channel._transport.send_frame(channel._seal_cipher.seal(plain))
 
 
 async def test_oversize_announcement_is_refused_before_the_body_arrives() -> None:
