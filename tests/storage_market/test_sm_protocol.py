@@ -204,8 +204,11 @@ async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) ->
         return subprocess.run([sys.executable, "-m", "chain", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
+    # no owner runs between put and get to pay them, so give the hosts a grace this test
+    # cannot outlast (grace itself is tested in test_sm_market)
     hosts = [subprocess.Popen([sys.executable, "-m", "chain", "host", "start", "--capacity", "1M",
-                               "--datadir", str(tmp_path / f"h{i}"), "--json", *common],
+                               "--grace", "1000", "--datadir", str(tmp_path / f"h{i}"), "--json",
+                               *common],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
              for i in range(3)]
     try:
