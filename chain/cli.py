@@ -7,23 +7,23 @@ to stderr and exit 1 with nothing changed.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
 
 from chain.api.client import ApiClient, ApiError
 from chain.block import Block
+from chain.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, resolve_datadir
 from chain.encoding import Reader, encode_varint
 from chain.errors import BlockcoinError, ConfigError
 from chain.events import SignedEvent, Transfer
 from chain.header import hash_from_hex, hash_hex
-from chain.node import LocalNode, default_datadir, init_datadir
+from chain.node import LocalNode, init_datadir
 from chain.params import network
 from chain.principal import Principal
 from chain.wallet import DEFAULT_FEE, format_amount, parse_amount
@@ -40,34 +40,8 @@ app.add_typer(store_app, name="store")
 app.add_typer(host_app, name="host")
 app.command("demo")(demo_command)
 
-NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="main, test or regtest.")]
-DatadirOpt = Annotated[
-    Path | None, typer.Option("--datadir", "-d", help="Data directory (default ~/.blockcoin/NETWORK).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="Mining threads (default: every core).")]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn the project's errors into one line on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BlockcoinError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def emit(as_json: bool, data: dict[str, Any], text: str) -> None:
-    typer.echo(json.dumps(data) if as_json else text)
-
 
 def format_rate(hashes_per_s: float) -> str:
     for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
@@ -76,18 +50,15 @@ def format_rate(hashes_per_s: float) -> str:
     return f"{hashes_per_s:.0f} H/s"
 
 
-def _datadir(net: str, datadir: Path | None) -> Path:
-    network(net)
-    return datadir or default_datadir(net)
 
 
 def _open(net: str, datadir: Path | None) -> LocalNode:
-    return LocalNode.open(_datadir(net, datadir), net)
+    return LocalNode.open(resolve_datadir(net, datadir), net)
 
 
 def _open_or_api(net: str, datadir: Path | None) -> LocalNode | ApiClient:
     """The local node, or, when a running node holds the data directory, a client of its API."""
-    path = _datadir(net, datadir)
+    path = resolve_datadir(net, datadir)
     try:
         return LocalNode.open(path, net)
     except DatadirLocked:
@@ -105,7 +76,7 @@ def init(
     """Create the data directory, its config and a wallet key (regtest: development key 0)."""
     from chain.keys import KeyPair
 
-    path = _datadir(net, datadir)
+    path = resolve_datadir(net, datadir)
     if dev_key is not None:
         if net != "regtest":
             raise ConfigError("--dev-key is for regtest only")
@@ -173,7 +144,7 @@ def wallet_address(net: NetworkOpt = "main", datadir: DatadirOpt = None,
     """The wallet's principal (where to send it coin)."""
     from chain.wallet import Wallet
 
-    wallet = Wallet.load(_datadir(net, datadir))
+    wallet = Wallet.load(resolve_datadir(net, datadir))
     emit(as_json, {"principal": str(wallet.principal)}, str(wallet.principal))
 
 
@@ -190,7 +161,7 @@ def wallet_balance(
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
             p = (Principal.parse(principal) if principal
-                 else Wallet.load(_datadir(net, datadir)).principal)
+                 else Wallet.load(resolve_datadir(net, datadir)).principal)
             try:
                 balance = int(client.principal(str(p))["balance"])
             except ApiError as exc:
@@ -220,7 +191,7 @@ def wallet_send(
     value = parse_amount(amount)
     node_or_api = _open_or_api(net, datadir)
     if isinstance(node_or_api, ApiClient):
-        wallet = Wallet.load(_datadir(net, datadir))
+        wallet = Wallet.load(resolve_datadir(net, datadir))
         with node_or_api as client:
             try:
                 nonce = int(client.principal(str(wallet.principal))["next_nonce"])
@@ -411,7 +382,7 @@ def export_blocks(
 def query_peers(net: NetworkOpt = "main", datadir: DatadirOpt = None,
                 as_json: JsonOpt = False) -> None:
     """The running node's peers (needs a running node)."""
-    with ApiClient.for_datadir(_datadir(net, datadir)) as client:
+    with ApiClient.for_datadir(resolve_datadir(net, datadir)) as client:
         data = client.get("/peers")
     lines = [f"{p['direction']:8} {p['principal']} {p['address']} height {p['best_height']}"
              for p in data["peers"]]
@@ -423,7 +394,7 @@ def query_peers(net: NetworkOpt = "main", datadir: DatadirOpt = None,
 def query_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
                  as_json: JsonOpt = False) -> None:
     """The running node's status: tip, sync, peers, mempool (needs a running node)."""
-    with ApiClient.for_datadir(_datadir(net, datadir)) as client:
+    with ApiClient.for_datadir(resolve_datadir(net, datadir)) as client:
         data = client.get("/status")
     emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
@@ -477,7 +448,7 @@ def node(
             parse_address(announce)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    path = _datadir(net, datadir)
+    path = resolve_datadir(net, datadir)
     if not (path / "config.toml").exists():
         init_datadir(path, network(net))
     options = NodeOptions(listen=listen, api=api, connect=list(connect or []), mine=mine,

@@ -5,7 +5,6 @@ The CLI uses it directly when no node is running; the networked node wraps it.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -16,15 +15,10 @@ from chain.events import SignedEvent
 from chain.keys import KeyPair
 from chain.mempool import Mempool
 from chain.mining import Solved, solve_block
-from chain.params import NetworkParams, network
+from chain.params import NetworkParams, default_datadir, network
 from chain.principal import Principal
 from chain.template import build_template
 from chain.wallet import Wallet
-
-
-def default_datadir(net: str) -> Path:
-    base = os.environ.get("BLOCKCOIN_HOME")
-    return (Path(base) if base else Path.home() / ".blockcoin") / net
 
 
 def init_datadir(datadir: Path, params: NetworkParams) -> tuple[Wallet, bool]:

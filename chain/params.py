@@ -8,8 +8,10 @@ well-known development keys so a fresh regtest wallet can spend at once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from chain.block import Block, events_root
 from chain.errors import ConfigError
@@ -104,3 +106,9 @@ def network(name: str) -> NetworkParams:
         return NETWORKS[name]
     except KeyError:
         raise ConfigError(f"unknown network {name!r} (choose from {', '.join(NETWORKS)})") from None
+
+
+def default_datadir(net: str) -> Path:
+    """``$BLOCKCOIN_HOME/NETWORK``, else ``~/.blockcoin/NETWORK``: each network its own."""
+    base = os.environ.get("BLOCKCOIN_HOME")
+    return (Path(base) if base else Path.home() / ".blockcoin") / net

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from chain.errors import BlockcoinError, ConfigError
+from chain.clikit import DatadirOpt, JsonOpt, NetworkOpt, friendly, resolve_datadir
+from chain.errors import ConfigError
 from chain.keys import KeyPair
 from chain.params import NetworkParams, network
 from storage_market.chainclient import ChainClient, Signer
@@ -41,9 +41,6 @@ store_app = typer.Typer(help="Store files on the market: put, get, status, serve
 host_app = typer.Typer(help="Sell storage: run a host, show its contracts and earnings.",
                        no_args_is_help=True)
 
-NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="main, test or regtest.")]
-DatadirOpt = Annotated[Path | None, typer.Option("--datadir", "-d", help="Data directory.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 ApiOpt = Annotated[str | None, typer.Option("--api", help="A node's API, http://host:port.")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="The node's API cookie token.")]
 NodeOpt = Annotated[Path | None, typer.Option("--node", help="Data directory of the node to use.")]
@@ -51,29 +48,9 @@ MineOpt = Annotated[float, typer.Option(
     "--mine-every", help="Regtest, no node running: mine in process every N seconds.")]
 ListenOpt = Annotated[str, typer.Option("--listen", help="host:port to listen on (port 0: any).")]
 
-F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True)
 
 
-def friendly(fn: F) -> F:
-    """The project's errors as one line on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BlockcoinError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _datadir(net: str, datadir: Path | None) -> Path:
-    from chain.node import default_datadir
-
-    network(net)
-    return datadir or default_datadir(net)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -176,7 +153,7 @@ def store_put(
 ) -> None:
     """Encrypt FILE as the block at PATH, offer its n fragments and wait until hosts hold them."""
     params = network(net)
-    home = _datadir(net, datadir)
+    home = resolve_datadir(net, datadir)
     key = _owner_key(home)
     options = StoreOptions(k=k, n=n, price=parse_price(price), periods=periods)
     host, _, port = listen.rpartition(":")
@@ -242,7 +219,7 @@ def store_serve(
 ) -> None:
     """Run the owner: serve fetches, challenge hosts each period, pay vouchers, repair."""
     params = network(net)
-    home = _datadir(net, datadir)
+    home = resolve_datadir(net, datadir)
     key = _owner_key(home)
     host, _, port = listen.rpartition(":")
 
@@ -271,7 +248,7 @@ def store_get(
     from storage_market import retrieve
 
     params = network(net)
-    home = _datadir(net, datadir)
+    home = resolve_datadir(net, datadir)
     key = _owner_key(home)
 
     async def go() -> dict[str, Any]:
@@ -305,7 +282,7 @@ def store_status(
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """The owner's blocks: where each fragment is, periods paid, misses and repairs."""
-    home = _datadir(net, datadir)
+    home = resolve_datadir(net, datadir)
     key = _owner_key(home)
     owner = OwnerAgent(home, Signer(key), _Offline(network(net)))  # type: ignore[arg-type]
     full = _full_path(key.principal.root_path, path) if path else None
@@ -366,7 +343,7 @@ def host_start(
 ) -> None:
     """Run a host until interrupted: take offers, store fragments, answer challenges, get paid."""
     params = network(net)
-    home = _datadir(net, datadir)
+    home = resolve_datadir(net, datadir)
     home.mkdir(parents=True, exist_ok=True)
     key = host_key(home)
     policy = HostPolicy(parse_size(capacity), parse_price(min_price), grace)
@@ -410,7 +387,7 @@ def host_start(
 def host_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
                 as_json: JsonOpt = False) -> None:
     """Capacity used, contracts, and earned / pending / future payments (base units)."""
-    home = _datadir(net, datadir)
+    home = resolve_datadir(net, datadir)
     if not (home / "host").exists():
         raise ConfigError(f"no host in {home} (run `blockcoin host start` first)")
     agent = HostAgent(home, host_key(home), _Offline(network(net)),  # type: ignore[arg-type]
