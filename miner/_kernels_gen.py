@@ -14,11 +14,6 @@ from numba.extending import intrinsic
 u32 = np.uint32
 u64 = np.uint64
 
-# Tiny helpers; numba types each once and LLVM inlines them.  Arguments are
-# uint32 (or small non-negative int literals); numba widens integer arithmetic
-# to 64 bits, so every result is truncated back with u32().
-
-
 @njit
 def rotr(x, n):
     return u32((x >> n) | (x << (32 - n)))
@@ -74,6 +69,16 @@ def add5(a, b, c, d, e):
     return u32(a + b + c + d + e)
 
 
+@njit
+def add6(a, b, c, d, e, f):
+    return u32(a + b + c + d + e + f)
+
+
+@njit
+def bswap(x):
+    return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
+
+
 @intrinsic
 def load_acquire(typingctx, arr):
     """``arr[0]`` as an atomic acquire load: another thread's store is seen
@@ -85,11 +90,6 @@ def load_acquire(typingctx, arr):
         return builder.load_atomic(data, "acquire", 8)
 
     return sig, codegen
-
-
-@njit
-def bswap(x):
-    return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
 
 
 L00000100 = u32(0x00000100)

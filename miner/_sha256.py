@@ -67,3 +67,74 @@ def compress(state: tuple[int, ...] | list[int], block: bytes) -> list[int]:
         t2 = (big_s0(a) + maj(a, b, c)) & MASK
         a, b, c, d, e, f, g, h = (t1 + t2) & MASK, a, b, c, (d + t1) & MASK, e, f, g
     return [(x + y) & MASK for x, y in zip(state, (a, b, c, d, e, f, g, h), strict=True)]
+
+
+# The scalar SHA-256 helpers as numba source, for the code generators that emit unrolled
+# kernels (the nonce scan here, the Merkle hashing of the storage market): one text, so the
+# two generated modules cannot drift apart. numba types each helper once and LLVM inlines it;
+# numba widens integer arithmetic to 64 bits, so every result is truncated back with u32().
+NUMBA_HELPERS = '''\
+@njit
+def rotr(x, n):
+    return u32((x >> n) | (x << (32 - n)))
+
+
+@njit
+def bsig0(x):
+    return u32(rotr(x, 2) ^ rotr(x, 13) ^ rotr(x, 22))
+
+
+@njit
+def bsig1(x):
+    return u32(rotr(x, 6) ^ rotr(x, 11) ^ rotr(x, 25))
+
+
+@njit
+def ssig0(x):
+    return u32(rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3))
+
+
+@njit
+def ssig1(x):
+    return u32(rotr(x, 17) ^ rotr(x, 19) ^ (x >> 10))
+
+
+@njit
+def ch(e, f, g):
+    return u32(g ^ (e & (f ^ g)))
+
+
+@njit
+def maj(a, b, c):
+    return u32((a & b) | (c & (a | b)))
+
+
+@njit
+def add2(a, b):
+    return u32(a + b)
+
+
+@njit
+def add3(a, b, c):
+    return u32(a + b + c)
+
+
+@njit
+def add4(a, b, c, d):
+    return u32(a + b + c + d)
+
+
+@njit
+def add5(a, b, c, d, e):
+    return u32(a + b + c + d + e)
+
+
+@njit
+def add6(a, b, c, d, e, f):
+    return u32(a + b + c + d + e + f)
+
+
+@njit
+def bswap(x):
+    return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
+'''

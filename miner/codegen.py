@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from miner._sha256 import IV, MASK, K, big_s0, big_s1, ch, maj, small_s0, small_s1
+from miner._sha256 import IV, MASK, NUMBA_HELPERS, K, big_s0, big_s1, ch, maj, small_s0, small_s1
 
 HEADER_LEN = 116
 
@@ -175,65 +175,7 @@ from numba.extending import intrinsic
 u32 = np.uint32
 u64 = np.uint64
 
-# Tiny helpers; numba types each once and LLVM inlines them.  Arguments are
-# uint32 (or small non-negative int literals); numba widens integer arithmetic
-# to 64 bits, so every result is truncated back with u32().
-
-
-@njit
-def rotr(x, n):
-    return u32((x >> n) | (x << (32 - n)))
-
-
-@njit
-def bsig0(x):
-    return u32(rotr(x, 2) ^ rotr(x, 13) ^ rotr(x, 22))
-
-
-@njit
-def bsig1(x):
-    return u32(rotr(x, 6) ^ rotr(x, 11) ^ rotr(x, 25))
-
-
-@njit
-def ssig0(x):
-    return u32(rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3))
-
-
-@njit
-def ssig1(x):
-    return u32(rotr(x, 17) ^ rotr(x, 19) ^ (x >> 10))
-
-
-@njit
-def ch(e, f, g):
-    return u32(g ^ (e & (f ^ g)))
-
-
-@njit
-def maj(a, b, c):
-    return u32((a & b) | (c & (a | b)))
-
-
-@njit
-def add2(a, b):
-    return u32(a + b)
-
-
-@njit
-def add3(a, b, c):
-    return u32(a + b + c)
-
-
-@njit
-def add4(a, b, c, d):
-    return u32(a + b + c + d)
-
-
-@njit
-def add5(a, b, c, d, e):
-    return u32(a + b + c + d + e)
-
+''' + NUMBA_HELPERS + '''
 
 @intrinsic
 def load_acquire(typingctx, arr):
@@ -246,11 +188,6 @@ def load_acquire(typingctx, arr):
         return builder.load_atomic(data, "acquire", 8)
 
     return sig, codegen
-
-
-@njit
-def bswap(x):
-    return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
 '''
 
 

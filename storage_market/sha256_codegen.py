@@ -25,33 +25,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-MASK = 0xFFFFFFFF
-IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB,
-      0x5BE0CD19)
-K = (
-    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4,
-    0xAB1C5ED5, 0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE,
-    0x9BDC06A7, 0xC19BF174, 0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F,
-    0x4A7484AA, 0x5CB0A9DC, 0x76F988DA, 0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7,
-    0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967, 0x27B70A85, 0x2E1B2138, 0x4D2C6DFC,
-    0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85, 0xA2BFE8A1, 0xA81A664B,
-    0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070, 0x19A4C116,
-    0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
-    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7,
-    0xC67178F2,
-)
-
-
-def _rotr(x: int, n: int) -> int:
-    return ((x >> n) | (x << (32 - n))) & MASK
-
-
-def _ssig0(x: int) -> int:
-    return _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> 3)
-
-
-def _ssig1(x: int) -> int:
-    return _rotr(x, 17) ^ _rotr(x, 19) ^ (x >> 10)
+# the generator (not the generated kernel) shares the SHA-256 constants and helper source
+from miner._sha256 import IV, MASK, NUMBA_HELPERS, K, small_s0, small_s1
 
 
 class Emitter:
@@ -78,7 +53,7 @@ class Emitter:
 
     def small(self, fn: str, x: int | str, hint: str) -> int | str:
         if isinstance(x, int):
-            return _ssig0(x) if fn == "ssig0" else _ssig1(x)
+            return small_s0(x) if fn == "ssig0" else small_s1(x)
         return self.name(f"{fn}({x})", hint)
 
 
@@ -141,70 +116,7 @@ _OUT = types.Array(types.uint32, 1, "C", aligned=False)
 _SIG = types.void(_IN, types.int64, types.int64, types.int64, types.int64, _OUT)
 
 
-@njit
-def rotr(x, n):
-    return u32((x >> n) | (x << (32 - n)))
-
-
-@njit
-def bsig0(x):
-    return u32(rotr(x, 2) ^ rotr(x, 13) ^ rotr(x, 22))
-
-
-@njit
-def bsig1(x):
-    return u32(rotr(x, 6) ^ rotr(x, 11) ^ rotr(x, 25))
-
-
-@njit
-def ssig0(x):
-    return u32(rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3))
-
-
-@njit
-def ssig1(x):
-    return u32(rotr(x, 17) ^ rotr(x, 19) ^ (x >> 10))
-
-
-@njit
-def ch(e, f, g):
-    return u32(g ^ (e & (f ^ g)))
-
-
-@njit
-def maj(a, b, c):
-    return u32((a & b) | (c & (a | b)))
-
-
-@njit
-def add2(a, b):
-    return u32(a + b)
-
-
-@njit
-def add3(a, b, c):
-    return u32(a + b + c)
-
-
-@njit
-def add4(a, b, c, d):
-    return u32(a + b + c + d)
-
-
-@njit
-def add5(a, b, c, d, e):
-    return u32(a + b + c + d + e)
-
-
-@njit
-def add6(a, b, c, d, e, f):
-    return u32(a + b + c + d + e + f)
-
-
-@njit
-def bswap(x):
-    return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
-'''
+''' + NUMBA_HELPERS
 
 KERNEL = '''
 
