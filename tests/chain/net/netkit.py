@@ -123,13 +123,24 @@ class NodeProc:
         self._client: ApiClient | None = None
 
     def start(self, timeout: float = 20.0) -> NodeProc:
-        cmd = [sys.executable, "-m", "chain", "node", "-n", "regtest", "-d", str(self.datadir),
-               "--listen", self.p2p, "--api", f"127.0.0.1:{self.api_port}", *self.args]
-        log = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        log.close()
-        wait_until(self._ready, timeout, f"{self.name} to serve its API")
+        # A port found free can be taken by another test process before the node binds it;
+        # then the node exits at once and is started again on fresh ports (three tries).
+        for attempt in range(3):
+            cmd = [sys.executable, "-m", "chain", "node", "-n", "regtest", "-d", str(self.datadir),
+                   "--listen", self.p2p, "--api", f"127.0.0.1:{self.api_port}", *self.args]
+            log = self.log_path.open("ab")
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env=env)
+            log.close()
+            try:
+                wait_until(self._ready, timeout, f"{self.name} to serve its API")
+                return self
+            except AssertionError:
+                if attempt == 2 or "address already in use" not in self.log()[-500:]:
+                    raise
+            self.p2p_port, self.api_port = free_port(), free_port()
+            self.p2p = f"127.0.0.1:{self.p2p_port}"
         return self
 
     def _ready(self) -> bool:

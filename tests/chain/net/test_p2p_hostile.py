@@ -43,7 +43,6 @@ from chain.params import REGTEST
 from tests.chain.net.netkit import (
     NodeProc,
     converged,
-    free_port,
     import_blocks,
     init_node_dir,
     make_blocks,
@@ -121,8 +120,9 @@ async def wrong_key_listener(key: KeyPair) -> AsyncIterator[int]:
     app.router.add_get("/p2p", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    site = web.TCPSite(runner, "127.0.0.1", 0)  # the kernel's choice: no race for the port
+    await site.start()
+    port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
     try:
         yield port
     finally:
