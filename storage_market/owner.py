@@ -582,7 +582,7 @@ class OwnerAgent:
         offer_id, host = slot.offer_id, slot.host
         assert host is not None
         try:
-            passed, why = await self.challenge(entry, slot, period)
+            passed, why = await self._challenge_by_deadline(entry, slot, period)
         except asyncio.CancelledError:
             raise
         except (BlockcoinError, OSError) as exc:
@@ -601,6 +601,25 @@ class OwnerAgent:
                 await self._release_and_repair(entry, slot, why)
         await self.state.flush()
         self._changed.set()
+
+    async def _challenge_by_deadline(self, entry: BlockEntry, slot: Slot, period: int
+                                     ) -> tuple[bool, str]:
+        """Challenge, trying an unreachable host again until the challenge deadline.
+
+        A host restarting or behind a brief network fault is not a host that lost the data:
+        only a wrong answer, a refusal, or silence until the deadline counts as a miss.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + entry.options.challenge_deadline
+        delay = 0.2
+        while True:
+            try:
+                return await self.challenge(entry, slot, period)
+            except proto.PeerUnreachable as exc:
+                if loop.time() + delay >= give_up:
+                    return False, f"unreachable until the deadline: {exc}"
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
     async def challenge(self, entry: BlockEntry, slot: Slot, period: int) -> tuple[bool, str]:
         """One challenge exchange; (passed, reason if not)."""
