@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +17,8 @@ from rich.progress import Progress
 
 from chain.api.client import ApiClient, ApiError
 from chain.block import Block
+from chain.blockfile import read_blocks, write_blocks
 from chain.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, resolve_datadir
-from chain.encoding import Reader, encode_varint
 from chain.errors import BlockcoinError, ConfigError
 from chain.events import SignedEvent, Transfer
 from chain.header import hash_from_hex, hash_hex
@@ -326,24 +325,6 @@ def reindex(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonO
         emit(as_json, {"height": tip.height, "hash": hash_hex(tip.hash),
                        "seconds": round(time.perf_counter() - start, 3)},
              f"reindexed to {tip.height} {hash_hex(tip.hash)}")
-
-
-def write_blocks(path: Path, blocks: Iterator[Block]) -> int:
-    """A blocks file: each block as a varint length and its bytes."""
-    count = 0
-    with path.open("wb") as fh:
-        for block in blocks:
-            raw = block.encode()
-            fh.write(encode_varint(len(raw)) + raw)
-            count += 1
-    return count
-
-
-def read_blocks(path: Path) -> Iterator[Block]:
-    data = path.read_bytes()
-    r = Reader(data)
-    while r.remaining:
-        yield Block.decode(r.var_bytes(1 << 26))
 
 
 @app.command("import")

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from chain.api.client import ApiClient  # noqa: E402
 from chain.block import Block, events_root  # noqa: E402
+from chain.blockfile import read_blocks, write_blocks  # noqa: E402
 from chain.chainstate import ChainState  # noqa: E402
-from chain.cli import read_blocks, write_blocks  # noqa: E402
 from chain.events import Coinbase, Event, SignedEvent, Transfer  # noqa: E402
 from chain.hashes import ZERO_HASH  # noqa: E402
 from chain.header import Header, hash_hex  # noqa: E402

@@ -2,7 +2,7 @@
 and compare with a bare loop verifying the same signatures, in the same run.
 
 Stages run in separate processes so that each one's peak RSS is its own:
-  build   -> writes the blocks file (not timed)
+  build   -> writes the blocks file (not timed; it loads the miner)
   import  -> a fresh node imports it with N verification threads; prints events/s, RSS
   reindex -> refolds the imported chain from genesis
 The verify-only baseline runs in this process over the same events.
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from chain.block import Block, events_root
-from chain.cli import read_blocks, write_blocks
+from chain.blockfile import read_blocks, write_blocks
 from chain.events import Coinbase, Event, SignedEvent, Transfer
 from chain.hashes import ZERO_HASH
 from chain.header import Header
@@ -64,6 +64,11 @@ def build(path: Path, events: int, per_block: int) -> None:
 
 
 def rss_mb() -> float:
+    """This process's own peak RSS. Not ``ru_maxrss``: Linux carries that over fork and exec,
+    so a stage would report the peak of the process that started it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -122,7 +127,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.stage:
         kind, *rest = args.stage
-        if kind == "import":
+        if kind == "build":
+            build(Path(rest[0]), int(rest[1]), int(rest[2]))
+        elif kind == "import":
             print(json.dumps(stage_import(Path(rest[0]), Path(rest[1]), int(rest[2]))))
         elif kind == "reindex":
             print(json.dumps(stage_reindex(Path(rest[0]))))
@@ -132,7 +139,9 @@ def main() -> None:
     threads = args.threads or os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         blocks = Path(tmp) / "blocks.dat"
-        build(blocks, args.events, args.per_block)
+        # built in its own process too, so that the miner it loads stays out of this one
+        subprocess.run([sys.executable, __file__, "--stage", "build", str(blocks),
+                        str(args.events), str(args.per_block)], check=True)
         one = run_stage("import", str(blocks), str(Path(tmp) / "one"), "1")
         many = run_stage("import", str(blocks), str(Path(tmp) / "many"), str(threads))
         verify = verify_only(blocks)

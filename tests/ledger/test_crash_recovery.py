@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from chain.blockfile import write_blocks
 from chain.chainstate import ChainState
-from chain.cli import write_blocks
 from chain.node import init_datadir
 from ledger.store import Status
 from tests.chainkit import P, build_on, open_chain, reference_fold, state_dump
