@@ -119,52 +119,6 @@ def verify_proof(root: bytes, leaf: Bytes, index: int, count: int, path: Sequenc
     return implied is not None and implied == root
 
 
-class MerkleTree:
-    """The Merkle tree of one fragment, kept whole so proofs are cheap.
-
-    The tree keeps a view of the fragment it was built from (to serve leaves in challenge
-    responses); the caller must not modify that buffer while the tree is in use.
-    """
-
-    __slots__ = ("_data", "_levels", "leaf_size", "size")
-
-    def __init__(self, data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
-        self._data = byte_view(data)
-        self.leaf_size = leaf_size
-        self.size = self._data.nbytes
-        self._levels = sha256x.levels_of(leaf_digests(self._data, leaf_size))
-
-    @property
-    def leaf_count(self) -> int:
-        return len(self._levels[0]) // DIGEST
-
-    @property
-    def root(self) -> bytes:
-        """The root; the empty fragment has the chain's all-zero root."""
-        return self._levels[-1][:DIGEST] or ZERO_HASH
-
-    def _check_index(self, index: int) -> None:
-        if not isinstance(index, int) or not 0 <= index < self.leaf_count:
-            raise StorageError(f"leaf index {index!r} outside 0..{self.leaf_count - 1}")
-
-    def leaf(self, index: int) -> bytes:
-        self._check_index(index)
-        start = index * self.leaf_size
-        return bytes(self._data[start : start + self.leaf_size])
-
-    def proof(self, index: int) -> list[bytes]:
-        """The sibling path of leaf ``index``, bottom-up."""
-        self._check_index(index)
-        return _path(self._levels, index)
-
-    def respond(self, indexes: Iterable[int]) -> ChallengeResponse:
-        """The response to a challenge naming ``indexes`` (duplicates collapse)."""
-        chosen = sorted(set(indexes))
-        return ChallengeResponse(
-            tuple(LeafProof(i, self.leaf(i), tuple(self.proof(i))) for i in chosen)
-        )
-
-
 def _path(levels: list[bytes], index: int) -> list[bytes]:
     """Sibling path of leaf ``index`` through flat digest levels, bottom-up."""
     path: list[bytes] = []
@@ -289,13 +243,44 @@ class HashTree:
 
     @property
     def root(self) -> bytes:
+        """The root; the empty fragment has the chain's all-zero root."""
         return self._levels[-1][:DIGEST] or ZERO_HASH
+
+    def _check_index(self, index: int) -> None:
+        if not isinstance(index, int) or not 0 <= index < self.leaf_count:
+            raise StorageError(f"leaf index {index!r} outside 0..{self.leaf_count - 1}")
 
     def leaf_hash(self, index: int) -> bytes:
         return self._levels[0][index * DIGEST : (index + 1) * DIGEST]
 
     def proof(self, index: int) -> list[bytes]:
         """The sibling path of leaf ``index``, bottom-up."""
-        if not isinstance(index, int) or not 0 <= index < self.leaf_count:
-            raise StorageError(f"leaf index {index!r} outside 0..{self.leaf_count - 1}")
+        self._check_index(index)
         return _path(self._levels, index)
+
+
+class MerkleTree(HashTree):
+    """A fragment's tree together with the fragment, so it can also serve the leaves a
+    challenge names (the owner's side; a host keeps only the :class:`HashTree`).
+
+    The tree keeps a view of the fragment it was built from; the caller must not modify that
+    buffer while the tree is in use.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> None:
+        self._data = byte_view(data)
+        super().__init__(leaf_digests(self._data, leaf_size), self._data.nbytes, leaf_size)
+
+    def leaf(self, index: int) -> bytes:
+        self._check_index(index)
+        start = index * self.leaf_size
+        return bytes(self._data[start : start + self.leaf_size])
+
+    def respond(self, indexes: Iterable[int]) -> ChallengeResponse:
+        """The response to a challenge naming ``indexes`` (duplicates collapse)."""
+        chosen = sorted(set(indexes))
+        return ChallengeResponse(
+            tuple(LeafProof(i, self.leaf(i), tuple(self.proof(i))) for i in chosen)
+        )
