@@ -9,6 +9,8 @@ once per template.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from pathlib import Path
 
 MASK = 0xFFFFFFFF
 
@@ -138,3 +140,13 @@ def add6(a, b, c, d, e, f):
 def bswap(x):
     return u32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
 '''
+
+
+def generator_main(output: Path, generate: Callable[[], str], argv: list[str]) -> int:
+    """A kernel generator's command line: write ``output``, or with ``--check`` exit 1 if the
+    committed file differs from what the generator makes now."""
+    text = generate()
+    if argv[1:] == ["--check"]:
+        return 0 if output.read_text() == text else 1
+    output.write_text(text)
+    return 0

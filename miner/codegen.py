@@ -29,7 +29,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from miner._sha256 import IV, MASK, NUMBA_HELPERS, K, big_s0, big_s1, ch, maj, small_s0, small_s1
+from miner._sha256 import (
+    IV,
+    MASK,
+    NUMBA_HELPERS,
+    K,
+    big_s0,
+    big_s1,
+    ch,
+    generator_main,
+    maj,
+    small_s0,
+    small_s1,
+)
 
 HEADER_LEN = 116
 
@@ -279,11 +291,7 @@ OUTPUT = Path(__file__).with_name("_kernels_gen.py")
 
 
 def main(argv: list[str]) -> int:
-    text = generate()
-    if argv[1:] == ["--check"]:
-        return 0 if OUTPUT.read_text() == text else 1
-    OUTPUT.write_text(text)
-    return 0
+    return generator_main(OUTPUT, generate, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 # the generator (not the generated kernel) shares the SHA-256 constants and helper source
-from miner._sha256 import IV, MASK, NUMBA_HELPERS, K, small_s0, small_s1
+from miner._sha256 import IV, MASK, NUMBA_HELPERS, K, generator_main, small_s0, small_s1
 
 
 class Emitter:
@@ -191,11 +191,7 @@ OUTPUT = Path(__file__).with_name("_sha256_gen.py")
 
 
 def main(argv: list[str]) -> int:
-    text = generate()
-    if argv[1:] == ["--check"]:
-        return 0 if OUTPUT.read_text() == text else 1
-    OUTPUT.write_text(text)
-    return 0
+    return generator_main(OUTPUT, generate, argv)
 
 
 if __name__ == "__main__":
