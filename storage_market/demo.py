@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from chain.aio import stop_tasks
 from chain.errors import BlockcoinError
 from chain.keys import KeyPair
 from chain.params import REGTEST
@@ -185,9 +186,7 @@ class Child:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 5)
         if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(BaseException):
-                await self._drain
+            await stop_tasks(self._drain)
         if not self.running:
             _LIVE.discard(self)
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chain.aio import observe, stop_tasks
 from chain.errors import (
     BlockcoinError,
     DuplicatePayment,
@@ -387,15 +388,7 @@ class HostAgent:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for t in list(self._fetches):
-            t.cancel()
-        for t in list(self._fetches):
-            with contextlib.suppress(BaseException):
-                await t
+        await stop_tasks(task, *self._fetches)
         await self._listener.close()
         await self.state.close()
 
@@ -703,6 +696,7 @@ class HostAgent:
         except OSError as exc:
             await proto.refuse(channel, "fragment-lost", str(exc))
             return
+        loop = asyncio.get_running_loop()
         nxt: asyncio.Future[bytes] | None = None
         try:
             # chunk by chunk, the next read (in a worker thread) beside the current send: the
@@ -710,20 +704,24 @@ class HostAgent:
             size = c.offer.size
             await proto.send(channel, proto.FragmentHeader(c.offer_id, size))
             step = proto.CHUNK_SIZE
-            nxt = asyncio.ensure_future(asyncio.to_thread(os.pread, fd, step, 0))
+            nxt = loop.run_in_executor(None, os.pread, fd, step, 0)
             for start in range(0, size, step):
-                chunk = await nxt
+                # shielded: a cancelled serve must not close the descriptor under a running read
+                chunk = await asyncio.shield(nxt)
                 if len(chunk) != min(step, size - start):
                     raise IntegrityError(f"stored fragment {c.offer_id.hex()[:16]} is short")
                 if start + step < size:
-                    nxt = asyncio.ensure_future(asyncio.to_thread(os.pread, fd, step,
-                                                                  start + step))
+                    nxt = loop.run_in_executor(None, os.pread, fd, step, start + step)
                 await channel.send(chunk)
         finally:
-            if nxt is not None and not nxt.done():
-                with contextlib.suppress(BaseException):
-                    await nxt
-            os.close(fd)
+            if nxt is None or nxt.done():
+                os.close(fd)
+            else:  # the read still runs in its thread: close once it has returned
+                def close_after(read: asyncio.Future[bytes]) -> None:
+                    observe(read)
+                    os.close(fd)
+
+                nxt.add_done_callback(close_after)
         # wait for the reader to hang up, so the last chunks are not cut off by our close
         with contextlib.suppress(StorageError):
             await proto.recv(channel, proto.DIAL_TIMEOUT)

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from chain.aio import stop_tasks
 from chain.block import Block
 from chain.errors import BlockcoinError, DecodeError
 from chain.events import SignedEvent, decode_event
@@ -138,10 +139,7 @@ class InProcessChain:
 
     async def stop_mining(self) -> None:
         task, self._miner = self._miner, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
 
 # --- the same chain over HTTP, for agents in other processes --------------------------------------

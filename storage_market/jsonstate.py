@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chain.aio import settle
 from storage_market.errors import IntegrityError
 
 log = logging.getLogger("blockcoin.state")
@@ -164,8 +165,7 @@ class StateFile:
         """Wait for a write in progress, then write the final state."""
         task, self._task = self._task, None
         if task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(task)
+            await settle(task)
         self.write_now()
 
     def write_now(self) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chain.aio import settle, stop_tasks
 from chain.errors import BlockcoinError, ValidationError
 from chain.events import (
     Announce,
@@ -266,19 +267,10 @@ class OwnerAgent:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for audit in list(self._audits.values()):
-            audit.cancel()
-        for audit in list(self._audits.values()):
-            with contextlib.suppress(BaseException):
-                await audit
+        await stop_tasks(task, *self._audits.values())
         await self._listener.close()
         for write in list(self._writes.values()):
-            with contextlib.suppress(BaseException):
-                await write
+            await settle(write)
         self._writes.clear()
         await self.state.close()
 

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from chain.aio import stop_tasks
 from chain.encoding import Reader, Writer
 from chain.errors import BlockcoinError
 from chain.keys import KeyPair
@@ -457,9 +458,4 @@ class Listener:
         if self._server is not None:
             self._server.close()
             self._server = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 5)
+        await stop_tasks(*self._tasks)

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from chain.aio import stop_tasks
 from chain.api.auth import check_token
 from chain.api.openapi import openapi_document
 from chain.api.views import block_json, event_json, header_json
@@ -502,9 +503,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         ctx.subscribers.discard(queue)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        await stop_tasks(task)
         await ws.close()
     return ws
 

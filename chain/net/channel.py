@@ -516,7 +516,9 @@ class SecureChannel:
         try:
             frame = await asyncio.shield(pending)
         except asyncio.CancelledError:
-            if pending.cancelled():  # close() stopped the read: the channel is gone
+            current = asyncio.current_task()
+            if pending.cancelled() and not (current is not None and current.cancelling()):
+                # close() stopped the read (and nobody is cancelling us): the channel is gone
                 self._pending = None
                 raise ChannelClosed("channel closed while receiving") from None
             # Only the caller was cancelled: the read (or its result) waits for the next call.

@@ -24,7 +24,6 @@ do not add work are ignored (and cost points), so a peer cannot make us store a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -37,6 +36,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from chain.aio import stop_tasks
 from chain.block import Block
 from chain.errors import (
     BadSignature,
@@ -186,9 +186,7 @@ class PeerManager:
             task.cancel()
         await asyncio.gather(*(p.aclose("node stopping") for p in list(self.peers.values())),
                              return_exceptions=True)
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await stop_tasks(*self._tasks)
         if self._session is not None:
             await self._session.close()
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import storage_primitives
 
+from chain.aio import stop_tasks
 from chain.keys import KeyPair
 from chain.params import REGTEST
 from storage_market import retrieve
@@ -143,10 +143,7 @@ async def market_run(root: Path, size: int, host_processes: bool = False) -> dic
         await asyncio.to_thread(stop_hosts, hosts)
         for agent in agents:
             await agent.stop()
-        if miner is not None:
-            miner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await miner
+        await stop_tasks(miner)
         await owner.stop()
         await runner.cleanup()
         await chain.close()

@@ -253,6 +253,22 @@ async def test_close_while_receiving_raises_channel_closed() -> None:
             await waiting
 
 
+async def test_receiver_cancelled_as_the_channel_closes_stays_cancelled() -> None:
+    """A task told to stop while its channel closes under it must stop: were the cancellation
+    turned into ChannelClosed, a loop that retries on channel errors would never end."""
+    async with asyncio.timeout(10), tcp_pair() as (_, listener):
+        waiting = asyncio.ensure_future(listener.recv())
+        await asyncio.sleep(0.01)
+        # the worst moment: the read is already stopped by close() when the cancel arrives
+        read = listener._pending
+        assert read is not None
+        read.add_done_callback(lambda _: waiting.cancel())
+        await listener.close()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert waiting.cancelled()
+
+
 async def test_close_unblocks_a_send_to_a_peer_that_stopped_reading() -> None:
     accepted: asyncio.Future[SecureChannel] = asyncio.get_running_loop().create_future()
 
