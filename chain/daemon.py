@@ -271,7 +271,8 @@ class Daemon:
         acct = core.chain.tree.principal(me)
         if acct is not None and acct.address == address and acct.x25519 == core.key.public.x25519:
             return
-        for eid in core.mempool.by_signer.get(me.digest, {}).values():
+        # a snapshot: the chain thread may change the pool meanwhile
+        for eid in list(core.mempool.by_signer.get(me.digest, {}).values()):
             entry = core.mempool.entries.get(eid)
             if entry is not None and isinstance(entry.event.body, Announce):
                 return

@@ -369,12 +369,24 @@ async def mempool(request: web.Request) -> web.Response:
 async def principal(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     p = _principal(request.match_info["principal"])
-    acct = ctx.core.chain.tree.principal(p)
-    if acct is None:
+    core = ctx.core
+
+    def read() -> dict[str, Any] | None:
+        # On the chain thread: a block connecting between reading the account and counting
+        # the pending events would otherwise count its events twice (or not at all), and a
+        # signer trusting next_nonce would then be refused.
+        acct = core.chain.tree.principal(p)
+        if acct is None:
+            return None
+        data = acct.to_json(p)
+        pending = len(core.mempool.by_signer.get(p.digest, {}))
+        data["pending"] = pending
+        data["next_nonce"] = acct.nonce + pending
+        return data
+
+    data = await core.run(read)
+    if data is None:
         raise ApiError(404, "not-found", f"principal {p} has no record in the global tree")
-    data = acct.to_json(p)
-    data["pending"] = len(ctx.core.mempool.by_signer.get(p.digest, {}))
-    data["next_nonce"] = acct.nonce + int(data["pending"])  # type: ignore[call-overload]
     return web.json_response(data)
 
 
