@@ -599,7 +599,9 @@ class OwnerAgent:
         """Challenge, trying an unreachable host again until the challenge deadline.
 
         A host restarting or behind a brief network fault is not a host that lost the data:
-        only a wrong answer, a refusal, or silence until the deadline counts as a miss.
+        only a wrong answer, a refusal, or silence until the deadline counts as a miss. A
+        channel that breaks mid-exchange is tried again like an unreachable host (a host that
+        keeps hanging up is silent until the deadline).
         """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + entry.options.challenge_deadline
@@ -633,6 +635,8 @@ class OwnerAgent:
                                                       indexes))
             try:
                 answer = await proto.expect(channel, proto.Response, deadline)
+            except proto.PeerUnreachable:
+                raise  # the channel broke: tried again until the deadline
             except proto.PeerRefused as exc:
                 return False, f"host refused: {exc}"
             except proto.ProtocolError as exc:

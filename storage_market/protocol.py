@@ -75,6 +75,13 @@ class PeerUnreachable(ProtocolError):
     code = "storage-unreachable"
 
 
+class ChannelBroken(PeerUnreachable):
+    """The channel failed in the middle of an exchange: the peer hung up (a restart, say) or
+    the connection dropped. Like an unreachable peer, worth another try later."""
+
+    code = "storage-channel-broken"
+
+
 # --- messages -----------------------------------------------------------------------------------
 
 
@@ -283,7 +290,10 @@ def decode(data: bytes) -> Message:
 
 
 async def send(channel: SecureChannel, msg: Message) -> None:
-    await channel.send(encode(msg))
+    try:
+        await channel.send(encode(msg))
+    except ChannelError as exc:
+        raise ChannelBroken(f"channel failed: {exc}") from exc
 
 
 async def recv(channel: SecureChannel, timeout: float) -> Message:
@@ -294,7 +304,7 @@ async def recv(channel: SecureChannel, timeout: float) -> Message:
     except TimeoutError as exc:
         raise ProtocolError(f"no answer within {timeout:g} s") from exc
     except ChannelError as exc:
-        raise ProtocolError(f"channel failed: {exc}") from exc
+        raise ChannelBroken(f"channel failed: {exc}") from exc
     msg = decode(raw)
     if isinstance(msg, Error):
         raise PeerRefused(msg.reason, msg.message)
@@ -310,7 +320,7 @@ async def expect(channel: SecureChannel, kind: type[M], timeout: float) -> M:
 
 async def refuse(channel: SecureChannel, reason: str, message: str) -> None:
     """Send an ERROR, ignoring a channel that is already gone."""
-    with contextlib.suppress(ChannelError):
+    with contextlib.suppress(ChannelBroken):
         await send(channel, Error(reason, message))
 
 
