@@ -449,12 +449,14 @@ class OwnerAgent:
         reason for the first offer that exists, else ``not-offered``)."""
         now = time.monotonic()
         why = ""
+        # A host that lost or corrupted any of our fragments gets no more of our data.
+        failed = {h for e in self.entries.values() for s in e.slots for h in s.failed_hosts}
         for oid in offer_ids:
             found = self._slot_of(oid)
             if found is None or found[1].state != OFFERING:
                 continue
             entry, slot = found
-            if host in slot.failed_hosts:
+            if host in failed:
                 reason = "failed-before"
             elif any(s is not slot and (s.host == host
                                         or (s.reserved_by == host and s.reserved_until > now))
