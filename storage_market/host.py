@@ -218,7 +218,7 @@ class FragmentWriter:
         self.written = 0
         self._inflight: asyncio.Future[None] | None = None
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes | bytearray) -> None:
         """Write the chunk and hash its whole leaves in a worker thread (both release the GIL)
         while the event loop receives and decrypts the next one; at most one job is in
         flight, so the file and the digests are filled in order."""
@@ -236,7 +236,7 @@ class FragmentWriter:
             asyncio.to_thread(self._write_and_hash, chunk, self.written - len(chunk), data, full,
                               first))
 
-    def _write_and_hash(self, chunk: bytes, offset: int, data: bytes, full: int,
+    def _write_and_hash(self, chunk: bytes | bytearray, offset: int, data: bytes | bytearray, full: int,
                         first: int) -> None:
         view = memoryview(chunk)
         while view.nbytes:

@@ -305,7 +305,7 @@ async def recv(channel: SecureChannel, timeout: float) -> Message:
         raise ProtocolError(f"no answer within {timeout:g} s") from exc
     except ChannelError as exc:
         raise ChannelBroken(f"channel failed: {exc}") from exc
-    msg = decode(raw)
+    msg = decode(bytes(raw))  # small, and its fields become ids and keys
     if isinstance(msg, Error):
         raise PeerRefused(msg.reason, msg.message)
     return msg
@@ -347,7 +347,7 @@ async def recv_fragment_header(channel: SecureChannel, sizes: Mapping[bytes, int
 async def recv_chunks(
     channel: SecureChannel,
     size: int,
-    sink: Callable[[bytes], Awaitable[None] | None],
+    sink: Callable[[bytearray], Awaitable[None] | None],
     timeout: float,
 ) -> None:
     """The raw chunks of a fragment of exactly ``size`` bytes after its header.
@@ -376,7 +376,7 @@ async def recv_fragment(
     channel: SecureChannel,
     offer_id: bytes,
     size: int,
-    sink: Callable[[bytes], Awaitable[None] | None],
+    sink: Callable[[bytearray], Awaitable[None] | None],
     timeout: float,
 ) -> None:
     """Receive a fragment of exactly ``size`` bytes (as recorded on chain), chunk by chunk.

@@ -86,7 +86,7 @@ class _Landing:
         self.hashed = 0  # whole leaves hashed
         self._job: asyncio.Future[None] | None = None
 
-    async def sink(self, chunk: bytes) -> None:
+    async def sink(self, chunk: bytearray) -> None:
         await self.drain()
         start, self.received = self.received, self.received + len(chunk)
         upto = self.received // self.leaf_size
@@ -94,7 +94,7 @@ class _Landing:
         self._job = asyncio.ensure_future(
             asyncio.to_thread(self._land, chunk, start, first, upto))
 
-    def _land(self, chunk: bytes, start: int, first: int, upto: int) -> None:
+    def _land(self, chunk: bytearray, start: int, first: int, upto: int) -> None:
         self.buf[start : start + len(chunk)] = chunk
         if upto > first:
             leaf, d = self.leaf_size, sha256x.DIGEST
@@ -130,7 +130,7 @@ async def fetch_fragment(chain: ChainClient, key: KeyPair, holder: Holder,
         raise ValueError(f"a buffer of {buf.nbytes} bytes for a {holder.size}-byte fragment")
     landing = _Landing(buf, leaf_size)
 
-    async def sink(chunk: bytes) -> None:
+    async def sink(chunk: bytearray) -> None:
         await landing.sink(chunk)
         if progress is not None:
             progress(len(chunk))

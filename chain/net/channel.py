@@ -458,8 +458,8 @@ class SecureChannel:
 
     # -- receiving ---------------------------------------------------------------------
 
-    async def recv(self) -> bytes:
-        """Receive the next whole message.
+    async def recv(self) -> bytearray:
+        """Receive the next whole message (the buffer it was decrypted into: not copied again).
 
         :class:`FrameTooLarge` if the peer announces more than ``max_message``;
         :class:`CorruptFrame` on tampering or broken framing; :class:`ChannelClosed` once the
@@ -473,7 +473,7 @@ class SecureChannel:
                 await self._fail(exc)
                 raise
 
-    async def _recv_message(self) -> bytes:
+    async def _recv_message(self) -> bytearray:
         while True:
             frame = await self._next_frame()
             message = self._message
@@ -505,7 +505,7 @@ class SecureChannel:
             if self._received == len(message):
                 self._message = None
                 self._received = 0
-                return bytes(message)
+                return message
 
     async def _next_frame(self) -> bytes:
         """The next transport frame; survives cancellation of the caller (see class doc)."""

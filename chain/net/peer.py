@@ -151,7 +151,7 @@ class Peer:
         data = await self.channel.recv()
         self.bytes_in += len(data)
         self.msgs_in += 1
-        return data
+        return bytes(data)  # messages are parsed into objects that keep slices of it
 
     def charge(self, size: int, cost: float = 1.0) -> bool:
         """Charge an unsolicited message to the rate limits; False if over them."""
