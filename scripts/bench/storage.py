@@ -2,9 +2,11 @@
 
 A regtest chain, the owner agent and five host agents on 127.0.0.1, talking over real TCP
 sockets and the Noise channel exactly as in production. By default the hosts run in the bench's
-process (on a 2-core machine that is fastest: six processes would fight over two cores); with
-``--host-processes`` each host is a separate ``blockcoin host start`` process reaching the chain
-through the node API shape served by :func:`storage_market.inprocess.serve_api`.
+process (on a 2-core machine that is fastest); ``--hosts process`` runs all five in one process
+of their own and ``--hosts processes`` each as a ``blockcoin host start`` process, both reaching
+the chain through the node API shape served by :func:`storage_market.inprocess.serve_api`. (On
+two cores neither is faster: the put keeps both cores about 70% busy wherever the hosts run, and
+the API round trips add latency.)
 
 * **put** = read the file, seal it (AES-256-GCM), erasure-code it 3-of-5, hash the five Merkle
   trees, keep the record durably on the owner's disk, publish five offers, and wait until five
@@ -21,7 +23,7 @@ both see the same background load), each stage the best of its rounds. ``put_rat
 ``get_ratio`` are market throughput over that ceiling (targets >= 0.5). ``proof_verify_per_s``
 is leaf proofs checked per second on one core. Rates are MB/s (10**6 bytes) of the file.
 
-Usage: ``python scripts/bench/storage.py [--json] [--size-mib N] [--repeat R]``
+Usage: ``python scripts/bench/storage.py [--json] [--size-mib N] [--repeat R] [--hosts H]``
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ from chain.params import REGTEST
 from storage_market import retrieve
 from storage_market.chainclient import Signer
 from storage_market.host import HostAgent, HostPolicy
+from storage_market.httpclient import HttpChain
 from storage_market.inprocess import InProcessChain, serve_api
 from storage_market.owner import OwnerAgent, StoreOptions
+
+HOST_PLACEMENTS = {
+    "process": "in one process of their own, reaching the chain through the node API",
+    "processes": "each in its own `blockcoin host start` process, through the node API",
+    "inline": "in the owner's process, on its event loop",
+}
 
 
 async def _miner(chain: InProcessChain) -> None:
@@ -88,6 +97,34 @@ async def start_hosts(root: Path, api: str, token: str, count: int) -> list[subp
     return procs
 
 
+async def serve_hosts(root: Path, api: str, token: str, count: int) -> None:
+    """Run ``count`` host agents in this process against the node API at ``api``; print one
+    line once they have all announced, and stop when stdin closes (the bench went away)."""
+    chain = HttpChain(api, REGTEST, token)
+    agents = [HostAgent(root / f"host{i}", KeyPair.generate(), chain, HostPolicy(capacity=1 << 31))
+              for i in range(count)]
+    try:
+        for agent in agents:
+            await agent.start()
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+    finally:
+        for agent in agents:
+            await agent.stop()
+        await chain.close()
+
+
+def start_host_group(root: Path, api: str, token: str, count: int) -> subprocess.Popen[str]:
+    """One process holding ``count`` hosts (see :func:`serve_hosts`); returns once ready."""
+    cmd = [sys.executable, __file__, "--serve-hosts", str(count), "--root", str(root),
+           "--api", api, "--token", token]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit("the host process failed to start")
+    return proc
+
+
 def stop_hosts(procs: list[subprocess.Popen[str]]) -> None:
     for p in procs:
         p.terminate()
@@ -99,7 +136,7 @@ def stop_hosts(procs: list[subprocess.Popen[str]]) -> None:
             p.wait()
 
 
-async def market_run(root: Path, size: int, host_processes: bool = False) -> dict[str, Any]:
+async def market_run(root: Path, size: int, hosts_at: str = "inline") -> dict[str, Any]:
     chain = InProcessChain.open(root / "node", REGTEST)
     token = secrets.token_hex(16)
     runner, api = await serve_api(chain, token)
@@ -109,11 +146,13 @@ async def market_run(root: Path, size: int, host_processes: bool = False) -> dic
     miner: asyncio.Task[None] | None = None
     hosts: list[subprocess.Popen[str]] = []
     agents = [HostAgent(root / f"host{i}", KeyPair.generate(), chain, HostPolicy(capacity=1 << 31))
-              for i in range(0 if host_processes else 5)]
+              for i in range(5 if hosts_at == "inline" else 0)]
     try:
         miner = asyncio.ensure_future(_miner(chain))
-        if host_processes:
+        if hosts_at == "processes":
             hosts = await start_hosts(root, api, token, 5)
+        elif hosts_at == "process":
+            hosts = [await asyncio.to_thread(start_host_group, root, api, token, 5)]
         for agent in agents:
             await agent.start()
         await owner.start()
@@ -154,9 +193,17 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--size-mib", type=int, default=64, help="file size (default 64)")
     parser.add_argument("--repeat", type=int, default=3, help="runs (best is kept)")
-    parser.add_argument("--host-processes", action="store_true",
-                        help="run each host as its own process")
+    parser.add_argument("--hosts", choices=HOST_PLACEMENTS, default="inline",
+                        help="where the five hosts run: " + "; ".join(
+                            f"{k}: {v}" for k, v in HOST_PLACEMENTS.items()))
+    parser.add_argument("--serve-hosts", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--api", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_hosts:
+        asyncio.run(serve_hosts(args.root, args.api, args.token, args.serve_hosts))
+        return
     size = args.size_mib << 20
     mb = size / 1e6
     best: dict[str, float] = {}
@@ -164,7 +211,7 @@ def main() -> None:
     repeat = max(1, args.repeat)
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
-            run = asyncio.run(market_run(Path(tmp), size, args.host_processes))
+            run = asyncio.run(market_run(Path(tmp), size, args.hosts))
         for key in ("put_seconds", "get_seconds"):
             best[key] = min(best.get(key, float("inf")), run[key])
         # a round of the ceiling after each round of the market, so both see the same load
@@ -180,8 +227,7 @@ def main() -> None:
         "code": "3-of-5",
         "hosts": 5,
         "method": f"best of {max(1, args.repeat)}; owner and regtest chain in one process, "
-                  f"hosts {'in five processes' if args.host_processes else 'in the same process'}"
-                  ", loopback TCP + Noise",
+                  f"hosts {HOST_PLACEMENTS[args.hosts]}, loopback TCP + Noise",
         "put_seconds": round(best["put_seconds"], 3),
         "get_seconds": round(best["get_seconds"], 3),
         "put_mb_s": round(put_mb_s, 1),
