@@ -281,7 +281,7 @@ class ChainState:
         A marker naming the target tip is written first, so a reindex interrupted by a crash
         resumes from scratch at the next start instead of leaving a half-folded state.
         """
-        self.store.db.put(b"Mreindex", self.tip.hash, sync=True)
+        self.store.put_meta(b"Mreindex", self.tip.hash)
         self._resume_reindex(progress)
 
     def _resume_reindex(self, progress: Callable[[int, int], None] | None = None) -> None:
@@ -301,4 +301,4 @@ class ChainState:
             self._connect(entry, block)
             if progress is not None:
                 progress(entry.height, target.height)
-        self.store.db.delete(b"Mreindex", sync=True)
+        self.store.delete_meta(b"Mreindex")

@@ -16,11 +16,13 @@ Keys (heights are 8-byte big-endian so they sort):
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import plyvel
 
@@ -29,6 +31,9 @@ from chain.encoding import Reader, Writer, decode_all
 from chain.errors import DecodeError
 from chain.header import HEADER_SIZE, Header
 from ledger.errors import CorruptLedger, DatadirLocked, LedgerError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SCHEMA = b"1"
 _HEIGHT = struct.Struct(">Q")
@@ -63,6 +68,22 @@ class IndexEntry:
         return decode_all(data, read)
 
 
+def _writing(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn a failed database write (a full disk, an I/O error) into a :class:`LedgerError`:
+    LevelDB then refuses every later write too, and the caller stops with one clear message
+    instead of a traceback. What was written atomically before stays; nothing half-written
+    becomes visible."""
+
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except plyvel.Error as exc:
+            raise LedgerError(f"database write failed: {exc}") from exc
+
+    return guarded
+
+
 class Batch:
     """One atomic change to the database; nothing is visible until :meth:`commit`."""
 
@@ -76,11 +97,9 @@ class Batch:
     def delete(self, key: bytes) -> None:
         self._wb.delete(key)
 
+    @_writing
     def commit(self) -> None:
-        try:
-            self._wb.write()
-        except plyvel.Error as exc:
-            raise LedgerError(f"database write failed: {exc}") from exc
+        self._wb.write()
 
 
 class LedgerStore:
@@ -99,8 +118,8 @@ class LedgerStore:
             raise LedgerError(f"cannot open the database at {path}: {exc}") from exc
         stored = self.db.get(b"Mnetwork")
         if stored is None:
-            self.db.put(b"Mnetwork", network.encode(), sync=True)
-            self.db.put(b"Mschema", SCHEMA, sync=True)
+            self.put_meta(b"Mnetwork", network.encode())
+            self.put_meta(b"Mschema", SCHEMA)
         elif stored.decode() != network:
             self.db.close()
             raise LedgerError(f"the database at {path} belongs to network {stored.decode()!r}")
@@ -109,17 +128,28 @@ class LedgerStore:
         if not self.db.closed:
             self.db.close()
 
+    @_writing
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        """A synced write of one marker or setting (``M`` keys)."""
+        self.db.put(key, value, sync=True)
+
+    @_writing
+    def delete_meta(self, key: bytes) -> None:
+        self.db.delete(key, sync=True)
+
     def batch(self) -> Batch:
         return Batch(self)
 
     # --- blocks and index -------------------------------------------------------------------
 
+    @_writing
     def put_block(self, block: Block, entry: IndexEntry) -> None:
         """Store a block and its index entry; durable once any later synced write lands."""
         with self.db.write_batch(transaction=True) as wb:
             wb.put(b"B" + entry.hash, block.encode())
             wb.put(b"I" + entry.hash, entry.encode())
 
+    @_writing
     def put_index(self, entry: IndexEntry, batch: Batch | None = None) -> None:
         if batch is not None:
             batch.put(b"I" + entry.hash, entry.encode())
@@ -192,9 +222,11 @@ class LedgerStore:
         for _, value in self.db.iterator(prefix=b"P"):
             yield value
 
+    @_writing
     def put_pending(self, event_id: bytes, raw: bytes) -> None:
         self.db.put(b"P" + event_id, raw)
 
+    @_writing
     def delete_pending(self, event_ids: list[bytes]) -> None:
         with self.db.write_batch() as wb:
             for eid in event_ids:
@@ -202,6 +234,7 @@ class LedgerStore:
 
     # --- wiping derived state ---------------------------------------------------------------
 
+    @_writing
     def wipe_prefixes(self, prefixes: list[bytes]) -> None:
         """Delete every key under ``prefixes`` (used by reindex before refolding)."""
         for prefix in prefixes:
