@@ -164,7 +164,8 @@ class Daemon:
         listen = opts.listen or f"0.0.0.0:{params.p2p_port}"
         config = NetConfig(listen=listen, announce=opts.announce, seeds=seeds,
                            target_outbound=opts.target_outbound, discover=opts.discover,
-                           ban_seconds=opts.ban_seconds, stall_timeout=opts.stall_timeout)
+                           ban_seconds=opts.ban_seconds, ban_file=self.datadir / "bans.json",
+                           stall_timeout=opts.stall_timeout)
         self.manager = PeerManager(self.core, config)
 
         p2p_app = web.Application()

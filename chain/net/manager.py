@@ -31,6 +31,7 @@ import time as _time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -101,6 +102,7 @@ class NetConfig:
     max_inbound: int = 64
     discover: bool = True
     ban_seconds: float = 600.0
+    ban_file: Path | None = None  # where bans outlive a restart
     stall_timeout: float = 5.0
     window: int = 1024
     max_inflight: int = 128
@@ -131,7 +133,7 @@ class PeerManager:
         self.tree = core.tree
         self.peers: dict[Principal, Peer] = {}
         self.addrman = AddressBook()
-        self.bans = BanList(config.ban_seconds)
+        self.bans = BanList(config.ban_seconds, config.ban_file)
         self.dialing: set[str] = set()
         self.self_addresses: set[str] = set()
         self.inflight: dict[bytes, Peer] = {}

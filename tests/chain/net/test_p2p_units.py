@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -148,6 +149,24 @@ def test_addresses_and_bans() -> None:
     bans.ban(None, "1.2.3.4:5", "wrong key", seconds=0)
     assert not bans.is_banned(address="1.2.3.4:5")
     assert [b["principal"] for b in bans.to_json()] == [str(P)]
+
+
+def test_bans_outlive_a_restart_and_a_damaged_list_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "bans.json"
+    other = KeyPair.development(5).principal
+    bans = BanList(60, path)
+    bans.ban(P, None, "sent an invalid block")
+    bans.ban(None, "1.2.3.4:5", "wrong key")
+    bans.ban(other, None, "short", seconds=0)  # already over: not kept
+    again = BanList(60, path)  # the node restarts
+    assert again.is_banned(P) and again.is_banned(address="1.2.3.4:5")
+    assert not again.is_banned(other)
+    assert {b["reason"] for b in again.to_json()} == {"sent an invalid block", "wrong key"}
+    again.clear()
+    assert not BanList(60, path).is_banned(P)
+    path.write_text("{not json")
+    fresh = BanList(60, path)  # starts, with no bans, the damaged file kept for a look
+    assert fresh.to_json() == [] and (tmp_path / "bans.json.bad").exists()
 
 
 def test_token_bucket_limits_bursts() -> None:
