@@ -8,6 +8,7 @@ to stderr and exit 1 with nothing changed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -71,11 +72,23 @@ def init(
     dev_key: Annotated[int | None, typer.Option(
         "--dev-key", min=0, max=9,
         help="Regtest: use development key N (funded at genesis) as the wallet key.")] = None,
+    encrypt: Annotated[bool, typer.Option(
+        "--encrypt",
+        help="Keep the wallet key encrypted (scrypt + ChaCha20-Poly1305) under a passphrase, "
+             "taken from BLOCKCOIN_PASSPHRASE or asked for; every later command that signs "
+             "needs BLOCKCOIN_PASSPHRASE set. An existing plain key is encrypted.")] = False,
 ) -> None:
     """Create the data directory, its config and a wallet key (regtest: development key 0)."""
-    from chain.keys import KeyPair
+    from chain.keys import PASSPHRASE_ENV, KeyPair
 
     path = resolve_datadir(net, datadir)
+    passphrase = None
+    if encrypt:
+        passphrase = os.environ.get(PASSPHRASE_ENV) or typer.prompt(
+            "passphrase for the wallet key", hide_input=True, confirmation_prompt=True)
+        if len(passphrase) < 8:
+            raise ConfigError("a passphrase has at least 8 characters")
+        os.environ[PASSPHRASE_ENV] = passphrase  # this process opens the wallet again below
     if dev_key is not None:
         if net != "regtest":
             raise ConfigError("--dev-key is for regtest only")
@@ -83,7 +96,7 @@ def init(
         if not key_path.exists():
             path.mkdir(parents=True, exist_ok=True)
             KeyPair.development(dev_key).save(key_path)
-    wallet, created = init_datadir(path, network(net))
+    wallet, created = init_datadir(path, network(net), passphrase)
     try:
         with LocalNode(path, network(net)) as node:
             height = node.chain.tip.height
@@ -91,7 +104,8 @@ def init(
         with ApiClient.for_datadir(path) as client:
             height = int(client.get("/tip")["height"])
     emit(as_json, {"datadir": str(path), "network": net, "principal": str(wallet.principal),
-                   "created": created, "height": height},
+                   "created": created, "height": height,
+                   "encrypted": KeyPair.is_sealed(path / "wallet.key")},
          f"{'initialised' if created else 'already initialised'} {path} ({net});"
          f" wallet {wallet.principal}")
 

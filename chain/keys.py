@@ -33,6 +33,9 @@ _RAW_PUB = serialization.PublicFormat.Raw
 _RAW_PRIV = serialization.PrivateFormat.Raw
 _NO_ENC = serialization.NoEncryption()
 
+PASSPHRASE_ENV = "BLOCKCOIN_PASSPHRASE"
+"""Environment variable holding the passphrase of an encrypted wallet key."""
+
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True iff ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
@@ -103,6 +106,14 @@ class KeyPair:
     def x25519_private(self) -> X25519PrivateKey:
         return self._box
 
+    @staticmethod
+    def is_sealed(path: Path) -> bool:
+        """Whether the key file at ``path`` is encrypted with a passphrase."""
+        try:
+            return "sealed" in json.loads(path.read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise KeyError_(f"unreadable key file {path}: {exc}") from exc
+
     def save(self, path: Path, passphrase: str | None = None) -> None:
         """Write the seed to ``path`` with mode 0600, sealed if a passphrase is given."""
         record: dict[str, str] = {"principal": str(self.principal)}
@@ -125,6 +136,9 @@ class KeyPair:
 
     @classmethod
     def load(cls, path: Path, passphrase: str | None = None) -> KeyPair:
+        """Read a key file; a sealed one is opened with ``passphrase``, else with the
+        passphrase in the environment variable :data:`PASSPHRASE_ENV` (how a node started
+        unattended, or any command, unlocks an encrypted wallet)."""
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError as exc:
@@ -135,8 +149,10 @@ class KeyPair:
             if "seed" in record:
                 pair = cls(bytes.fromhex(record["seed"]))
             else:
+                passphrase = passphrase or os.environ.get(PASSPHRASE_ENV)
                 if not passphrase:
-                    raise KeyError_(f"key file {path} is sealed: a passphrase is needed")
+                    raise KeyError_(f"key file {path} is encrypted: set {PASSPHRASE_ENV} to "
+                                    "its passphrase")
                 key = _scrypt(passphrase, bytes.fromhex(record["salt"]))
                 seed = ChaCha20Poly1305(key).decrypt(
                     bytes.fromhex(record["nonce"]), bytes.fromhex(record["sealed"]), b"blockcoin key"
@@ -149,6 +165,7 @@ class KeyPair:
         if record.get("principal") not in (None, str(pair.principal)):
             raise KeyError_(f"key file {path} does not match the principal it names")
         return pair
+
 
 
 def _scrypt(passphrase: str, salt: bytes) -> bytes:

@@ -21,9 +21,11 @@ from chain.template import build_template
 from chain.wallet import Wallet
 
 
-def init_datadir(datadir: Path, params: NetworkParams) -> tuple[Wallet, bool]:
+def init_datadir(datadir: Path, params: NetworkParams,
+                 passphrase: str | None = None) -> tuple[Wallet, bool]:
     """Create the data directory, config and wallet key; on regtest the wallet is development
-    key 0, funded at genesis. Returns the wallet and whether anything was created."""
+    key 0, funded at genesis. With a ``passphrase`` the key is kept encrypted (an existing
+    plain key is encrypted in place). Returns the wallet and whether anything was created."""
     datadir.mkdir(parents=True, exist_ok=True)
     config = datadir / "config.toml"
     created = False
@@ -37,9 +39,11 @@ def init_datadir(datadir: Path, params: NetworkParams) -> tuple[Wallet, bool]:
     key_path = datadir / "wallet.key"
     if not key_path.exists():
         key = KeyPair.development(0) if params.name == "regtest" else KeyPair.generate()
-        key.save(key_path)
+        key.save(key_path, passphrase)
         created = True
-    return Wallet.load(datadir), created
+    elif passphrase and not KeyPair.is_sealed(key_path):  # encrypt the existing key
+        KeyPair.load(key_path).save(key_path, passphrase)
+    return Wallet.load(datadir, passphrase), created
 
 
 class LocalNode:

@@ -60,11 +60,11 @@ class Wallet:
         self.writecap = writecap
 
     @classmethod
-    def load(cls, datadir: Path) -> Wallet:
+    def load(cls, datadir: Path, passphrase: str | None = None) -> Wallet:
         path = datadir / "wallet.key"
         if not path.exists():
             raise ConfigError(f"no wallet in {datadir} (run `blockcoin init` first)")
-        return cls(KeyPair.load(path))
+        return cls(KeyPair.load(path, passphrase))
 
     @property
     def principal(self) -> Principal:

@@ -112,3 +112,23 @@ def test_mine_reports_hash_rate_with_threads(datadir: Path) -> None:
     assert len(lines) == 2 and lines[0].startswith("block 1:") and "H/s" in lines[0]
     code, _, err = bc(datadir, "mine", "--threads", "0")
     assert code == 2  # refused by the option's range, before anything is mined
+
+
+def test_encrypted_wallet_opens_only_with_its_passphrase(tmp_path: Path) -> None:
+    where = ["--network", "regtest", "--datadir", str(tmp_path / "enc")]
+    good = {"BLOCKCOIN_PASSPHRASE": "correct horse battery"}
+    result = runner.invoke(app, ["init", "--encrypt", "--json", *where], env=good)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["encrypted"] is True
+    stored = (tmp_path / "enc" / "wallet.key").read_text()
+    assert DEV[0].seed.hex() not in stored and "sealed" in stored
+    result = runner.invoke(app, ["wallet", "address", "--json", *where], env=good)
+    assert result.exit_code == 0 and str(DEV[0].principal) in result.stdout
+    for env, message in (({"BLOCKCOIN_PASSPHRASE": None}, "BLOCKCOIN_PASSPHRASE"),
+                         ({"BLOCKCOIN_PASSPHRASE": "not the passphrase"}, "wrong passphrase")):
+        result = runner.invoke(app, ["wallet", "address", *where], env=env)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.stderr
+    assert (tmp_path / "enc" / "wallet.key").read_text() == stored  # refused, and unchanged
+    result = runner.invoke(app, ["init", "--encrypt", *where], env={"BLOCKCOIN_PASSPHRASE": "short"})
+    assert result.exit_code == 1 and "8 characters" in result.stderr
