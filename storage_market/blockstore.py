@@ -67,6 +67,7 @@ from storage_market.errors import (
     NoReadcap,
     StorageError,
 )
+from storage_market.jsonstate import fsync_dir, start_writeback
 
 MAGIC = b"BCBK"
 RECORD_FORMAT = 1
@@ -74,6 +75,7 @@ MAX_READCAPS = 1024
 #: Bounds the header before it is read: a path, 1024 readcaps and a few fixed fields.
 MAX_HEADER = 256 * 1024
 _DIGEST = 32
+WRITE_PIECE = 8 << 20  # bytes written (and sent to disk) at a time
 _PREFIX = len(MAGIC) + 1
 
 
@@ -318,7 +320,12 @@ class BlockStore:
                 data = block.record
                 written = 0
                 while written < data.nbytes:
-                    written += os.write(fd, data[written : written + (1 << 30)])
+                    # piece by piece, each sent on its way to disk at once: the final fsync is
+                    # short, and the node's own synced writes meanwhile do not queue behind
+                    # the whole record's dirty pages
+                    step = os.write(fd, data[written : written + WRITE_PIECE])
+                    start_writeback(fd, written, step)
+                    written += step
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -326,7 +333,7 @@ class BlockStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def _read(self, path: str, limit: int | None = None) -> bytearray:
         target = self.file_for(path)
@@ -380,7 +387,7 @@ class BlockStore:
             target.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return True
 
     def paths(self, principal: Principal | None = None) -> Iterator[str]:
@@ -438,12 +445,3 @@ class BlockStore:
         """The plaintext of the block at ``path``, read with ``keys``."""
         block = self.get(path)
         return block.open(self.block_key(path, keys, block.header))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
