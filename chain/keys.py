@@ -151,8 +151,8 @@ class KeyPair:
             else:
                 passphrase = passphrase or os.environ.get(PASSPHRASE_ENV)
                 if not passphrase:
-                    raise KeyError_(f"key file {path} is encrypted: set {PASSPHRASE_ENV} to "
-                                    "its passphrase")
+                    raise KeyError_(f"key file {path} is encrypted: a passphrase is needed "
+                                    f"(set {PASSPHRASE_ENV})")
                 key = _scrypt(passphrase, bytes.fromhex(record["salt"]))
                 seed = ChaCha20Poly1305(key).decrypt(
                     bytes.fromhex(record["nonce"]), bytes.fromhex(record["sealed"]), b"blockcoin key"
