@@ -370,23 +370,19 @@ async def principal(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     p = _principal(request.match_info["principal"])
     core = ctx.core
-
-    def read() -> dict[str, Any] | None:
-        # On the chain thread: a block connecting between reading the account and counting
-        # the pending events would otherwise count its events twice (or not at all), and a
-        # signer trusting next_nonce would then be refused.
-        acct = core.chain.tree.principal(p)
-        if acct is None:
-            return None
-        data = acct.to_json(p)
-        pending = len(core.mempool.by_signer.get(p.digest, {}))
-        data["pending"] = pending
-        data["next_nonce"] = acct.nonce + pending
-        return data
-
-    data = await core.run(read)
-    if data is None:
+    # Read here, not on the chain thread (a lookup must not queue behind block validation),
+    # so a block may connect meanwhile: the chain thread commits the account's new nonce
+    # first and only then drops the block's events from the pool. Taking the pool's nonces
+    # before the account and counting only those the account has not used yet gives the right
+    # next nonce on either side of that window; ``base + len(pool)`` counted them twice.
+    nonces = list(core.mempool.by_signer.get(p.digest, {}))
+    acct = core.chain.tree.principal(p)
+    if acct is None:
         raise ApiError(404, "not-found", f"principal {p} has no record in the global tree")
+    unused = [n for n in nonces if n >= acct.nonce]
+    data = acct.to_json(p)
+    data["pending"] = len(unused)
+    data["next_nonce"] = max([acct.nonce, *(n + 1 for n in unused)])
     return web.json_response(data)
 
 
