@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ from storage_market.errors import (
     NoReadcap,
     StorageError,
 )
-from storage_market.jsonstate import fsync_dir, start_writeback
+from storage_market.jsonstate import fsync_dir, write_bytes_atomic
 
 MAGIC = b"BCBK"
 RECORD_FORMAT = 1
@@ -75,7 +74,6 @@ MAX_READCAPS = 1024
 #: Bounds the header before it is read: a path, 1024 readcaps and a few fixed fields.
 MAX_HEADER = 256 * 1024
 _DIGEST = 32
-WRITE_PIECE = 8 << 20  # bytes written (and sent to disk) at a time
 _PREFIX = len(MAGIC) + 1
 
 
@@ -311,29 +309,7 @@ class BlockStore:
 
     def put(self, block: StoredBlock) -> None:
         """Store ``block``, replacing any earlier version of its path atomically."""
-        target = self.file_for(block.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                data = block.record
-                written = 0
-                while written < data.nbytes:
-                    # piece by piece, each sent on its way to disk at once: the final fsync is
-                    # short, and the node's own synced writes meanwhile do not queue behind
-                    # the whole record's dirty pages
-                    step = os.write(fd, data[written : written + WRITE_PIECE])
-                    start_writeback(fd, written, step)
-                    written += step
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+        write_bytes_atomic(self.file_for(block.path), block.record)
 
     def _read(self, path: str, limit: int | None = None) -> bytearray:
         target = self.file_for(path)
