@@ -436,17 +436,16 @@ class Listener:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen; returns the ``host:port`` actually bound (for an Announce)."""
-        self._server = await asyncio.start_server(self._on_connect, host, port)
+        self._server = await StreamTransport.serve(self._on_connect, host, port)
         bound = self._server.sockets[0].getsockname()
         return f"{bound[0]}:{bound[1]}"
 
-    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+    def _on_connect(self, transport: StreamTransport) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(transport))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        transport = StreamTransport(reader, writer)
+    async def _serve(self, transport: StreamTransport) -> None:
         try:
             channel = await SecureChannel.accept(
                 transport, self.key, self.chain_id, max_message=MAX_MESSAGE,

@@ -60,7 +60,7 @@ from chain.net.errors import (
     HandshakeError,
     PeerAuthError,
 )
-from chain.net.transport import MAX_FRAME, FrameTransport
+from chain.net.transport import MAX_FRAME, Frame, FrameFiller, FrameTransport
 from chain.principal import Principal
 
 PROTOCOL_NAME: Final = b"Noise_XX_25519_AESGCM_SHA256"
@@ -206,7 +206,7 @@ class _Handshake:
 
     async def _recv(self) -> bytes:
         try:
-            return await self.transport.recv_frame()
+            return bytes(await self.transport.recv_frame())  # the library wants bytes
         except ChannelError as exc:
             raise HandshakeError(f"connection failed during handshake: {exc}") from exc
 
@@ -278,10 +278,13 @@ class _TransportCipher:
     def seal(self, plaintext: bytes | memoryview) -> bytes:
         return self._aead.encrypt(self._nonce(), plaintext, None)
 
-    def open(self, frame: bytes) -> bytes:
+    def seal_into(self, plaintext: memoryview, out: memoryview) -> None:
+        self._aead.encrypt_into(self._nonce(), plaintext, None, out)
+
+    def open(self, frame: Frame) -> bytes:
         return self._aead.decrypt(self._nonce(), frame, None)
 
-    def open_into(self, frame: bytes, out: memoryview) -> None:
+    def open_into(self, frame: Frame, out: memoryview) -> None:
         self._aead.decrypt_into(self._nonce(), frame, None, out)
 
 
@@ -317,8 +320,8 @@ class SecureChannel:
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
         self._closed: ChannelError | None = None
-        # Receive state kept on the object (not in locals) so that a cancelled recv() can resume.
-        self._pending: asyncio.Future[bytes] | None = None
+        # Receive state kept on the object (not in locals) so that a cancelled recv() can resume
+        # (a cancelled transport read loses no frame).
         self._message: bytearray | None = None
         self._received = 0
 
@@ -439,22 +442,26 @@ class SecureChannel:
         async with self._send_lock:
             self._raise_if_closed()
             try:
-                for frame in self._seal(data):
-                    await self._transport.send_frame(frame)
+                await self._transport.send_frames(*self._frames(data))
             except ChannelError as exc:
                 await self._fail(exc if isinstance(exc, ChannelClosed) else ChannelClosed(str(exc)))
                 raise self._closed_error() from exc
 
-    def _seal(self, data: memoryview) -> list[bytes]:
-        """Encrypt a whole message into frames at once, so nonces follow the wire order.
-        Only the first frame's plaintext is copied (to put the length in front)."""
+    def _frames(self, data: memoryview) -> tuple[list[int], FrameFiller]:
+        """A whole message as frame sizes and the filler that seals frame ``i`` into the
+        transport's buffer (in order, so nonces follow the wire order). Only the first frame's
+        plaintext is copied (to put the length in front)."""
         size = len(data)
         first = min(size, FRAME_PLAINTEXT - LENGTH_SIZE)
-        seal = self._seal_cipher.seal
-        frames = [seal(size.to_bytes(LENGTH_SIZE, "big") + data[:first])]
-        for offset in range(first, size, FRAME_PLAINTEXT):
-            frames.append(seal(data[offset : offset + FRAME_PLAINTEXT]))
-        return frames
+        plain = [memoryview(size.to_bytes(LENGTH_SIZE, "big") + data[:first])]
+        plain += (data[offset : offset + FRAME_PLAINTEXT]
+                  for offset in range(first, size, FRAME_PLAINTEXT))
+        seal_into = self._seal_cipher.seal_into
+
+        def fill(i: int, out: memoryview) -> None:
+            seal_into(plain[i], out)
+
+        return [len(p) + TAG_SIZE for p in plain], fill
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -475,7 +482,7 @@ class SecureChannel:
 
     async def _recv_message(self) -> bytearray:
         while True:
-            frame = await self._next_frame()
+            frame = await self._transport.recv_frame()
             message = self._message
             if message is None:
                 plain = self._open(frame)
@@ -507,29 +514,7 @@ class SecureChannel:
                 self._received = 0
                 return message
 
-    async def _next_frame(self) -> bytes:
-        """The next transport frame; survives cancellation of the caller (see class doc)."""
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(self._transport.recv_frame())
-            self._pending.add_done_callback(_consume_exception)
-        pending = self._pending
-        try:
-            frame = await asyncio.shield(pending)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if pending.cancelled() and not (current is not None and current.cancelling()):
-                # close() stopped the read (and nobody is cancelling us): the channel is gone
-                self._pending = None
-                raise ChannelClosed("channel closed while receiving") from None
-            # Only the caller was cancelled: the read (or its result) waits for the next call.
-            raise
-        except BaseException:
-            self._pending = None
-            raise
-        self._pending = None
-        return frame
-
-    def _open(self, frame: bytes) -> bytes:
+    def _open(self, frame: Frame) -> bytes:
         try:
             return self._open_cipher.open(frame)
         except (InvalidTag, ValueError) as exc:
@@ -537,7 +522,7 @@ class SecureChannel:
                 f"frame failed authentication (tampered or corrupted): {type(exc).__name__}"
             ) from exc
 
-    def _open_into(self, frame: bytes, out: memoryview) -> None:
+    def _open_into(self, frame: Frame, out: memoryview) -> None:
         try:
             self._open_cipher.open_into(frame, out)
         except (InvalidTag, ValueError) as exc:
@@ -560,9 +545,6 @@ class SecureChannel:
     async def _fail(self, reason: ChannelError) -> None:
         if self._closed is None:
             self._closed = reason
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            pending.cancel()
         await self._transport.close()
 
     def _closed_error(self) -> ChannelClosed:

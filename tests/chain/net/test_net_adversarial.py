@@ -47,29 +47,26 @@ SERVER = KeyPair.development(1)
 CLIENT = KeyPair.development(2)
 MALLORY = KeyPair.development(3)
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[StreamTransport], Awaitable[None]]
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
+async def _quietly(work: Awaitable[None], done: Callable[[], object]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        pass  # torn down by the test; finishing normally keeps asyncio from logging it
+    finally:
+        result = done()
+        if asyncio.iscoroutine(result):
+            await result
+
+
 @contextlib.asynccontextmanager
-async def listening(handler: Handler) -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 running ``handler`` per connection; yields its port."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handler(reader, writer)
-        except asyncio.CancelledError:
-            pass  # torn down by the test; finishing normally keeps asyncio from logging it
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+async def _serving(server: asyncio.Server, tasks: set[asyncio.Future[None]]) -> AsyncIterator[int]:
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -79,13 +76,41 @@ async def listening(handler: Handler) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def listening(handler: Handler) -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 running ``handler`` on each connection's frame transport;
+    yields its port."""
+    tasks: set[asyncio.Future[None]] = set()
+
+    def on_connect(transport: StreamTransport) -> None:
+        tasks.add(asyncio.ensure_future(_quietly(handler(transport), transport.close)))
+
+    async with _serving(await StreamTransport.serve(on_connect, "127.0.0.1", 0), tasks) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def listening_raw(handler: RawHandler) -> AsyncIterator[int]:
+    """As :func:`listening`, but ``handler`` gets the raw byte streams."""
+    tasks: set[asyncio.Future[None]] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        await _quietly(handler(reader, writer), writer.close)
+
+    async with _serving(await asyncio.start_server(on_connect, "127.0.0.1", 0), tasks) as port:
+        yield port
+
+
 def honest_listener(
     key: KeyPair, chain_id: bytes, outcome: asyncio.Future[SecureChannel], **kw: object
 ) -> Handler:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(transport: StreamTransport) -> None:
         try:
             channel = await SecureChannel.accept(
-                StreamTransport(reader, writer),
+                transport,
                 key,
                 chain_id,
                 **kw,  # type: ignore[arg-type]
@@ -166,9 +191,9 @@ async def mitm_proxy(target_port: int) -> AsyncIterator[tuple[int, list[SecureCh
             for _ in range(1000):
                 await dst.send(await src.recv())
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(transport: StreamTransport) -> None:
         try:
-            down = await SecureChannel.accept(StreamTransport(reader, writer), MALLORY, CHAIN)
+            down = await SecureChannel.accept(transport, MALLORY, CHAIN)
         except ChannelError:
             return
         try:
@@ -217,10 +242,10 @@ async def test_mitm_without_expectation_cannot_pose_as_either_end() -> None:
 async def test_replayed_identity_on_another_static_key_is_refused() -> None:
     """The proxy presents the server's genuine signed identity, but over its own Noise key."""
 
-    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def impostor(transport: StreamTransport) -> None:
         with contextlib.suppress(Exception):
             await rogue_handshake(
-                StreamTransport(reader, writer), MALLORY, False, genuine_identity(SERVER), SERVER
+                transport, MALLORY, False, genuine_identity(SERVER), SERVER
             )
 
     async with asyncio.timeout(10), listening(impostor) as port:
@@ -240,10 +265,10 @@ def forged_identity() -> bytes:
 
 
 async def test_responder_signing_with_a_different_key_than_claimed_is_refused() -> None:
-    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def impostor(transport: StreamTransport) -> None:
         with contextlib.suppress(Exception):
             await rogue_handshake(
-                StreamTransport(reader, writer), MALLORY, False, forged_identity(), MALLORY
+                transport, MALLORY, False, forged_identity(), MALLORY
             )
 
     async with asyncio.timeout(10), listening(impostor) as port:
@@ -265,9 +290,8 @@ async def test_initiator_signing_with_a_different_key_than_claimed_is_refused() 
 async def test_session_proof_by_another_key_is_refused() -> None:
     """A valid static binding is not enough: the Ed25519 key must sign this very session."""
 
-    async def half_impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def half_impostor(transport: StreamTransport) -> None:
         with contextlib.suppress(Exception):
-            transport = StreamTransport(reader, writer)
             await rogue_handshake(transport, MALLORY, False, genuine_identity(MALLORY), SERVER)
             await transport.recv_frame()
 
@@ -279,9 +303,8 @@ async def test_session_proof_by_another_key_is_refused() -> None:
 async def test_rogue_with_genuine_identity_and_session_proof_is_just_itself() -> None:
     """The hand-rolled rogue is a faithful implementation: honest inputs give a normal channel."""
 
-    async def faithful(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def faithful(transport: StreamTransport) -> None:
         with contextlib.suppress(Exception):
-            transport = StreamTransport(reader, writer)
             await rogue_handshake(transport, MALLORY, False, genuine_identity(MALLORY), MALLORY)
             await transport.recv_frame()
 
@@ -342,7 +365,7 @@ async def test_garbage_to_a_dialler_is_a_handshake_error(reply: bytes) -> None:
         writer.write(reply)
         await writer.drain()
 
-    async with asyncio.timeout(10), listening(liar) as port:
+    async with asyncio.timeout(10), listening_raw(liar) as port:
         with pytest.raises(HandshakeError):
             await dial(port, timeout=1.0)
 
@@ -351,7 +374,7 @@ async def test_silent_peer_times_out() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
-    async with asyncio.timeout(10), listening(silent) as port:
+    async with asyncio.timeout(10), listening_raw(silent) as port:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(HandshakeError, match="timed out"):
@@ -411,7 +434,7 @@ async def tampering_proxy(target_port: int, mutate: Mutator) -> AsyncIterator[in
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
         await asyncio.gather(pipe(reader, up_writer), frames(up_reader, writer))
 
-    async with listening(handler) as port:
+    async with listening_raw(handler) as port:
         yield port
 
 
