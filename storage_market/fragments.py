@@ -20,7 +20,7 @@ at all, with :func:`decode_contiguous`, when they were received into one buffer)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -96,18 +96,23 @@ def split_in_place(buffer: Bytes, total: int, k: int = DEFAULT_K) -> list[memory
     return [view[i * size : (i + 1) * size] for i in range(k)]
 
 
-def parity(pieces: list[memoryview], k: int = DEFAULT_K, n: int = DEFAULT_N) -> list[memoryview]:
-    """Fragments ``k..n-1`` from the ``k`` data fragments of :func:`split`.
+def parity(pieces: list[memoryview], k: int = DEFAULT_K, n: int = DEFAULT_N,
+           indexes: Iterable[int] | None = None) -> list[memoryview]:
+    """Fragments ``k..n-1`` (or just ``indexes``) from the ``k`` data fragments of :func:`split`.
 
-    zfec releases the GIL while it computes, so a caller may run this in a worker thread
-    while the data fragments are already hashed and sent.
+    zfec releases the GIL while it computes, and each parity fragment is computed on its own,
+    so a caller may compute them in parallel worker threads while the data fragments are
+    already hashed and sent.
     """
     check_params(k, n)
     if len(pieces) != k:
         raise FragmentError(f"{len(pieces)} data fragments given, {k} needed")
-    if n == k:
+    wanted = tuple(range(k, n) if indexes is None else indexes)
+    if not all(k <= i < n for i in wanted):
+        raise FragmentError(f"parity fragments are numbered {k}..{n - 1}")
+    if not wanted:
         return []
-    return [memoryview(p) for p in _encoder(k, n).encode(tuple(pieces), tuple(range(k, n)))]
+    return [memoryview(p) for p in _encoder(k, n).encode(tuple(pieces), wanted)]
 
 
 def encode(data: Bytes, k: int = DEFAULT_K, n: int = DEFAULT_N) -> list[memoryview]:

@@ -327,14 +327,13 @@ class OwnerAgent:
         # served from memory, and a crash before then loses nothing that cannot be rebuilt
         # from the hosts (or put again from the file).
         self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
-        # The data fragments are slices of the record, so they are hashed at once, while zfec
-        # computes the parity fragments beside them (both release the GIL).
+        # The data fragments are slices of the record, so they are hashed at once; each parity
+        # fragment is computed by zfec and then hashed in a worker of its own beside them (zfec
+        # and the hash kernel release the GIL, so every core is busy).
         report("encode", 0, size)
         primaries = (fragments.split_in_place(block.buffer, block.record.nbytes, opts.k)
                      or fragments.split(block.record, opts.k))
-        parity = asyncio.ensure_future(asyncio.to_thread(fragments.parity, primaries, opts.k,
-                                                         opts.n))
-        frags: list[memoryview] = list(primaries)
+        frags: list[memoryview] = list(primaries) + [memoryview(b"")] * (opts.n - opts.k)
         period_blocks = opts.period_blocks or self.chain.storage_period_blocks
         entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
                            frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
@@ -345,21 +344,25 @@ class OwnerAgent:
                 slot.history.append({"version": old.version.hex()})
         self.entries[path] = entry
         self.height = await self.chain.tip_height()
+        done = 0
 
-        async def hash_fragments(indexes: range) -> None:
-            roots = await asyncio.gather(*(asyncio.to_thread(merkle_root, frags[i],
-                                                             opts.leaf_size) for i in indexes))
-            for i, r in zip(indexes, roots, strict=True):
-                entry.roots[i] = r
-            report("hash", indexes.stop, opts.n)
+        def fragment_root(index: int) -> bytes:
+            if index >= opts.k:
+                frags[index] = fragments.parity(primaries, opts.k, opts.n, (index,))[0]
+            return merkle_root(frags[index], opts.leaf_size)
 
+        async def encode(index: int) -> None:
+            nonlocal done
+            entry.roots[index] = await asyncio.to_thread(fragment_root, index)
+            done += 1
+            report("encode", done * size // opts.n, size)
+
+        jobs = [asyncio.ensure_future(encode(i)) for i in range(opts.n)]
         try:
-            await hash_fragments(range(opts.k))
-            frags.extend(await parity)
-            report("encode", size, size)
-            await hash_fragments(range(opts.k, opts.n))
+            await asyncio.gather(*jobs)
         except BaseException:
-            parity.cancel()
+            for job in jobs:
+                job.cancel()
             raise
         # All offers go out together, so they land in one block: hosts racing for a new
         # block's offers then each name all of them in their own order and the owner hands

@@ -114,6 +114,11 @@ def test_split_in_place_and_contiguous_decode_match_encode(size: int, k: int) ->
     assert [bytes(p) for p in pieces] == [bytes(f) for f in want[:k]]
     assert [bytes(p) for p in split(data, k)] == [bytes(f) for f in want[:k]]
     assert bytes(parity(pieces, k, k + 2)[1]) == bytes(want[k + 1])
+    # each parity fragment alone (how a put computes them side by side) is the same
+    assert [bytes(parity(pieces, k, k + 2, (i,))[0]) for i in (k, k + 1)] == [
+        bytes(f) for f in want[k:]]
+    with pytest.raises(FragmentError):
+        parity(pieces, k, k + 2, (k - 1,))  # a data fragment is not parity
     whole = bytearray(b"".join(bytes(p) for p in pieces))
     assert bytes(decode_contiguous(whole, k)) == data
     # no room, or read-only: the caller falls back to split
