@@ -50,6 +50,7 @@ from storage_market.crypto import (
     byte_view,
     decode_strict,
     find_readcap,
+    fresh_buffer,
     new_version,
     parent_path,
     seal_into,
@@ -244,13 +245,13 @@ class StoredBlock:
         size = sealed_size(byte_view(plaintext).nbytes)
         placeholder = BlockHeader(path, version, caps, wrapped, size, bytes(_DIGEST))
         offset = len(placeholder.record_prefix())
-        record = bytearray(offset + size + room)
-        view = memoryview(record)[: offset + size]
+        record = fresh_buffer(offset + size + room)
+        view = record[: offset + size]
         digest = _seal_and_hash(block_key, path, version, plaintext, view[offset:])
         header = BlockHeader(path, version, caps, wrapped, size, digest)
         prefix = header.record_prefix()
         view[:offset] = prefix  # same length: only the digest bytes differ
-        return cls(header, view, offset, memoryview(record))
+        return cls(header, view, offset, record)
 
     @classmethod
     def decode(cls, record: Bytes) -> StoredBlock:

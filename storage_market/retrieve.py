@@ -22,7 +22,7 @@ from storage_market import fragments, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import StoredBlock
 from storage_market.chainclient import ChainClient, ContractInfo, Holder
-from storage_market.crypto import Bytes, valid_path
+from storage_market.crypto import Bytes, fresh_buffer, valid_path
 from storage_market.errors import BlockNotFound, IntegrityError, NotEnoughFragments, StorageError
 from storage_market.merkle import leaf_count
 
@@ -200,7 +200,7 @@ async def _fetch_record(chain: ChainClient, key: KeyPair, path: str,
         if progress is not None:
             progress(done, place.total)
 
-    primaries = memoryview(bytearray(place.k * place.size))
+    primaries = fresh_buffer(place.k * place.size)
     got = await fetch_fragments(chain, key, place, progress=tick, errors=errors,
                                 primaries=primaries)
     if list(got) == list(range(place.k)):

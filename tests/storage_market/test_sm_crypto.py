@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 
 from chain.keys import KeyPair
 from storage_market.crypto import (
+    LARGE_BUFFER,
     READCAP_SIZE,
     SEAL_OVERHEAD,
     SEAL_PIECE,
     WRAPPED_CHILD_KEY_SIZE,
     Readcap,
     find_readcap,
+    fresh_buffer,
     new_block_key,
     new_version,
     parent_path,
@@ -208,3 +210,20 @@ def test_parent_path() -> None:
 def test_errors_are_one_family() -> None:
     for cls in (DecryptError, FormatError, InvalidPath, NoReadcap):
         assert issubclass(cls, StorageError)
+
+
+@pytest.mark.parametrize("size", [0, 1, LARGE_BUFFER - 1, LARGE_BUFFER, 3 * LARGE_BUFFER + 5])
+def test_fresh_buffers_are_zeroed_writable_and_exactly_sized(size: int) -> None:
+    buf = fresh_buffer(size)
+    assert buf.nbytes == size and not buf.readonly
+    assert not any(buf[:: 4096]) and (size == 0 or buf[-1] == 0)
+    if size:
+        buf[size - 1] = 7
+        assert buf[-1] == 7
+
+
+def test_a_payload_sealed_into_mapped_memory_opens_again() -> None:
+    key, version = new_block_key(), new_version()
+    plaintext = os.urandom(2 * LARGE_BUFFER + 3)
+    sealed = seal(key, DOC, version, plaintext)
+    assert bytes(unseal(key, DOC, version, sealed)) == plaintext
