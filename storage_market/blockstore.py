@@ -46,6 +46,7 @@ from storage_market.crypto import (
     VERSION_SIZE,
     WRAPPED_CHILD_KEY_SIZE,
     Bytes,
+    Plaintext,
     Readcap,
     byte_view,
     decode_strict,
@@ -53,6 +54,7 @@ from storage_market.crypto import (
     fresh_buffer,
     new_version,
     parent_path,
+    plaintext_length,
     seal_into,
     sealed_size,
     unseal,
@@ -160,7 +162,7 @@ def _parse_prefix(view: memoryview) -> tuple[BlockHeader, int]:
     return header, end + _DIGEST
 
 
-def _seal_and_hash(block_key: bytes, path: str, version: bytes, plaintext: Bytes,
+def _seal_and_hash(block_key: bytes, path: str, version: bytes, plaintext: Plaintext,
                    out: memoryview) -> bytes:
     """Seal into ``out`` and return the SHA-256 of the sealed payload.
 
@@ -168,7 +170,7 @@ def _seal_and_hash(block_key: bytes, path: str, version: bytes, plaintext: Bytes
     encrypted (hashlib releases the GIL), so the digest costs hardly any time after the last
     piece instead of a second full pass.
     """
-    if byte_view(plaintext).nbytes < 2 * SEAL_PIECE:
+    if plaintext_length(plaintext) < 2 * SEAL_PIECE:
         seal_into(block_key, path, version, plaintext, out)
         return hashlib.sha256(out).digest()
     hasher = hashlib.sha256()
@@ -222,7 +224,7 @@ class StoredBlock:
     def seal(
         cls,
         path: str,
-        plaintext: Bytes,
+        plaintext: Plaintext,
         block_key: bytes,
         *,
         readers: Iterable[PublicKeys] = (),
@@ -242,7 +244,7 @@ class StoredBlock:
         version = new_version() if version is None else version
         caps = tuple(Readcap.issue(block_key, path, r) for r in readers)
         wrapped = None if parent_key is None else wrap_child_key(parent_key, path, block_key)
-        size = sealed_size(byte_view(plaintext).nbytes)
+        size = sealed_size(plaintext_length(plaintext))
         placeholder = BlockHeader(path, version, caps, wrapped, size, bytes(_DIGEST))
         offset = len(placeholder.record_prefix())
         record = fresh_buffer(offset + size + room)

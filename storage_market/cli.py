@@ -33,6 +33,7 @@ from chain.errors import ConfigError
 from chain.keys import KeyPair
 from chain.params import NetworkParams, network
 from storage_market.chainclient import ChainClient, Signer
+from storage_market.crypto import plaintext_length
 from storage_market.host import HostAgent, HostPolicy
 from storage_market.owner import OwnerAgent, StoreOptions
 
@@ -165,9 +166,8 @@ def store_put(
             await owner.start()
             try:
                 full = _full_path(key.principal.root_path, path)
-                data = file.read_bytes()
-                with _progress(as_json) as bar:
-                    task = bar.add_task("sealing", total=len(data))
+                with _progress(as_json) as bar, file.open("rb") as data:
+                    task = bar.add_task("sealing", total=plaintext_length(data))
 
                     def report(stage: str, done: int, total: int) -> None:
                         bar.update(task, description=stage, completed=done, total=total)

@@ -44,9 +44,10 @@ payload inside a larger buffer (behind a header, before fragment padding).
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
 
@@ -68,12 +69,17 @@ from storage_market.errors import (
     InvalidPath,
     NoReadcap,
     PayloadTooLarge,
+    StorageError,
 )
 
 T = TypeVar("T")
 
 #: Any contiguous byte buffer: payloads may be bytes, bytearrays or slices of a larger buffer.
 Bytes: TypeAlias = bytes | bytearray | memoryview
+PlainFile: TypeAlias = io.BufferedIOBase | io.RawIOBase
+#: What a payload is sealed from: bytes in memory, or a file open for reading (read piece by
+#: piece as it is sealed, so a large file is never held in memory as plaintext).
+Plaintext: TypeAlias = Bytes | PlainFile
 
 SUITE_AES256GCM = 1
 READCAP_FORMAT = 1
@@ -223,20 +229,51 @@ def fresh_buffer(size: int) -> memoryview:
     return memoryview(mmap.mmap(-1, size))
 
 
-def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Bytes, out: Bytes,
+def plaintext_length(plaintext: Plaintext) -> int:
+    """Bytes to seal: a buffer's length, or what is left to read of a file."""
+    if isinstance(plaintext, bytes | bytearray | memoryview):
+        return byte_view(plaintext).nbytes
+    return os.fstat(plaintext.fileno()).st_size - plaintext.tell()
+
+
+def _pieces(plaintext: Plaintext, length: int) -> Iterator[memoryview]:
+    """``length`` bytes of plaintext in pieces of :data:`SEAL_PIECE`: slices of a buffer, or a
+    file read into one reused buffer (each piece valid until the next is asked for)."""
+    if isinstance(plaintext, bytes | bytearray | memoryview):
+        data = byte_view(plaintext)
+        for start in range(0, length, SEAL_PIECE):
+            yield data[start : start + SEAL_PIECE]
+        return
+    buffer = memoryview(bytearray(min(SEAL_PIECE, length)))
+    for start in range(0, length, SEAL_PIECE):
+        piece = buffer[: min(SEAL_PIECE, length - start)]
+        got = 0
+        while got < piece.nbytes:
+            n = plaintext.readinto(piece[got:])
+            if not n:
+                raise StorageError("the file shrank while it was being sealed")
+            got += n
+        yield piece
+    if plaintext.read(1):
+        raise StorageError("the file grew while it was being sealed")
+
+
+def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Plaintext, out: Bytes,
               on_sealed: Callable[[memoryview], None] | None = None) -> int:
-    """Seal ``plaintext`` into the first ``sealed_size(len(plaintext))`` bytes of ``out``.
+    """Seal ``plaintext`` into the first ``sealed_size(plaintext_length(plaintext))`` bytes of
+    ``out``.
 
     ``out`` must be writable and must not overlap ``plaintext``. Returns the number of bytes
     written. This is the zero-copy path: the ciphertext is written once, where it will live.
 
-    With ``on_sealed``, the payload is sealed in pieces of :data:`SEAL_PIECE` bytes (the same
-    AES-GCM stream, so the same bytes) and ``on_sealed`` sees every finished part of it in
+    A file, or a call with ``on_sealed``, is sealed in pieces of :data:`SEAL_PIECE` bytes (the
+    same AES-GCM stream, so the same bytes); ``on_sealed`` sees every finished part of it in
     order (suite and nonce, each piece of ciphertext, the tag): a caller hashes the sealed
     payload while the rest is still being encrypted, instead of in a second pass after it.
+    A file that changes length meanwhile is a :class:`StorageError`.
     """
-    data = byte_view(plaintext)
-    size = sealed_size(data.nbytes)
+    length = plaintext_length(plaintext)
+    size = sealed_size(length)
     target = byte_view(out)
     if target.readonly:
         raise ValueError("seal_into needs a writable buffer")
@@ -246,21 +283,23 @@ def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Bytes, out
     nonce = os.urandom(NONCE_SIZE)
     target[0] = SUITE_AES256GCM
     target[1 : 1 + NONCE_SIZE] = nonce
-    if on_sealed is None:
-        _payload_aead(block_key, version).encrypt_into(nonce, data, aad,
+    if on_sealed is None and isinstance(plaintext, bytes | bytearray | memoryview):
+        _payload_aead(block_key, version).encrypt_into(nonce, byte_view(plaintext), aad,
                                                        target[1 + NONCE_SIZE : size])
         return size
-    on_sealed(target[: 1 + NONCE_SIZE])
+    sealed = on_sealed or (lambda _part: None)
+    sealed(target[: 1 + NONCE_SIZE])
     enc = Cipher(algorithms.AES(_payload_key(block_key, version)), modes.GCM(nonce)).encryptor()
     enc.authenticate_additional_data(aad)
     body = target[1 + NONCE_SIZE : size]  # ciphertext then tag; update_into needs 15 bytes of
-    for start in range(0, data.nbytes, SEAL_PIECE):  # slack, which the tag's room provides
-        end = min(start + SEAL_PIECE, data.nbytes)
-        enc.update_into(data[start:end], body[start:])
-        on_sealed(body[start:end])
+    start = 0  # slack, which the tag's room provides
+    for piece in _pieces(plaintext, length):
+        enc.update_into(piece, body[start:])
+        sealed(body[start : start + piece.nbytes])
+        start += piece.nbytes
     enc.finalize()
-    body[data.nbytes :] = enc.tag
-    on_sealed(body[data.nbytes :])
+    body[length:] = enc.tag
+    sealed(body[length:])
     return size
 
 

@@ -54,7 +54,13 @@ from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import BlockStore, StoredBlock
 from storage_market.chainclient import DEFAULT_FEE, ChainClient, Signer
-from storage_market.crypto import Bytes, new_block_key, parent_path, valid_path
+from storage_market.crypto import (
+    Plaintext,
+    new_block_key,
+    parent_path,
+    plaintext_length,
+    valid_path,
+)
 from storage_market.errors import BlockNotFound, IntegrityError, StorageError
 from storage_market.jsonstate import StateFile, read_json
 from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, leaf_count, merkle_root
@@ -300,9 +306,10 @@ class OwnerAgent:
             self.blocks.put(block)
         return self.blocks.block_key(parent, self.key)
 
-    async def put(self, path: str, data: Bytes, options: StoreOptions | None = None,
+    async def put(self, path: str, data: Plaintext, options: StoreOptions | None = None,
                   progress: ProgressFn | None = None) -> BlockEntry:
-        """Seal ``data`` as the block at ``path`` and publish its fragment offers."""
+        """Seal ``data`` (bytes, or a file open for reading) as the block at ``path`` and publish
+        its fragment offers."""
         opts = options or self.defaults
         opts.check()
         valid_path(path)
@@ -312,7 +319,7 @@ class OwnerAgent:
         if old is not None and any(s.state in (OFFERING, STORED, ACTIVE) for s in old.slots):
             raise StorageError(f"{path} is already stored; its contracts must end first")
         report = progress or (lambda stage, done, total: None)
-        size = len(memoryview(data).cast("B"))
+        size = plaintext_length(data)
         report("seal", 0, size)
         parent_key = self._ensure_parent(path)
         key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()

@@ -8,10 +8,10 @@ the chain through the node API shape served by :func:`storage_market.inprocess.s
 two cores neither is faster: the put keeps both cores about 70% busy wherever the hosts run, and
 the API round trips add latency.)
 
-* **put** = read the file, seal it (AES-256-GCM), erasure-code it 3-of-5, hash the five Merkle
-  trees, keep the record durably on the owner's disk, publish five offers, and wait until five
-  hosts have fetched a fragment each over the channel, checked its root, written it durably,
-  signed a receipt, and the five ``FragmentStored`` events are mined;
+* **put** = read the file and seal it (AES-256-GCM) piece by piece, erasure-code it 3-of-5,
+  hash the five Merkle trees, keep the record durably on the owner's disk, publish five
+  offers, and wait until five hosts have fetched a fragment each over the channel, checked its
+  root, written it durably, signed a receipt, and the five ``FragmentStored`` events are mined;
 * **get** = look the path up in ``/global/fragments``, fetch three fragments in parallel over
   the channel, check each against its root, decode, check the record, open it with the readcap,
   and write the file (as ``blockcoin store get`` does: written, not fsynced).
@@ -162,12 +162,11 @@ async def market_run(root: Path, size: int, hosts_at: str = "inline") -> dict[st
         path = owner_key.principal.root_path + "/bench/input.bin"
 
         start = time.perf_counter()
-        data = src.read_bytes()
-        await owner.put(path, data)
+        with src.open("rb") as data:  # as `blockcoin store put` does: sealed as it is read
+            await owner.put(path, data)
         if not await owner.wait_placed(path, 300):
             raise SystemExit("put: not every fragment was placed")
         put_s = time.perf_counter() - start
-        del data
 
         out = root / "output.bin"
         start = time.perf_counter()

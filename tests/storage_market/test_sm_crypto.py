@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +25,7 @@ from storage_market.crypto import (
     new_version,
     parent_path,
     payload_associated_data,
+    plaintext_length,
     seal,
     seal_into,
     sealed_size,
@@ -227,3 +231,37 @@ def test_a_payload_sealed_into_mapped_memory_opens_again() -> None:
     plaintext = os.urandom(2 * LARGE_BUFFER + 3)
     sealed = seal(key, DOC, version, plaintext)
     assert bytes(unseal(key, DOC, version, sealed)) == plaintext
+
+
+@pytest.mark.parametrize("length", [0, 5, SEAL_PIECE, 2 * SEAL_PIECE + 17])
+def test_a_file_is_sealed_as_it_is_read_to_the_same_payload(tmp_path: Path, length: int) -> None:
+    key, version = new_block_key(), new_version()
+    plaintext = os.urandom(length)
+    (tmp_path / "f").write_bytes(b"skipped" + plaintext)
+    with open(tmp_path / "f", "rb") as fh:
+        fh.read(7)  # sealed from where the file stands
+        assert plaintext_length(fh) == length
+        out = bytearray(sealed_size(length))
+        assert seal_into(key, DOC, version, fh, out) == len(out)
+    assert bytes(unseal(key, DOC, version, out)) == plaintext
+
+
+class _Shrinking(io.FileIO):
+    def readinto(self, buffer: Any) -> int:
+        os.truncate(self.name, 10)
+        return super().readinto(buffer)
+
+
+class _Growing(io.FileIO):
+    def readinto(self, buffer: Any) -> int:
+        with open(self.name, "ab") as more:
+            more.write(b"later")
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize(("kind", "message"), [(_Shrinking, "shrank"), (_Growing, "grew")])
+def test_a_file_that_changes_while_sealed_is_refused(tmp_path: Path, kind: type[io.FileIO],
+                                                     message: str) -> None:
+    (tmp_path / "f").write_bytes(os.urandom(SEAL_PIECE + 100))
+    with kind(str(tmp_path / "f")) as fh, pytest.raises(StorageError, match=message):
+        seal_into(new_block_key(), DOC, new_version(), fh, bytearray(2 * SEAL_PIECE))
