@@ -21,7 +21,7 @@ demo: venv
 	$(BIN)/blockcoin demo
 
 bench: venv
-	@for s in scripts/bench/*.py; do echo "== $$s"; $(BIN)/python $$s --json || exit 1; done
+	@for s in scripts/bench/[!_]*.py; do echo "== $$s"; $(BIN)/python $$s --json || exit 1; done
 
 lint: venv
 	$(BIN)/ruff check chain ledger globaltree miner storage_market tests scripts

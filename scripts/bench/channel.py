@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from _report import emit
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chain.keys import KeyPair
@@ -111,12 +111,7 @@ def main() -> None:
         "ratio": round(t_aead / t_channel, 3),
         "cpus": os.cpu_count(),
     }
-    if args.json:
-        print(json.dumps(result))
-        return
-    width = max(len(k) for k in result)
-    for name, value in result.items():
-        print(f"{name:<{width}}  {value}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

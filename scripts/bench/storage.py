@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import subprocess
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import storage_primitives
+from _report import emit
 
 from chain.aio import stop_tasks
 from chain.keys import KeyPair
@@ -238,12 +238,7 @@ def main() -> None:
         "proof_verify_per_s": ceiling["proof_verify_per_s"],
         "cpus": os.cpu_count(),
     }
-    if args.json:
-        print(json.dumps(result))
-        return
-    width = max(len(k) for k in result)
-    for name, value in result.items():
-        print(f"{name:<{width}}  {value}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Usage: ``python scripts/bench/storage_primitives.py [--json] [--size-mib N] [--r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import cryptography
 import zfec
+from _report import emit
 
 from storage_market import fragments
 from storage_market.crypto import (
@@ -156,12 +156,7 @@ def main() -> None:
     parser.add_argument("--proofs", type=int, default=20_000, help="proofs to verify")
     args = parser.parse_args()
     result = run(args.size_mib << 20, max(1, args.repeat), max(1, args.proofs))
-    if args.json:
-        print(json.dumps(result))
-        return
-    width = max(len(k) for k in result)
-    for name, value in result.items():
-        print(f"{name:<{width}}  {value}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
