@@ -4,8 +4,9 @@ The channel only needs an ordered, reliable pipe of discrete frames, each at mos
 :data:`MAX_FRAME` bytes (the Noise limit). Two adapters are provided because a node speaks to
 peers both ways: raw TCP (each frame prefixed by its length as a 2-byte big-endian integer, the
 framing the Noise specification suggests, so an oversized frame cannot even be announced), which
-carries fragments between owners and hosts and so is built for bulk, and aiohttp WebSockets (one binary message per frame), which is how the node
-serves peers on its p2p port next to its HTTP API.
+carries fragments between owners and hosts and so is built for bulk, and aiohttp WebSockets
+(one binary message per frame), which is how the node serves peers on its p2p port next to its
+HTTP API.
 
 Adapters turn every transport failure into :class:`~chain.net.errors.ChannelClosed` (or
 :class:`~chain.net.errors.FrameTooLarge`), so nothing from asyncio, the socket layer or aiohttp
@@ -41,7 +42,8 @@ Frame = bytes | bytearray | memoryview
 """A frame as a transport hands it out: bytes, or a view of the transport's receive buffer."""
 
 RECV_BUFFER_SIZE = 1 << 20
-"""Bytes a TCP transport receives into at once: many frames per wake-up of the event loop."""
+"""Bytes a TCP transport receives into at once once the connection carries bulk data: many
+frames per wake-up of the event loop (a quarter of this halves the throughput)."""
 
 SEND_BUFFER_SIZE = (1 << 20) + (1 << 10)
 """A TCP transport's reusable send buffer: a 1 MiB message and its framing."""
@@ -53,6 +55,10 @@ FrameFiller = Callable[[int, memoryview], None]
 """Writes frame ``i`` into the buffer given (see :meth:`FrameTransport.send_frames`)."""
 
 _WIRE_FRAME = 2 + MAX_FRAME  # a length prefix and the largest frame
+#: A new connection receives into this much (room for two whole frames); it gets the full
+#: :data:`RECV_BUFFER_SIZE` once its reader has taken as many bytes of frames, so a peer
+#: that connects and does not get through the handshake costs no more than that.
+_FIRST_BUFFER = 2 * _WIRE_FRAME
 
 
 @runtime_checkable
@@ -62,10 +68,10 @@ class FrameTransport(Protocol):
     ``recv_frame`` raises :class:`ChannelClosed` at the end of the stream. The frame it returns
     is only valid until the caller next awaits (a transport may hand out a view of its receive
     buffer), and cancelling it loses no frame: the next call returns the frame the cancelled
-    one would have. ``send_frames(sizes, fill)`` sends ``len(sizes)`` frames in order, as one write where
-    it can: ``fill(i, out)`` writes frame ``i`` (``sizes[i]`` bytes) into ``out``, in order, so
-    a sender can encrypt straight into the transport's buffer. ``close``
-    is idempotent and never raises. At most one ``recv_frame`` and one sender run at once (the
+    one would have. ``send_frames(sizes, fill)`` sends ``len(sizes)`` frames in order, as one
+    write where it can: ``fill(i, out)`` writes frame ``i`` (``sizes[i]`` bytes) into ``out``,
+    in order, so a sender can encrypt straight into the transport's buffer. ``close`` is
+    idempotent and never raises. At most one ``recv_frame`` and one sender run at once (the
     channel guarantees it).
     """
 
@@ -90,16 +96,18 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     arrived per wake-up), and writes are flow-controlled for ``drain``.
 
     Reading pauses while the buffer is nearly full of frames nobody has asked for, so a peer
-    cannot make it grow; there is always room for one whole frame after the ones waiting.
+    cannot make it grow; there is always room for one whole frame after the ones waiting. The
+    buffer starts small and grows once, when the reader has taken as many bytes of frames.
     """
 
     def __init__(self, on_made: Callable[[asyncio.Transport, _FrameProtocol], None] | None = None,
                  ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._buffer = bytearray(RECV_BUFFER_SIZE)
+        self._buffer = bytearray(_FIRST_BUFFER)
         self._view = memoryview(self._buffer)
         self._start = 0  # first byte not yet handed out
         self._end = 0  # end of the bytes received
+        self._taken = 0  # bytes of frames handed out, until the buffer has grown
         self._eof = False
         self._ended: ChannelClosed | None = None  # why, when not the peer's clean close
         self._read_paused = False
@@ -120,10 +128,18 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self._on_made(transport, self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._start and len(self._buffer) - self._end < _WIRE_FRAME:
-            waiting = self._end - self._start
-            self._view[:waiting] = self._view[self._start : self._end]
-            self._start, self._end = 0, waiting
+        # Only called while the reader is not running, so no frame it holds can be moved.
+        if self._taken >= _FIRST_BUFFER:
+            self._taken = -1  # grown for good
+            waiting = self._view[self._start : self._end]
+            self._buffer = bytearray(RECV_BUFFER_SIZE)
+            self._buffer[: waiting.nbytes] = waiting
+            self._view = memoryview(self._buffer)
+            self._start, self._end = 0, waiting.nbytes
+        elif self._start and len(self._buffer) - self._end < _WIRE_FRAME:
+            waiting_bytes = self._end - self._start
+            self._view[:waiting_bytes] = self._view[self._start : self._end]
+            self._start, self._end = 0, waiting_bytes
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -181,6 +197,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if end > self._end:
             return None
         self._start = end
+        if self._taken >= 0:
+            self._taken += end - start
         if self._read_paused and self._transport and self._end - end <= len(self._buffer) // 2:
             self._read_paused = False
             self._transport.resume_reading()

@@ -74,10 +74,13 @@ async def test_a_reader_that_falls_behind_bounds_the_buffer_and_loses_nothing() 
         sending = asyncio.ensure_future(writer.drain())
         await asyncio.sleep(0.3)  # the transport reads until its buffer is full, then pauses
         protocol = transport._protocol
-        assert protocol._end - protocol._start <= RECV_BUFFER_SIZE
+        # nothing taken yet: the buffer is still the small first one, and full
+        assert len(protocol._buffer) < RECV_BUFFER_SIZE
+        assert protocol._end - protocol._start <= len(protocol._buffer)
         assert not sending.done()  # the rest waits in the kernel and the sender
         assert await receive(transport, len(frames)) == frames
         await sending
+        assert len(protocol._buffer) == RECV_BUFFER_SIZE  # bulk traffic: grown
 
 
 async def test_frames_before_the_end_are_read_then_the_end_is_reported() -> None:
