@@ -302,7 +302,8 @@ class StreamTransport:
         total = sum(sizes) + 2 * len(sizes)
         spare, self._spare = self._spare, None
         if spare is None or len(spare) < total:
-            spare = bytearray(max(total, SEND_BUFFER_SIZE))
+            # small messages get buffers their size; the first bulk one, the reusable big one
+            spare = bytearray(total if total <= _WIRE_FRAME else max(total, SEND_BUFFER_SIZE))
         wire = memoryview(spare)
         at = 0
         for i, size in enumerate(sizes):
