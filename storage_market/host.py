@@ -57,6 +57,7 @@ from chain.principal import Principal
 from storage_market import protocol as proto
 from storage_market import sha256x
 from storage_market.chainclient import DEFAULT_FEE, ChainClient, ContractInfo, Signer
+from storage_market.crypto import Bytes
 from storage_market.errors import IntegrityError, StorageError
 from storage_market.jsonstate import StateFile, fsync_dir, read_json, start_writeback
 from storage_market.merkle import DIGEST, ChallengeResponse, HashTree, LeafProof, leaf_count
@@ -217,8 +218,17 @@ class FragmentWriter:
         self.tail = b""
         self.written = 0
         self._inflight: asyncio.Future[None] | None = None
+        # chunks are received into these in turn: one is being written while the next arrives
+        self._buffers = (bytearray(proto.CHUNK_SIZE), bytearray(proto.CHUNK_SIZE))
+        self._turn = 1
 
-    async def write(self, chunk: bytes | bytearray) -> None:
+    def next_buffer(self, _offset: int) -> bytearray:
+        """Where to receive the next chunk: the buffer the job in flight is not using (``write``
+        waits for the previous job before it starts the next)."""
+        self._turn ^= 1
+        return self._buffers[self._turn]
+
+    async def write(self, chunk: Bytes) -> None:
         """Write the chunk and hash its whole leaves in a worker thread (both release the GIL)
         while the event loop receives and decrypts the next one; at most one job is in
         flight, so the file and the digests are filled in order."""
@@ -236,7 +246,7 @@ class FragmentWriter:
             asyncio.to_thread(self._write_and_hash, chunk, self.written - len(chunk), data, full,
                               first))
 
-    def _write_and_hash(self, chunk: bytes | bytearray, offset: int, data: bytes | bytearray, full: int,
+    def _write_and_hash(self, chunk: Bytes, offset: int, data: Bytes, full: int,
                         first: int) -> None:
         view = memoryview(chunk)
         while view.nbytes:
@@ -536,7 +546,8 @@ class HostAgent:
             offer = contract.offer
             writer = self.store.open_writer(oid, offer)
             try:
-                await proto.recv_chunks(channel, offer.size, writer.write, FETCH_TIMEOUT)
+                await proto.recv_chunks(channel, offer.size, writer.write, FETCH_TIMEOUT,
+                                        writer.next_buffer)
                 tree = await writer.commit()
             except BaseException:
                 writer.abort()

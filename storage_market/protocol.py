@@ -347,19 +347,24 @@ async def recv_fragment_header(channel: SecureChannel, sizes: Mapping[bytes, int
 async def recv_chunks(
     channel: SecureChannel,
     size: int,
-    sink: Callable[[bytearray], Awaitable[None] | None],
+    sink: Callable[[memoryview], Awaitable[None] | None],
     timeout: float,
+    into: Callable[[int], bytearray | memoryview] | None = None,
 ) -> None:
     """The raw chunks of a fragment of exactly ``size`` bytes after its header.
 
     ``sink`` sees each chunk in order (and may be a coroutine function, to write to disk).
-    Nothing beyond ``size`` is ever accepted; ``timeout`` bounds the wait for each message.
+    With ``into``, each chunk is decrypted into ``into(offset)`` (the buffer for the chunk that
+    starts ``offset`` bytes into the fragment) when it fits, so a receiver can reuse buffers or
+    land chunks in place. Nothing beyond ``size`` is ever accepted; ``timeout`` bounds the wait
+    for each message.
     """
     got = 0
     while got < size:
         try:
             async with asyncio.timeout(timeout):
-                chunk = await channel.recv()
+                chunk = (await channel.recv_into(into(got)) if into is not None
+                         else memoryview(await channel.recv()))
         except TimeoutError as exc:
             raise ProtocolError(f"fragment stream stalled for {timeout:g} s") from exc
         except ChannelError as exc:
@@ -376,15 +381,16 @@ async def recv_fragment(
     channel: SecureChannel,
     offer_id: bytes,
     size: int,
-    sink: Callable[[bytearray], Awaitable[None] | None],
+    sink: Callable[[memoryview], Awaitable[None] | None],
     timeout: float,
+    into: Callable[[int], bytearray | memoryview] | None = None,
 ) -> None:
     """Receive a fragment of exactly ``size`` bytes (as recorded on chain), chunk by chunk.
 
     The announced offer and size are checked *before* any chunk is accepted.
     """
     await recv_fragment_header(channel, {offer_id: size}, timeout)
-    await recv_chunks(channel, size, sink, timeout)
+    await recv_chunks(channel, size, sink, timeout, into)
 
 
 # --- dialling and listening ---------------------------------------------------------------------

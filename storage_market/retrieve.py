@@ -74,9 +74,10 @@ async def placement(chain: ChainClient, path: str) -> Placement:
 
 
 class _Landing:
-    """Where one fragment's chunks land: copied into place and their leaves hashed by a worker
-    thread (the kernel releases the GIL) while the event loop receives and decrypts the next
-    chunk. At most one job is in flight, so leaves are hashed in order as they complete."""
+    """Where one fragment's chunks land: decrypted straight into place (see :meth:`into`) and
+    their leaves hashed by a worker thread (the kernel releases the GIL) while the event loop
+    receives and decrypts the next chunk. At most one job is in flight, so leaves are hashed in
+    order as they complete."""
 
     def __init__(self, buf: memoryview, leaf_size: int) -> None:
         self.buf = buf
@@ -86,7 +87,11 @@ class _Landing:
         self.hashed = 0  # whole leaves hashed
         self._job: asyncio.Future[None] | None = None
 
-    async def sink(self, chunk: bytearray) -> None:
+    def into(self, offset: int) -> memoryview:
+        """The place of the chunk that starts ``offset`` bytes into the fragment."""
+        return self.buf[offset : offset + proto.CHUNK_SIZE]
+
+    async def sink(self, chunk: memoryview) -> None:
         await self.drain()
         start, self.received = self.received, self.received + len(chunk)
         upto = self.received // self.leaf_size
@@ -94,8 +99,9 @@ class _Landing:
         self._job = asyncio.ensure_future(
             asyncio.to_thread(self._land, chunk, start, first, upto))
 
-    def _land(self, chunk: bytearray, start: int, first: int, upto: int) -> None:
-        self.buf[start : start + len(chunk)] = chunk
+    def _land(self, chunk: memoryview, start: int, first: int, upto: int) -> None:
+        if chunk.obj is not self.buf.obj:  # not received in place (it did not fit there)
+            self.buf[start : start + len(chunk)] = chunk
         if upto > first:
             leaf, d = self.leaf_size, sha256x.DIGEST
             sha256x.leaf_digests_into(self.buf[first * leaf : upto * leaf], leaf,
@@ -130,7 +136,7 @@ async def fetch_fragment(chain: ChainClient, key: KeyPair, holder: Holder,
         raise ValueError(f"a buffer of {buf.nbytes} bytes for a {holder.size}-byte fragment")
     landing = _Landing(buf, leaf_size)
 
-    async def sink(chunk: bytearray) -> None:
+    async def sink(chunk: memoryview) -> None:
         await landing.sink(chunk)
         if progress is not None:
             progress(len(chunk))
@@ -138,7 +144,8 @@ async def fetch_fragment(chain: ChainClient, key: KeyPair, holder: Holder,
     try:
         async with channel:
             await proto.send(channel, proto.Retrieve(holder.contract))
-            await proto.recv_fragment(channel, holder.contract, holder.size, sink, timeout)
+            await proto.recv_fragment(channel, holder.contract, holder.size, sink, timeout,
+                                      landing.into)
     finally:
         await landing.drain()
     root = await asyncio.to_thread(landing.root)

@@ -322,7 +322,7 @@ class SecureChannel:
         self._closed: ChannelError | None = None
         # Receive state kept on the object (not in locals) so that a cancelled recv() can resume
         # (a cancelled transport read loses no frame).
-        self._message: bytearray | None = None
+        self._message: bytearray | memoryview | None = None
         self._received = 0
 
     # -- construction -------------------------------------------------------------------
@@ -472,15 +472,26 @@ class SecureChannel:
         :class:`CorruptFrame` on tampering or broken framing; :class:`ChannelClosed` once the
         peer has gone. All of them close the channel.
         """
+        message = await self._receive(None)
+        # (a view only if a cancelled recv_into left this message half received in its buffer)
+        return message if isinstance(message, bytearray) else bytearray(message)
+
+    async def recv_into(self, buffer: bytearray | memoryview) -> memoryview:
+        """As :meth:`recv`, but decrypt into ``buffer`` when the message fits (the returned view
+        of it), so a bulk reader can reuse its buffers or receive straight into place; a larger
+        message gets a buffer of its own."""
+        return memoryview(await self._receive(buffer))
+
+    async def _receive(self, into: bytearray | memoryview | None) -> bytearray | memoryview:
         async with self._recv_lock:
             self._raise_if_closed()
             try:
-                return await self._recv_message()
+                return await self._recv_message(into)
             except ChannelError as exc:
                 await self._fail(exc)
                 raise
 
-    async def _recv_message(self) -> bytearray:
+    async def _recv_message(self, into: bytearray | memoryview | None) -> bytearray | memoryview:
         while True:
             frame = await self._transport.recv_frame()
             message = self._message
@@ -497,7 +508,10 @@ class SecureChannel:
                 body = memoryview(plain)[LENGTH_SIZE:]
                 if len(body) != min(length, FRAME_PLAINTEXT - LENGTH_SIZE):
                     raise CorruptFrame(f"first frame carries {len(body)} bytes of {length}")
-                message = self._message = bytearray(length)
+                message = self._message = (
+                    memoryview(into).cast("B")[:length]
+                    if into is not None and memoryview(into).nbytes >= length
+                    else bytearray(length))
                 message[: len(body)] = body
                 self._received = len(body)
             else:

@@ -344,3 +344,34 @@ async def test_report_throughput(capsys: pytest.CaptureFixture[str]) -> None:
             with capsys.disabled():
                 print(f"\nsecure channel over {name}: {rate:.0f} MB/s (4 MiB messages, loopback)")
             assert rate > 0
+
+
+async def test_recv_into_uses_the_buffer_given_when_the_message_fits() -> None:
+    small, big = payload(70_000, seed=5), payload(200_000, seed=6)
+    async with asyncio.timeout(10), tcp_pair() as (client, listener):
+        buffer = bytearray(100_000)
+        await client.send(small)
+        got = await listener.recv_into(buffer)
+        assert got.obj is buffer and bytes(got) == small  # decrypted in place
+        await client.send(big)
+        got = await listener.recv_into(buffer)
+        assert got.obj is not buffer and bytes(got) == big  # too big for it: a buffer of its own
+        assert bytes(buffer[: len(small)]) == small  # and the buffer was left alone
+
+
+async def test_a_message_half_received_into_a_buffer_is_finished_by_the_next_call() -> None:
+    message = payload(3 * MiB, seed=7)
+    async with asyncio.timeout(10), tcp_pair() as (client, listener):
+        buffer = bytearray(4 * MiB)
+        receiving = asyncio.ensure_future(listener.recv_into(buffer))
+        # the first ten frames of the message now, the rest once the receiver gave up
+        sizes, fill = client._frames(memoryview(message))
+        await client._transport.send_frames(sizes[:10], fill)
+        while listener._received < 9 * 65_000:
+            await asyncio.sleep(0.001)
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
+        await client._transport.send_frames(sizes[10:], lambda i, out: fill(i + 10, out))
+        got = await listener.recv()  # picks up where recv_into stopped, in its buffer
+        assert isinstance(got, bytearray) and got == message
