@@ -282,7 +282,7 @@ class FragmentWriter:
         os.close(self.fd)
         self.fd = -1
         os.replace(self.tmp, self.store.file_for(self.offer_id))
-        fsync_dir(self.store.directory)
+        await asyncio.to_thread(fsync_dir, self.store.directory)  # not on the event loop
         return tree
 
     def abort(self) -> None:
