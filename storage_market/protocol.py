@@ -51,6 +51,9 @@ CHUNK_SIZE = 1 << 20
 MAX_MESSAGE = CHUNK_SIZE + 1024
 MAX_TEXT = 1024
 DIAL_TIMEOUT = 10.0
+#: Connections a listener serves at once; more are closed as they arrive. Each holds up to
+#: ~2 MiB of buffers once it streams a fragment, so this bounds what peers can make it hold.
+MAX_CONNECTIONS = 128
 
 
 class ProtocolError(StorageError):
@@ -427,18 +430,23 @@ class Listener:
     """Accepts channels on a TCP port and runs ``handler`` on each, one task per connection.
 
     A handler's protocol and channel errors end only that connection; :meth:`close` stops
-    listening and cancels the connections still running, each bounded in time.
+    listening and cancels the connections still running, each bounded in time. Beyond
+    ``max_connections`` at once, new connections are closed at once (counted in ``turned_away``).
     """
 
     def __init__(self, key: KeyPair, chain_id: bytes, handler: Handler,
-                 handshake_timeout: float = DIAL_TIMEOUT) -> None:
+                 handshake_timeout: float = DIAL_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.key = key
         self.chain_id = chain_id
         self.handler = handler
         self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # serving or turning away
+        self._serving: set[asyncio.Task[None]] = set()
         self.errors: list[str] = []
+        self.turned_away = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen; returns the ``host:port`` actually bound (for an Announce)."""
@@ -447,7 +455,14 @@ class Listener:
         return f"{bound[0]}:{bound[1]}"
 
     def _on_connect(self, transport: StreamTransport) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(transport))
+        loop = asyncio.get_running_loop()
+        if len(self._serving) >= self.max_connections:
+            self.turned_away += 1
+            task = loop.create_task(transport.close())
+        else:
+            task = loop.create_task(self._serve(transport))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -112,6 +112,27 @@ async def test_dial_refuses_an_impostor() -> None:
         await listener.close()
 
 
+async def test_a_listener_turns_away_connections_beyond_its_limit() -> None:
+    listener = proto.Listener(KeyPair.generate(), CHAIN_ID, lambda ch: asyncio.sleep(0),
+                              handshake_timeout=5, max_connections=2)
+    host, port = proto.split_address(await listener.start())
+    streams = []
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(3):  # connect, say nothing: each holds a slot until its handshake times out
+                streams.append(await asyncio.open_connection(host, port))
+            extra_reader, _ = streams[2]
+            assert await extra_reader.read(1) == b""  # the third is closed at once
+            assert listener.turned_away == 1
+            for reader, _ in streams[:2]:  # the first two are still waiting for a handshake
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), 0.2)
+    finally:
+        for _, writer in streams:
+            writer.close()
+        await listener.close()
+
+
 def test_fragment_store_is_atomic_and_checked(tmp_path: Path) -> None:
     data = os.urandom(5000)
     tree = MerkleTree(data, 1024)
