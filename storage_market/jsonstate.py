@@ -44,6 +44,8 @@ DIRECT_ALIGN = 4096
 DIRECT_MIN = 1 << 20
 """Payloads from this size up are written with direct I/O when their buffer allows it."""
 
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)  # 0 where the platform has no direct I/O
+
 
 def write_bytes_atomic(path: Path, payload: bytes | bytearray | memoryview) -> None:
     """Replace ``path`` with ``payload`` durably: temporary file, fsync, rename, fsync dir.
@@ -62,10 +64,16 @@ def write_bytes_atomic(path: Path, payload: bytes | bytearray | memoryview) -> N
     try:
         try:
             data = memoryview(payload).cast("B")
-            written = _write_direct(tmp, data)
-            os.lseek(fd, written, os.SEEK_SET)
+            written = 0
+            direct = direct_prefix(data, 0) if data.nbytes >= DIRECT_MIN else 0
+            dfd = open_direct(tmp) if direct else None
+            if dfd is not None:
+                try:
+                    written = write_direct(dfd, data[:direct], 0)
+                finally:
+                    os.close(dfd)
             while written < data.nbytes:
-                step = os.write(fd, data[written : written + WRITE_PIECE])
+                step = os.pwrite(fd, data[written : written + WRITE_PIECE], written)
                 start_writeback(fd, written, step)
                 written += step
             os.fsync(fd)
@@ -78,33 +86,40 @@ def write_bytes_atomic(path: Path, payload: bytes | bytearray | memoryview) -> N
     fsync_dir(path.parent)
 
 
-def _write_direct(path: Path, data: memoryview) -> int:
-    """Write the longest page-aligned prefix of ``data`` to the (empty) file at ``path`` with
-    direct I/O; returns how many bytes that was: 0 where the buffer or the file system does
-    not allow it (the caller writes the rest the ordinary way)."""
-    direct = getattr(os, "O_DIRECT", 0)
-    if not direct or data.readonly or data.nbytes < DIRECT_MIN:
+def direct_prefix(data: memoryview, offset: int) -> int:
+    """How many leading bytes of ``data`` direct I/O can write at ``offset`` of a file: its
+    page-aligned prefix, or 0 if the buffer or the offset is not aligned (or read-only)."""
+    if not _O_DIRECT or data.readonly or offset % DIRECT_ALIGN or not data.nbytes:
         return 0
     if ctypes.addressof(ctypes.c_char.from_buffer(data)) % DIRECT_ALIGN:
         return 0
-    aligned = data.nbytes - data.nbytes % DIRECT_ALIGN
+    return data.nbytes - data.nbytes % DIRECT_ALIGN
+
+
+def open_direct(path: Path) -> int | None:
+    """A descriptor that writes ``path`` (which exists) with direct I/O, or None where the
+    file system does not have it."""
     try:
-        fd = os.open(path, os.O_WRONLY | direct)
+        return os.open(path, os.O_WRONLY | _O_DIRECT) if _O_DIRECT else None
     except OSError:
-        return 0  # a file system without direct I/O
+        return None
+
+
+def write_direct(fd: int, data: memoryview, offset: int) -> int:
+    """Write ``data`` (a :func:`direct_prefix`) at ``offset`` through a direct descriptor;
+    returns the bytes written, which fall short of ``len(data)`` only where the file system
+    refused direct I/O at the first write (0) or wrote short (the caller writes the rest the
+    ordinary way)."""
     written = 0
     try:
-        while written < aligned:
-            step = os.write(fd, data[written : min(aligned, written + WRITE_PIECE)])
+        while written < data.nbytes:
+            step = os.pwrite(fd, data[written:], offset + written)
             written += step
-            if step % DIRECT_ALIGN:
-                break  # a short write off the alignment: the rest goes the ordinary way
+            if not step or step % DIRECT_ALIGN:
+                break
     except OSError as exc:
         if exc.errno != errno.EINVAL or written:
             raise
-        return 0  # the file system refused direct I/O after all
-    finally:
-        os.close(fd)
     return written
 
 
