@@ -221,9 +221,10 @@ def fresh_buffer(size: int) -> memoryview:
     A large bytearray is zeroed by the allocating thread before anything is written to it,
     and on a fresh allocation that pass is mostly page faults, a third of the cost of sealing
     a payload. A private anonymous mapping is zero by definition (private: a shared one would
-    be shared memory, slower to fault in): its pages are faulted in as the
-    cipher (or the network) first writes them, while other threads hash what is already
-    written, and the memory goes back to the system when the last view of it is dropped.
+    be shared memory, slower to fault in): its pages are faulted in as the cipher (or the
+    network) first writes them, while other threads hash what is already written, and the
+    memory goes back to the system when the last view of it is dropped. Its pages are aligned,
+    which is what lets a record go to disk with direct I/O.
     """
     if size < LARGE_BUFFER:
         return memoryview(bytearray(size))

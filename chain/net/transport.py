@@ -137,9 +137,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self._view = memoryview(self._buffer)
             self._start, self._end = 0, waiting.nbytes
         elif self._start and len(self._buffer) - self._end < _WIRE_FRAME:
-            waiting_bytes = self._end - self._start
-            self._view[:waiting_bytes] = self._view[self._start : self._end]
-            self._start, self._end = 0, waiting_bytes
+            kept = self._end - self._start  # move the frames not yet taken to the front
+            self._view[:kept] = self._view[self._start : self._end]
+            self._start, self._end = 0, kept
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
