@@ -196,6 +196,9 @@ class StateFile:
         self._written = 0  # version durable
         self._task: asyncio.Task[None] | None = None
         self._hurry: asyncio.Event | None = None
+        # flushes waiting for a version: resolved as soon as a write covers it, not when the
+        # writer task ends (changes marked meanwhile would make them wait out ``delay`` too)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def mark(self) -> None:
         """Write the state soon (within :attr:`delay`), in the background."""
@@ -208,23 +211,43 @@ class StateFile:
     async def flush(self) -> None:
         """Until the state as it is now is durable; a failed write raises here."""
         self.mark()
-        target = self._wanted
+        written = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._wanted, written))
         assert self._hurry is not None
         self._hurry.set()
-        while self._written < target:
-            assert self._task is not None
-            await asyncio.shield(self._task)
+        await written
 
     async def _run(self, hurry: asyncio.Event) -> None:
-        while self._written < self._wanted:
-            if not hurry.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(hurry.wait(), self.delay)
-            version = self._wanted
-            hurry.clear()  # a flush from now on wants a later version: it sets it again
-            payload = encode_json(self.snapshot())
-            await asyncio.to_thread(write_bytes_atomic, self.path, payload)
-            self._written = version
+        try:
+            while self._written < self._wanted:
+                if not hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(hurry.wait(), self.delay)
+                version = self._wanted
+                hurry.clear()  # a flush from now on wants a later version: it sets it again
+                payload = encode_json(self.snapshot())
+                await asyncio.to_thread(write_bytes_atomic, self.path, payload)
+                self._written = version
+                self._settle_waiters(None)
+        except BaseException as exc:
+            self._settle_waiters(exc)
+            raise
+
+    def _settle_waiters(self, failure: BaseException | None) -> None:
+        """Release the flushes the last write covered, or fail them all if it failed."""
+        waiting = []
+        for version, written in self._waiters:
+            if written.done():  # its flush was cancelled
+                continue
+            if failure is None and version > self._written:
+                waiting.append((version, written))
+            elif isinstance(failure, Exception):
+                written.set_exception(failure)
+            elif failure is not None:
+                written.cancel()
+            else:
+                written.set_result(None)
+        self._waiters = waiting
 
     @staticmethod
     def _report(task: asyncio.Task[None]) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storage_market.crypto import fresh_buffer
 from storage_market.jsonstate import (
     DIRECT_MIN,
+    StateFile,
     direct_prefix,
     open_direct,
     read_json,
@@ -65,3 +68,34 @@ def test_json_round_trip(tmp_path: Path) -> None:
     write_json(tmp_path / "s.json", {"b": [1, 2], "a": "x"})
     assert read_json(tmp_path / "s.json") == {"a": "x", "b": [1, 2]}
     assert read_json(tmp_path / "missing.json") is None
+
+
+async def test_flush_returns_once_its_state_is_durable_while_changes_keep_coming(tmp_path: Path) -> None:
+    """An agent marks its state on every block; a flush (before a receipt is signed) must not
+    also wait out the batching delay of changes made after it."""
+    state = {"n": 0}
+    path = tmp_path / "state.json"
+
+    def snapshot() -> dict[str, Any]:
+        state["n"] += 1
+        states.mark()  # a change arrives while this version is being written
+        return dict(state)
+
+    states = StateFile(path, snapshot, delay=60.0)
+    await asyncio.wait_for(states.flush(), 10)
+    assert read_json(path) == {"n": 1}
+    states.snapshot = lambda: dict(state)
+    await asyncio.wait_for(states.flush(), 10)
+    assert read_json(path) == {"n": 1} and states._wanted == states._written
+    await states.close()
+
+
+async def test_a_failed_write_fails_the_flush_and_the_next_one_retries(tmp_path: Path) -> None:
+    path = tmp_path / "blocked" / "state.json"
+    path.parent.write_bytes(b"")  # a file where the directory should be: the write fails
+    states = StateFile(path, lambda: {"a": 1}, delay=60.0)
+    with pytest.raises(OSError):
+        await asyncio.wait_for(states.flush(), 10)
+    path.parent.unlink()
+    await asyncio.wait_for(states.flush(), 10)
+    assert read_json(path) == {"a": 1}
