@@ -1,24 +1,29 @@
 """Stored blocks and the local block store of a blocktree client.
 
 A **stored block** is one self-describing record: a header (path, version, readcaps, the block
-key wrapped under the parent's key, payload length and SHA-256) followed by the sealed payload.
+key wrapped under the parent's key, payload length) followed by the sealed payload.
 The record is what the client keeps on disk *and* what it erasure-codes into fragments, so a
 block fetched back from any ``k`` hosts brings its readcaps with it and can be opened with
 nothing but the reader's key pair.
 
-Record format (version 1)::
+Record format (version 2)::
 
-    magic "BCBK" | u8 format=1 | varint header length | header | SHA-256(all before) [32]
+    magic "BCBK" | u8 format=2 | varint header length | header | SHA-256(all before) [32]
     | sealed payload
 
     header = text path | version[32] | varint readcap count | readcap x count
-             | flag, [wrapped parent key (61)] | varint payload length | SHA-256(payload) [32]
+             | flag, [wrapped parent key (61)] | varint payload length
 
 The root block of a tree (``/<principal>``) has no parent key and at least one readcap (the
 paper: "the root block always contains a readcap for the root key"); every other block has a
-parent key. The header checksum and the payload digest make any corruption an
-:class:`~storage_market.errors.IntegrityError` before any key is needed, so a store can be
-audited (and a bad fragment decode caught) by someone who cannot read the blocks.
+parent key. A damaged header is an :class:`~storage_market.errors.IntegrityError` before any
+key is needed (its checksum). The payload needs no digest of its own: it is AES-GCM sealed
+under the block key with the path and version as associated data, so a reader's open checks
+every byte of it, and anyone without the key checks it through the fragments' Merkle roots on
+chain (a record is never used whole by someone who cannot open it). Version 1 also carried a
+SHA-256 of the payload in the header, after the payload length: one more full pass over the
+data on every put and get, on the core that hashes the fragments' leaves meanwhile. Version-1
+records are still read, and their digest still checked.
 
 :class:`BlockStore` keeps one record per path in a directory: ``<dir>/<root principal>/
 <SHA-256 of the path>.blk``. The file name is a hash, so no path spelling can reach outside the
@@ -29,10 +34,10 @@ record or the new one, never a torn one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +47,6 @@ from chain.keys import KeyPair, PublicKeys
 from chain.paths import MAX_PATH_BYTES
 from chain.principal import Principal
 from storage_market.crypto import (
-    SEAL_PIECE,
     VERSION_SIZE,
     WRAPPED_CHILD_KEY_SIZE,
     Bytes,
@@ -72,12 +76,17 @@ from storage_market.errors import (
 from storage_market.jsonstate import fsync_dir, write_bytes_atomic
 
 MAGIC = b"BCBK"
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+#: the first format, whose header ends with the payload's SHA-256 (still read)
+DIGEST_FORMAT = 1
 MAX_READCAPS = 1024
 #: Bounds the header before it is read: a path, 1024 readcaps and a few fixed fields.
 MAX_HEADER = 256 * 1024
 _DIGEST = 32
 _PREFIX = len(MAGIC) + 1
+
+#: told, in the sealing thread, ``(record, final)``: see :meth:`StoredBlock.seal`
+RecordProgress = Callable[[memoryview, int], None]
 
 
 def _is_root(path: str) -> bool:
@@ -93,12 +102,15 @@ class BlockHeader:
     readcaps: tuple[Readcap, ...]
     parent_key: bytes | None
     payload_size: int
-    payload_digest: bytes
+    #: only in a version-1 record
+    payload_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         valid_path(self.path)
-        if len(self.version) != VERSION_SIZE or len(self.payload_digest) != _DIGEST:
-            raise FormatError("a header has a 32-byte version and a 32-byte payload digest")
+        if len(self.version) != VERSION_SIZE:
+            raise FormatError("a header has a 32-byte version")
+        if self.payload_digest is not None and len(self.payload_digest) != _DIGEST:
+            raise FormatError("a version-1 header has a 32-byte payload digest")
         if len(self.readcaps) > MAX_READCAPS:
             raise FormatError(f"a block has at most {MAX_READCAPS} readcaps")
         if _is_root(self.path):
@@ -116,15 +128,23 @@ class BlockHeader:
         w.flag(self.parent_key is not None)
         if self.parent_key is not None:
             w.fixed(self.parent_key, WRAPPED_CHILD_KEY_SIZE)
-        w.varint(self.payload_size).fixed(self.payload_digest, _DIGEST)
+        w.varint(self.payload_size)
+        if self.payload_digest is not None:
+            w.fixed(self.payload_digest, _DIGEST)
 
     @classmethod
-    def read(cls, r: Reader) -> BlockHeader:
+    def read(cls, r: Reader, record_format: int = RECORD_FORMAT) -> BlockHeader:
         path = r.text(MAX_PATH_BYTES)
         version = r.fixed(VERSION_SIZE)
         caps = tuple(Readcap.read(r) for _ in range(r.varint(MAX_READCAPS)))
         parent = r.fixed(WRAPPED_CHILD_KEY_SIZE) if r.flag() else None
-        return cls(path, version, caps, parent, r.varint(), r.fixed(_DIGEST))
+        size = r.varint()
+        digest = r.fixed(_DIGEST) if record_format == DIGEST_FORMAT else None
+        return cls(path, version, caps, parent, size, digest)
+
+    @property
+    def record_format(self) -> int:
+        return RECORD_FORMAT if self.payload_digest is None else DIGEST_FORMAT
 
     def encode(self) -> bytes:
         w = Writer()
@@ -136,7 +156,7 @@ class BlockHeader:
         body = self.encode()
         if len(body) > MAX_HEADER:
             raise FormatError(f"a block header is at most {MAX_HEADER} bytes")
-        head = MAGIC + bytes((RECORD_FORMAT,)) + encode_varint(len(body)) + body
+        head = MAGIC + bytes((self.record_format,)) + encode_varint(len(body)) + body
         return head + hashlib.sha256(head).digest()
 
 
@@ -144,8 +164,9 @@ def _parse_prefix(view: memoryview) -> tuple[BlockHeader, int]:
     """The header of a record and the offset of its payload; needs only the prefix bytes."""
     if view.nbytes < _PREFIX or bytes(view[: len(MAGIC)]) != MAGIC:
         raise FormatError("not a block record (bad magic)")
-    if view[len(MAGIC)] != RECORD_FORMAT:
-        raise FormatError(f"unknown block record format {view[len(MAGIC)]}")
+    record_format = view[len(MAGIC)]
+    if record_format not in (DIGEST_FORMAT, RECORD_FORMAT):
+        raise FormatError(f"unknown block record format {record_format}")
     window = bytes(view[_PREFIX : _PREFIX + 4])  # the header length: a varint below 2**18
     try:
         reader = Reader(window)
@@ -158,36 +179,10 @@ def _parse_prefix(view: memoryview) -> tuple[BlockHeader, int]:
         raise FormatError("block record truncated in its header")
     if hashlib.sha256(view[:end]).digest() != bytes(view[end : end + _DIGEST]):
         raise IntegrityError("block header checksum mismatch")
-    header = decode_strict(view[pos:end], BlockHeader.read, "block header")
+    header = decode_strict(view[pos:end], functools.partial(BlockHeader.read,
+                                                            record_format=record_format),
+                           "block header")
     return header, end + _DIGEST
-
-
-def _seal_and_hash(block_key: bytes, path: str, version: bytes, plaintext: Plaintext,
-                   out: memoryview) -> bytes:
-    """Seal into ``out`` and return the SHA-256 of the sealed payload.
-
-    Large payloads are hashed piece by piece in a second thread while the next piece is
-    encrypted (hashlib releases the GIL), so the digest costs hardly any time after the last
-    piece instead of a second full pass.
-    """
-    if plaintext_length(plaintext) < 2 * SEAL_PIECE:
-        seal_into(block_key, path, version, plaintext, out)
-        return hashlib.sha256(out).digest()
-    hasher = hashlib.sha256()
-    with ThreadPoolExecutor(1, thread_name_prefix="seal-hash") as pool:
-        pending: list[Future[None]] = []
-
-        def hash_piece(piece: memoryview) -> None:
-            if pending:
-                pending.pop().result()
-            pending.append(pool.submit(hasher.update, piece))
-
-        try:
-            seal_into(block_key, path, version, plaintext, out, on_sealed=hash_piece)
-        finally:
-            for job in pending:
-                job.result()
-    return hasher.digest()
 
 
 class StoredBlock:
@@ -231,6 +226,7 @@ class StoredBlock:
         parent_key: bytes | None = None,
         version: bytes | None = None,
         room: int = 0,
+        on_sealed: RecordProgress | None = None,
     ) -> StoredBlock:
         """Encrypt ``plaintext`` as the block at ``path``.
 
@@ -238,50 +234,49 @@ class StoredBlock:
         this block's key is wrapped, and is required for every block but a tree's root.
         ``version`` defaults to a fresh random one. ``room`` zeroed bytes are allocated after
         the record, in the same :attr:`buffer`: the erasure coder's padding then needs no
-        copy of the last data fragment.
+        copy of the last data fragment. ``on_sealed(record, final)`` is called in the
+        sealing thread as the record fills: its first ``final`` bytes will not change any more,
+        so a caller can start hashing them.
         """
         valid_path(path)
         version = new_version() if version is None else version
         caps = tuple(Readcap.issue(block_key, path, r) for r in readers)
         wrapped = None if parent_key is None else wrap_child_key(parent_key, path, block_key)
         size = sealed_size(plaintext_length(plaintext))
-        placeholder = BlockHeader(path, version, caps, wrapped, size, bytes(_DIGEST))
-        offset = len(placeholder.record_prefix())
+        header = BlockHeader(path, version, caps, wrapped, size)
+        prefix = header.record_prefix()
+        offset = len(prefix)
         record = fresh_buffer(offset + size + room)
         view = record[: offset + size]
-        digest = _seal_and_hash(block_key, path, version, plaintext, view[offset:])
-        header = BlockHeader(path, version, caps, wrapped, size, digest)
-        prefix = header.record_prefix()
-        view[:offset] = prefix  # same length: only the digest bytes differ
+        view[:offset] = prefix
+        sealed = 0
+
+        def progress(piece: memoryview) -> None:
+            nonlocal sealed
+            sealed += piece.nbytes
+            if on_sealed is not None:
+                on_sealed(view, offset + sealed)
+
+        seal_into(block_key, path, version, plaintext, view[offset:],
+                  on_sealed=None if on_sealed is None else progress)
         return cls(header, view, offset, record)
 
     @classmethod
     def decode(cls, record: Bytes) -> StoredBlock:
-        """Parse and check a record (header checksum and payload digest) without copying it."""
-        block = cls.parse(record)
-        block.check_digest()
-        return block
-
-    @classmethod
-    def parse(cls, record: Bytes) -> StoredBlock:
-        """Parse a record and check its header checksum, but not yet the payload digest.
-
-        For a caller that checks the digest (:meth:`check_digest`, one SHA-256 pass that
-        releases the GIL) in parallel with other work on the payload, and uses neither result
-        until both have passed.
-        """
+        """Parse a record without copying it: its header checksum, its length and, in a
+        version-1 record, its payload digest are checked (the payload itself is checked by the
+        AEAD when opened)."""
         view = byte_view(record)
         header, offset = _parse_prefix(view)
         if view.nbytes - offset != header.payload_size:
             raise FormatError(
                 f"payload is {view.nbytes - offset} bytes, header says {header.payload_size}"
             )
-        return cls(header, view, offset)
-
-    def check_digest(self) -> None:
-        """:class:`IntegrityError` unless the payload matches the digest in the header."""
-        if hashlib.sha256(self.payload).digest() != self.header.payload_digest:
-            raise IntegrityError(f"payload of {self.header.path} does not match its digest")
+        block = cls(header, view, offset)
+        digest = header.payload_digest
+        if digest is not None and hashlib.sha256(block.payload).digest() != digest:
+            raise IntegrityError(f"payload of {header.path} does not match its digest")
+        return block
 
     def block_key(self, keys: KeyPair) -> bytes:
         """This block's key from a readcap issued to ``keys`` (NoReadcap if there is none)."""

@@ -63,6 +63,7 @@ from storage_market.crypto import (
 )
 from storage_market.errors import BlockNotFound, IntegrityError, StorageError
 from storage_market.jsonstate import StateFile, read_json
+from storage_market.leafhash import DataLeaves
 from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, leaf_count, merkle_root
 
 log = logging.getLogger("blockcoin.owner")
@@ -323,54 +324,13 @@ class OwnerAgent:
         report("seal", 0, size)
         parent_key = self._ensure_parent(path)
         key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()
-        # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
-        # event loop keeps serving (other puts, challenges, the hosts' first fetches).
-        block = await asyncio.to_thread(StoredBlock.seal, path, data, key,
-                                        readers=[self.key.public], parent_key=parent_key,
-                                        room=opts.k)
-        report("seal", size, size)
-        # The durable local copy is written by a worker thread while this one encodes, hashes,
-        # offers and serves; ``wait_placed`` waits for it too. Until it lands, fetches are
-        # served from memory, and a crash before then loses nothing that cannot be rebuilt
-        # from the hosts (or put again from the file).
-        self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
-        # The data fragments are slices of the record, so they are hashed at once; each parity
-        # fragment is computed by zfec and then hashed in a worker of its own beside them (zfec
-        # and the hash kernel release the GIL, so every core is busy).
-        report("encode", 0, size)
-        primaries = (fragments.split_in_place(block.buffer, block.record.nbytes, opts.k)
-                     or fragments.split(block.record, opts.k))
-        frags: list[memoryview] = list(primaries) + [memoryview(b"")] * (opts.n - opts.k)
-        period_blocks = opts.period_blocks or self.chain.storage_period_blocks
-        entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
-                           frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
-                           period_blocks, [b""] * opts.n, [Slot(i) for i in range(opts.n)], opts)
-        self._frags[path] = (block.version, frags)
+        with DataLeaves(opts.k, opts.leaf_size) as leaves:
+            entry = await self._seal_and_encode(path, data, key, parent_key, opts, leaves, report)
         if old is not None:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
         self.entries[path] = entry
         self.height = await self.chain.tip_height()
-        done = 0
-
-        def fragment_root(index: int) -> bytes:
-            if index >= opts.k:
-                frags[index] = fragments.parity(primaries, opts.k, opts.n, (index,))[0]
-            return merkle_root(frags[index], opts.leaf_size)
-
-        async def encode(index: int) -> None:
-            nonlocal done
-            entry.roots[index] = await asyncio.to_thread(fragment_root, index)
-            done += 1
-            report("encode", done * size // opts.n, size)
-
-        jobs = [asyncio.ensure_future(encode(i)) for i in range(opts.n)]
-        try:
-            await asyncio.gather(*jobs)
-        except BaseException:
-            for job in jobs:
-                job.cancel()
-            raise
         # All offers go out together, so they land in one block: hosts racing for a new
         # block's offers then each name all of them in their own order and the owner hands
         # out distinct ones, where offers trickling in one by one had most hosts ask for the
@@ -380,6 +340,60 @@ class OwnerAgent:
             await self._offer(entry, slot, save=False)
         await self.state.flush()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
+        return entry
+
+    async def _seal_and_encode(self, path: str, data: Plaintext, key: bytes,
+                               parent_key: bytes | None, opts: StoreOptions, leaves: DataLeaves,
+                               report: ProgressFn) -> BlockEntry:
+        """Seal the block, keep it, cut it into fragments and find their roots."""
+        size = plaintext_length(data)
+        # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
+        # event loop keeps serving (other puts, challenges, the hosts' first fetches). The data
+        # fragments' leaves are hashed on another core as the seal fills the record.
+        block = await asyncio.to_thread(functools.partial(
+            StoredBlock.seal, path, data, key, readers=[self.key.public], parent_key=parent_key,
+            room=opts.k, on_sealed=leaves.advance))
+        report("seal", size, size)
+        # The durable local copy is written by a worker thread while this one encodes, hashes,
+        # offers and serves; ``wait_placed`` waits for it too. Until it lands, fetches are
+        # served from memory, and a crash before then loses nothing that cannot be rebuilt
+        # from the hosts (or put again from the file).
+        self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
+        # Each parity fragment is computed by zfec and then hashed in a worker of its own,
+        # beside the data fragments' last leaves and trees (zfec and the hash kernel release
+        # the GIL, so every core is busy).
+        report("encode", 0, size)
+        primaries = (fragments.split_in_place(block.buffer, block.record.nbytes, opts.k)
+                     or fragments.split(block.record, opts.k))
+        frags: list[memoryview] = list(primaries) + [memoryview(b"")] * (opts.n - opts.k)
+        period_blocks = opts.period_blocks or self.chain.storage_period_blocks
+        entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
+                           frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
+                           period_blocks, [b""] * opts.n, [Slot(i) for i in range(opts.n)], opts)
+        self._frags[path] = (block.version, frags)
+        done = 0
+
+        def roots(indexes: range) -> list[bytes]:
+            if indexes.start < opts.k:
+                return leaves.finish(primaries)
+            for i in indexes:
+                frags[i] = fragments.parity(primaries, opts.k, opts.n, (i,))[0]
+            return [merkle_root(frags[i], opts.leaf_size) for i in indexes]
+
+        async def encode(indexes: range) -> None:
+            nonlocal done
+            entry.roots[indexes.start : indexes.stop] = await asyncio.to_thread(roots, indexes)
+            done += len(indexes)
+            report("encode", done * size // opts.n, size)
+
+        jobs = [asyncio.ensure_future(encode(range(opts.k)))]
+        jobs += [asyncio.ensure_future(encode(range(i, i + 1))) for i in range(opts.k, opts.n)]
+        try:
+            await asyncio.gather(*jobs)
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
         return entry
 
     async def _offer(self, entry: BlockEntry, slot: Slot, save: bool = True) -> None:

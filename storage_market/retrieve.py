@@ -234,19 +234,5 @@ async def get(chain: ChainClient, key: KeyPair, path: str,
               progress: Callable[[int, int], None] | None = None,
               errors: list[str] | None = None) -> bytearray:
     """The plaintext of the block at ``path``, for a reader holding a readcap (``key``)."""
-    place, record = await _fetch_record(chain, key, path, progress, errors)
-    block = StoredBlock.parse(record)
-    _check_identity(block, place, path)
-    block_key = block.block_key(key)
-    # The payload digest and the AEAD both cover the payload; both passes release the GIL,
-    # so they run side by side, and the plaintext is returned only if both pass.
-    digest = asyncio.ensure_future(asyncio.to_thread(block.check_digest))
-    plain = asyncio.ensure_future(asyncio.to_thread(block.open, block_key))
-    checked, opened = await asyncio.gather(digest, plain, return_exceptions=True)
-    if isinstance(checked, BaseException):
-        if isinstance(opened, bytearray):
-            opened[:] = bytes(len(opened))
-        raise checked
-    if isinstance(opened, BaseException):
-        raise opened
-    return opened
+    block = await get_block(chain, key, path, progress, errors)
+    return await asyncio.to_thread(block.open, block.block_key(key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,7 +10,13 @@ import pytest
 
 from chain.keys import KeyPair
 from storage_market import fragments
-from storage_market.blockstore import BlockHeader, BlockStore, StoredBlock
+from storage_market.blockstore import (
+    DIGEST_FORMAT,
+    RECORD_FORMAT,
+    BlockHeader,
+    BlockStore,
+    StoredBlock,
+)
 from storage_market.crypto import SEAL_PIECE, new_block_key, new_version
 from storage_market.errors import (
     BlockNotFound,
@@ -89,16 +96,15 @@ def test_swapped_version_or_path_does_not_open() -> None:
     key = new_block_key()
     a = StoredBlock.seal(ROOT + "/a", b"A", key, parent_key=new_block_key())
     b = StoredBlock.seal(ROOT + "/b", b"B", key, parent_key=new_block_key())
-    # Graft a's payload under b's header (recomputing the digest, as an attacker could).
+    # Graft a's payload under b's header (with a valid checksum, as an attacker could).
     h = b.header
     forged_header = BlockHeader(h.path, h.version, h.readcaps, h.parent_key,
-                                a.header.payload_size, a.header.payload_digest)
+                                a.header.payload_size)
     forged = StoredBlock.decode(forged_header.record_prefix() + bytes(a.payload))
     with pytest.raises(DecryptError):
         forged.open(key)
     h = a.header
-    replay = BlockHeader(h.path, new_version(), h.readcaps, h.parent_key, h.payload_size,
-                         h.payload_digest)
+    replay = BlockHeader(h.path, new_version(), h.readcaps, h.parent_key, h.payload_size)
     with pytest.raises(DecryptError):
         StoredBlock.decode(replay.record_prefix() + bytes(a.payload)).open(key)
 
@@ -124,6 +130,8 @@ def _flip(path: Path, offset: int) -> None:
 @pytest.mark.parametrize("where", ["magic", "format", "length", "header", "checksum", "payload",
                                    "tag", "truncate", "append", "empty"])
 def test_corruption_is_an_integrity_error(store: BlockStore, where: str) -> None:
+    """Keyless checks catch a damaged header or length; a damaged payload is caught by the
+    AEAD when the block is opened (and, for a fragment, by its Merkle root on chain)."""
     block = StoredBlock.seal(ROOT + "/f", os.urandom(5000), new_block_key(),
                              parent_key=new_block_key(), readers=[FRIEND.public])
     store.put(block)
@@ -138,8 +146,13 @@ def test_corruption_is_an_integrity_error(store: BlockStore, where: str) -> None
     else:
         _flip(file, {"magic": 0, "format": 4, "length": 5, "header": 40, "checksum": offset - 1,
                      "payload": offset + 100, "tag": len(block.record) - 1}[where])
-    with pytest.raises(IntegrityError):
-        store.get(ROOT + "/f")
+    if where in ("payload", "tag"):
+        damaged = store.get(ROOT + "/f")
+        with pytest.raises(DecryptError):
+            damaged.open(damaged.block_key(FRIEND))
+    else:
+        with pytest.raises(IntegrityError):
+            store.get(ROOT + "/f")
     if where not in ("payload", "tag", "truncate", "append"):
         with pytest.raises(IntegrityError):
             store.header(ROOT + "/f")
@@ -204,18 +217,36 @@ def test_record_through_fragments_and_merkle_back_to_plaintext() -> None:
     assert fetched.open(fetched.block_key(FRIEND)) == payload
 
 
-def test_large_block_hashed_while_sealed_and_split_in_place() -> None:
-    """A payload big enough to be sealed in pieces (hashed by a second thread) and sealed with
-    room for the padding: same record rules, and fragments that need no copy."""
+def test_large_block_sealed_in_pieces_and_split_in_place() -> None:
+    """A payload big enough to be sealed in pieces and sealed with room for the padding: same
+    record rules, and fragments that need no copy."""
     payload = os.urandom(2 * SEAL_PIECE + 12_345)
     key = new_block_key()
     block = StoredBlock.seal(ROOT + "/large", payload, key, readers=[OWNER.public],
                              parent_key=new_block_key(), room=3)
-    again = StoredBlock.decode(bytes(block.record))  # checks the payload digest
+    again = StoredBlock.decode(bytes(block.record))
     assert again.header == block.header
     pieces = fragments.split_in_place(block.buffer, block.record.nbytes, 3)
     assert pieces is not None
     assert [bytes(p) for p in pieces] == [bytes(f) for f in fragments.encode(block.record)[:3]]
-    parsed = StoredBlock.parse(fragments.decode_contiguous(b"".join(pieces), 3))
-    parsed.check_digest()
+    parsed = StoredBlock.decode(fragments.decode_contiguous(b"".join(pieces), 3))
     assert parsed.open(parsed.block_key(OWNER)) == payload
+
+
+def test_a_version_1_record_is_still_read_and_its_digest_checked() -> None:
+    """Records written before the payload digest was dropped (format 1: the header ends with
+    the payload's SHA-256) open as before; a damaged payload is caught without the key."""
+    key = new_block_key()
+    block = StoredBlock.seal(ROOT + "/old", b"written by format 1", key,
+                             parent_key=new_block_key(), readers=[FRIEND.public])
+    h = block.header
+    old = BlockHeader(h.path, h.version, h.readcaps, h.parent_key, h.payload_size,
+                      hashlib.sha256(block.payload).digest())
+    record = bytearray(old.record_prefix() + bytes(block.payload))
+    assert record[4] == DIGEST_FORMAT and block.record[4] == RECORD_FORMAT
+    again = StoredBlock.decode(record)
+    assert again.header == old
+    assert again.open(again.block_key(FRIEND)) == b"written by format 1"
+    record[-1] ^= 1
+    with pytest.raises(IntegrityError, match="digest"):
+        StoredBlock.decode(record)
