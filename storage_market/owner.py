@@ -373,21 +373,20 @@ class OwnerAgent:
         self._frags[path] = (block.version, frags)
         done = 0
 
-        def roots(indexes: range) -> list[bytes]:
-            if indexes.start < opts.k:
-                return leaves.finish(primaries)
-            for i in indexes:
-                frags[i] = fragments.parity(primaries, opts.k, opts.n, (i,))[0]
-            return [merkle_root(frags[i], opts.leaf_size) for i in indexes]
+        def parity_root(index: int) -> list[bytes]:
+            frags[index] = fragments.parity(primaries, opts.k, opts.n, (index,))[0]
+            return [merkle_root(frags[index], opts.leaf_size)]
 
-        async def encode(indexes: range) -> None:
+        async def encode(indexes: range, roots: Callable[[], list[bytes]]) -> None:
             nonlocal done
-            entry.roots[indexes.start : indexes.stop] = await asyncio.to_thread(roots, indexes)
+            entry.roots[indexes.start : indexes.stop] = await asyncio.to_thread(roots)
             done += len(indexes)
             report("encode", done * size // opts.n, size)
 
-        jobs = [asyncio.ensure_future(encode(range(opts.k)))]
-        jobs += [asyncio.ensure_future(encode(range(i, i + 1))) for i in range(opts.k, opts.n)]
+        jobs = [asyncio.ensure_future(encode(range(opts.k),
+                                             functools.partial(leaves.finish, primaries)))]
+        jobs += [asyncio.ensure_future(encode(range(i, i + 1), functools.partial(parity_root, i)))
+                 for i in range(opts.k, opts.n)]
         try:
             await asyncio.gather(*jobs)
         except BaseException:
