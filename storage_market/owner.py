@@ -325,7 +325,8 @@ class OwnerAgent:
         parent_key = self._ensure_parent(path)
         key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()
         with DataLeaves(opts.k, opts.leaf_size) as leaves:
-            entry = await self._seal_and_encode(path, data, key, parent_key, opts, leaves, report)
+            entry = await self._seal_and_encode(path, data, size, key, parent_key, opts, leaves,
+                                                report)
         if old is not None:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
@@ -342,11 +343,11 @@ class OwnerAgent:
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
         return entry
 
-    async def _seal_and_encode(self, path: str, data: Plaintext, key: bytes,
+    async def _seal_and_encode(self, path: str, data: Plaintext, size: int, key: bytes,
                                parent_key: bytes | None, opts: StoreOptions, leaves: DataLeaves,
                                report: ProgressFn) -> BlockEntry:
-        """Seal the block, keep it, cut it into fragments and find their roots."""
-        size = plaintext_length(data)
+        """Seal the block (``size`` bytes of plaintext), keep it, cut it into fragments and find
+        their roots."""
         # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
         # event loop keeps serving (other puts, challenges, the hosts' first fetches). The data
         # fragments' leaves are hashed on another core as the seal fills the record.
