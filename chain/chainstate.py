@@ -239,7 +239,7 @@ class ChainState:
     def _connect(self, entry: IndexEntry, block: Block) -> None:
         ids = [event_id(self.params.chain_id, e) for e in block.events]
         view = StateView(self.store.db)
-        apply_block(view, self.params, block, entry.height, ids)
+        apply_block(view, self.params, block, entry.height, self.store.hash_at, ids)
         batch = self.store.batch()
         undo = view.commit(batch)
         self.store.connect_keys(batch, entry.hash, entry.height, ids, undo)

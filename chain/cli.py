@@ -284,7 +284,8 @@ def query_principal(
     principal: Annotated[str, typer.Argument(help="Principal (blk...).")],
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """/global/principals/P: keys, address, balance and nonce."""
+    """/global/principals/P: keys, address, balance and nonce, and a host's public record
+    (bytes stored, contracts, periods proven and missed, earned, collateral locked)."""
     p = Principal.parse(principal)
     node_or_api = _open_or_api(net, datadir)
     if isinstance(node_or_api, ApiClient):
@@ -292,11 +293,15 @@ def query_principal(
             data = client.principal(str(p))
     else:
         with node_or_api as node:
-            acct = node.chain.tree.principal(p)
-            if acct is None:
+            found = node.chain.tree.principal_json(p)
+            if found is None:
                 raise BlockcoinError(f"principal {p} has no record in the global tree")
-            data = acct.to_json(p)
-    emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+            data = found
+    lines = [f"{k}: {v}" for k, v in data.items() if k != "host"]
+    host = data.get("host")
+    if isinstance(host, dict):
+        lines += ["host record:"] + [f"  {k}: {v}" for k, v in host.items()]
+    emit(as_json, data, "\n".join(lines))
 
 
 @query_app.command("fragments")

@@ -62,11 +62,19 @@ BadEvent = _rule("BadEvent", "bad-event", "An event whose fields break a rule of
 UnknownReference = _rule(
     "UnknownReference", "unknown-reference", "An event naming an offer or contract that is unknown."
 )
-DuplicatePayment = _rule(
-    "DuplicatePayment", "duplicate-payment", "A storage payment for a period already paid."
+AllowanceExceeded = _rule(
+    "AllowanceExceeded", "allowance-exceeded",
+    "An event moving more out of a blocktree's account than a writecap in its chain allows.",
 )
-PeriodNotStarted = _rule(
-    "PeriodNotStarted", "period-not-started", "A storage payment for a period not yet begun."
+BadProof = _rule(
+    "BadProof", "bad-proof", "A storage proof whose leaves do not prove the contract's root."
+)
+DuplicateProof = _rule(
+    "DuplicateProof", "duplicate-proof", "A storage proof for a period already proven."
+)
+ProofOutsideWindow = _rule(
+    "ProofOutsideWindow", "proof-outside-window",
+    "A storage proof for a period whose window is not open at the block's height.",
 )
 BadProofOfWork = _rule("BadProofOfWork", "bad-pow", "A header hash above its target.")
 BadTarget = _rule("BadTarget", "bad-target", "A header whose target is not the required one.")

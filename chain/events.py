@@ -27,7 +27,13 @@ MAX_ADDRESS_BYTES = 255
 MAX_COINBASE_EXTRA = 32
 MAX_FRAGMENTS = 255
 MAX_EVENT_DECODE = 1 << 20
+SIGNATURE_BYTES = 64
 MAX_CONTRACT_BLOCKS = 1 << 32  # a contract's whole length; keeps end heights within 64 bits
+MIN_LEAF_SIZE = 64
+MAX_LEAF_SIZE = 1024  # proofs carry whole leaves: bounded so that a proof fits an event
+MAX_PROOF_ITEMS = 64
+MAX_PROOF_LEAVES = 16
+MAX_PATH_HASHES = 64
 
 
 class Kind(IntEnum):
@@ -36,19 +42,24 @@ class Kind(IntEnum):
     TRANSFER = 2
     FRAGMENT_OFFER = 3
     FRAGMENT_STORED = 4
-    STORAGE_PAYMENT = 5
+    STORAGE_PROOF = 5
     FRAGMENT_RELEASED = 6
     REVOKE = 7
+    FRAGMENT_EXTENDED = 8
 
 
-def receipt_message(chain_id: bytes, offer_id: bytes, host: Principal, root: bytes) -> bytes:
-    """What a host signs to say it holds the fragment of an offer."""
-    return chain_id + b"receipt" + offer_id + host.digest + root
+def receipt_message(chain_id: bytes, offer_id: bytes, host: Principal, root: bytes,
+                    payout: Principal) -> bytes:
+    """What a host signs to say it holds the fragment of an offer, takes the contract on the
+    offer's terms (its collateral locked from the host's account) and wants its pay at
+    ``payout``."""
+    return chain_id + b"receipt" + offer_id + host.digest + root + payout.digest
 
 
-def voucher_message(chain_id: bytes, offer_id: bytes, period: int, amount: int) -> bytes:
-    """What an owner signs to say a host passed its challenge for a period."""
-    return bytes(Writer().raw(chain_id).raw(b"voucher").raw(offer_id).varint(period).varint(amount))
+def extension_message(chain_id: bytes, offer_id: bytes, periods: int) -> bytes:
+    """What a host signs to agree that its contract runs ``periods`` periods in all (on the
+    offer's price and collateral per period)."""
+    return bytes(Writer().raw(chain_id).raw(b"extend").raw(offer_id).varint(periods))
 
 
 # --- bodies ------------------------------------------------------------------------------------
@@ -110,6 +121,7 @@ class FragmentOffer:
     root: bytes
     leaf_size: int
     price: int
+    collateral: int
     period_blocks: int
     periods: int
     expiry_height: int
@@ -117,14 +129,15 @@ class FragmentOffer:
     def write(self, w: Writer) -> None:
         w.text(self.path).fixed(self.version, 32).varint(self.index).varint(self.n).varint(self.k)
         w.varint(self.size).fixed(self.root, 32).varint(self.leaf_size).varint(self.price)
-        w.varint(self.period_blocks).varint(self.periods).varint(self.expiry_height)
+        w.varint(self.collateral).varint(self.period_blocks).varint(self.periods)
+        w.varint(self.expiry_height)
 
     @classmethod
     def read(cls, r: Reader) -> FragmentOffer:
         return cls(
             r.text(MAX_PATH_BYTES), r.fixed(32), r.varint(MAX_FRAGMENTS), r.varint(MAX_FRAGMENTS),
             r.varint(MAX_FRAGMENTS), r.varint(), r.fixed(32), r.varint(), r.varint(), r.varint(),
-            r.varint(), r.varint(),
+            r.varint(), r.varint(), r.varint(),
         )
 
     def check(self) -> None:
@@ -133,8 +146,10 @@ class FragmentOffer:
             raise BadEvent(f"fragment {self.index} of {self.k}-of-{self.n} is out of range")
         if self.size <= 0:
             raise BadEvent("a fragment has a positive size")
-        if self.leaf_size < 64 or self.leaf_size & (self.leaf_size - 1):
-            raise BadEvent("leaf size is a power of two of at least 64 bytes")
+        if not MIN_LEAF_SIZE <= self.leaf_size <= MAX_LEAF_SIZE or self.leaf_size & (self.leaf_size - 1):
+            raise BadEvent(f"leaf size is a power of two from {MIN_LEAF_SIZE} to {MAX_LEAF_SIZE} bytes")
+        if self.price <= 0:
+            raise BadEvent("an offer pays a positive price per period")
         if self.period_blocks <= 0 or self.periods <= 0:
             raise BadEvent("an offer has at least one period of at least one block")
         if self.period_blocks * self.periods > MAX_CONTRACT_BLOCKS:
@@ -147,19 +162,22 @@ class FragmentOffer:
 
 @dataclass(frozen=True, slots=True)
 class FragmentStored:
-    """The owner's word, with the host's signed receipt, that a host holds a fragment."""
+    """The owner's word, with the host's signed receipt, that a host holds a fragment: starts
+    the contract and locks the host's collateral."""
 
     kind: ClassVar[Kind] = Kind.FRAGMENT_STORED
     offer_id: bytes
     host_key: bytes
+    payout: Principal
     receipt: bytes
 
     def write(self, w: Writer) -> None:
-        w.fixed(self.offer_id, 32).fixed(self.host_key, 32).fixed(self.receipt, 64)
+        w.fixed(self.offer_id, 32).fixed(self.host_key, 32).fixed(self.payout.digest, 32)
+        w.fixed(self.receipt, 64)
 
     @classmethod
     def read(cls, r: Reader) -> FragmentStored:
-        return cls(r.fixed(32), r.fixed(32), r.fixed(64))
+        return cls(r.fixed(32), r.fixed(32), Principal(r.fixed(32)), r.fixed(64))
 
     @property
     def host(self) -> Principal:
@@ -170,25 +188,69 @@ class FragmentStored:
 
 
 @dataclass(frozen=True, slots=True)
-class StoragePayment:
-    """A host claiming a period's pay with the owner's signed voucher."""
+class ProvenLeaf:
+    """One challenged leaf and its sibling path, bottom-up (its index follows from the seed)."""
 
-    kind: ClassVar[Kind] = Kind.STORAGE_PAYMENT
-    offer_id: bytes
+    leaf: bytes
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProofItem:
+    """One contract's proof for one period: the leaves the period's seed picks, in pick order."""
+
+    contract: bytes
     period: int
-    amount: int
-    voucher: bytes
+    leaves: tuple[ProvenLeaf, ...]
 
     def write(self, w: Writer) -> None:
-        w.fixed(self.offer_id, 32).varint(self.period).varint(self.amount).fixed(self.voucher, 64)
+        w.fixed(self.contract, 32).varint(self.period).varint(len(self.leaves))
+        for proven in self.leaves:
+            w.var_bytes(proven.leaf).u8(len(proven.path))
+            for h in proven.path:
+                w.fixed(h, 32)
 
     @classmethod
-    def read(cls, r: Reader) -> StoragePayment:
-        return cls(r.fixed(32), r.varint(), r.varint(), r.fixed(64))
+    def read(cls, r: Reader) -> ProofItem:
+        contract, period = r.fixed(32), r.varint()
+        count = r.varint(MAX_PROOF_LEAVES)
+        leaves = []
+        for _ in range(count):
+            leaf = r.var_bytes(MAX_LEAF_SIZE)
+            depth = r.u8()
+            if depth > MAX_PATH_HASHES:
+                raise DecodeError(f"a Merkle path has at most {MAX_PATH_HASHES} hashes")
+            leaves.append(ProvenLeaf(leaf, tuple(r.fixed(32) for _ in range(depth))))
+        return cls(contract, period, tuple(leaves))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageProof:
+    """A host proving, for one or more of its contracts, that it holds their fragments this
+    period: each item answers the leaves picked by the hash of the block that opened the
+    period, so it could not be prepared before."""
+
+    kind: ClassVar[Kind] = Kind.STORAGE_PROOF
+    items: tuple[ProofItem, ...]
+
+    def write(self, w: Writer) -> None:
+        w.varint(len(self.items))
+        for item in self.items:
+            item.write(w)
+
+    @classmethod
+    def read(cls, r: Reader) -> StorageProof:
+        count = r.varint(MAX_PROOF_ITEMS)
+        return cls(tuple(ProofItem.read(r) for _ in range(count)))
 
     def check(self) -> None:
-        if self.amount <= 0:
-            raise BadEvent("a storage payment moves a positive amount")
+        if not self.items:
+            raise BadEvent("a storage proof proves at least one contract")
+        if len({item.contract for item in self.items}) != len(self.items):
+            raise BadEvent("a storage proof names each contract once")
+        for item in self.items:
+            if not item.leaves or any(not p.leaf for p in item.leaves):
+                raise BadEvent("a proof item carries its leaves, none empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +288,34 @@ class Revoke:
         return None
 
 
-Body = (Announce | Transfer | FragmentOffer | FragmentStored | StoragePayment | FragmentReleased
-        | Revoke)
+@dataclass(frozen=True, slots=True)
+class FragmentExtended:
+    """The owner extends an active contract to ``periods`` periods in all, escrowing the added
+    periods' price; the host's signature is its consent to lock collateral for them too."""
+
+    kind: ClassVar[Kind] = Kind.FRAGMENT_EXTENDED
+    offer_id: bytes
+    periods: int
+    host_signature: bytes
+
+    def write(self, w: Writer) -> None:
+        w.fixed(self.offer_id, 32).varint(self.periods).fixed(self.host_signature, 64)
+
+    @classmethod
+    def read(cls, r: Reader) -> FragmentExtended:
+        return cls(r.fixed(32), r.varint(), r.fixed(64))
+
+    def check(self) -> None:
+        if self.periods <= 0:
+            raise BadEvent("a contract runs at least one period")
+
+
+Body = (Announce | Transfer | FragmentOffer | FragmentStored | StorageProof | FragmentReleased
+        | Revoke | FragmentExtended)
 BODY_TYPES: dict[int, type[Body]] = {
     t.kind: t
-    for t in (Announce, Transfer, FragmentOffer, FragmentStored, StoragePayment, FragmentReleased,
-              Revoke)
+    for t in (Announce, Transfer, FragmentOffer, FragmentStored, StorageProof, FragmentReleased,
+              Revoke, FragmentExtended)
 }
 
 
@@ -345,6 +429,27 @@ class SignedEvent:
         unsigned = cls.unsigned_bytes(key.public.ed25519, nonce, fee, account, writecap, body)
         return cls(key.public.ed25519, nonce, fee, account, writecap, body,
                    key.sign(chain_id + unsigned))
+
+    @classmethod
+    def create_at_rate(
+        cls,
+        chain_id: bytes,
+        key: KeyPair,
+        nonce: int,
+        fee_rate: int,
+        body: Body,
+        account: Principal | None = None,
+        writecap: Writecap | None = None,
+    ) -> SignedEvent:
+        """Sign with the smallest fee that pays ``fee_rate`` base units per byte of the event
+        (the fee's own varint counts: a second pass settles it)."""
+        fee = 0
+        while True:
+            size = len(cls.unsigned_bytes(key.public.ed25519, nonce, fee, account, writecap, body))
+            needed = fee_rate * (size + SIGNATURE_BYTES)
+            if needed <= fee:
+                return cls.create(chain_id, key, nonce, fee, body, account, writecap)
+            fee = needed
 
     @property
     def kind(self) -> Kind:

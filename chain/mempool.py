@@ -1,10 +1,14 @@
 """The mempool: signed events waiting for a block.
 
 Events are ordered per signer by nonce and across signers by fee rate (fee per byte). An
-event enters only if it and the signer's earlier pending events apply cleanly on the tip, so
-nothing that cannot be mined is relayed. The pool is bounded in bytes: past the bound the
-lowest fee-rate events go first, together with the same signer's later nonces that depend on
-them. Events of disconnected blocks come back; events a block confirms, or makes stale, leave.
+event enters only if it pays at least the network's minimum fee rate (policy, not consensus: a
+miner may still include free events of its own) and it and the signer's earlier pending events
+apply cleanly on the tip (so its payer can fund it), so nothing that cannot be mined is
+relayed. The pool is bounded in bytes: past the bound the lowest fee-rate events go first,
+together with the same signer's later nonces that depend on them. Events of disconnected
+blocks come back; events a block confirms leave, and after every block the rest are checked
+again, so that what the block made invalid (a proof whose window closed, a second proof for a
+period, an offer that expired) does not sit in front of its signer's later events.
 Accepted events are also persisted, so a restart (or a CLI run between two mining runs)
 keeps them, as bitcoind's mempool.dat does.
 """
@@ -59,10 +63,11 @@ class Entry:
 
 
 class Mempool:
-    def __init__(self, chain: ChainState, max_bytes: int = 64 << 20, min_fee_rate: float = 0.0):
+    def __init__(self, chain: ChainState, max_bytes: int = 64 << 20,
+                 min_fee_rate: int | None = None):
         self.chain = chain
         self.max_bytes = max_bytes
-        self.min_fee_rate = min_fee_rate
+        self.min_fee_rate = chain.params.min_fee_rate if min_fee_rate is None else min_fee_rate
         self.entries: dict[bytes, Entry] = {}
         self.by_signer: dict[bytes, dict[int, bytes]] = {}
         self.bytes = 0
@@ -87,24 +92,27 @@ class Mempool:
         acct = view.peek_account(ev.signer)
         return acct.nonce if acct else 0
 
-    def add(self, ev: SignedEvent, persist: bool = True) -> bytes:
-        """Admit ``ev`` or raise a ValidationError saying why not; returns its id."""
+    def add(self, ev: SignedEvent, persist: bool = True, fee_policy: bool = True) -> bytes:
+        """Admit ``ev`` or raise a ValidationError saying why not; returns its id.
+        ``fee_policy=False`` takes back events of disconnected blocks whatever their fee (they
+        were good enough for a miner once), as Bitcoin Core does on a reorg."""
         params = self.chain.params
         eid = event_id(params.chain_id, ev)
         if eid in self.entries or self.chain.store.event_location(eid) is not None:
             raise DuplicateEvent("event already pending or confirmed")
         ev.check_stateless(params.chain_id, params.max_event_bytes)
+        if fee_policy and ev.fee < self.min_fee_rate * len(ev.raw):
+            raise FeeTooLow(f"fee {ev.fee} for {len(ev.raw)} bytes is below the minimum of"
+                            f" {self.min_fee_rate} per byte ({self.min_fee_rate * len(ev.raw)})")
         fee_rate = ev.fee / len(ev.raw)
-        if fee_rate < self.min_fee_rate:
-            raise FeeTooLow(f"fee rate {fee_rate:.2f}/byte below {self.min_fee_rate}")
         view = StateView(self.chain.store.db)
-        tip = self.chain.tip
-        fold = Fold(view, params, tip.height + 1,
-                    max(tip.header.time, self.chain.median_time_past(tip) + 1))
+        fold = self._next_block_fold(view)
         base = self._state_nonce(view, ev)
         pending = self.by_signer.get(ev.signer.digest, {})
-        if not base <= ev.nonce <= base + min(len(pending), MAX_NONCE_GAP):
-            raise BadNonce(f"nonce {ev.nonce}; next for {ev.signer} is {base + len(pending)}")
+        if not base <= ev.nonce <= base + MAX_NONCE_GAP or any(
+                n not in pending for n in range(base, ev.nonce)):
+            after = next(n for n in itertools.count(base) if n not in pending)
+            raise BadNonce(f"nonce {ev.nonce}; next for {ev.signer} is {after}")
         replaced = pending.get(ev.nonce)
         if replaced is not None and self.entries[replaced].event.fee >= ev.fee:
             raise FeeTooLow("a replacement must pay a higher fee than the pending event")
@@ -123,6 +131,13 @@ class Mempool:
         if eid not in self.entries:
             raise MempoolFull("mempool full and the event's fee rate is too low to enter")
         return eid
+
+    def _next_block_fold(self, view: StateView) -> Fold:
+        """A fold for the block after the tip, at the earliest time it may carry."""
+        tip = self.chain.tip
+        return Fold(view, self.chain.params, tip.height + 1,
+                    max(tip.header.time, self.chain.median_time_past(tip) + 1),
+                    self.chain.store.hash_at)
 
     def _drop_from(self, signer: bytes, nonce: int) -> list[bytes]:
         """Remove the signer's events from ``nonce`` on (they depend on the ones before)."""
@@ -160,10 +175,25 @@ class Mempool:
                 if digest in self.by_signer:
                     base = self._state_nonce(view, ev)
                     self._remove(digest, [n for n in self.by_signer[digest] if n < base])
+            self._revalidate()
         else:
             for ev in events:
                 with contextlib.suppress(ValidationError):  # e.g. now conflicts with the new tip
-                    self.add(ev)
+                    self.add(ev, fee_policy=False)
+
+    def _revalidate(self) -> None:
+        """Check every signer's pending events again on the new tip, each signer on its own
+        (as they were admitted); from the first that no longer applies, the signer's events
+        leave the pool. One fold step per pending event and block."""
+        for signer, pending in list(self.by_signer.items()):
+            fold = self._next_block_fold(StateView(self.chain.store.db))
+            for nonce in sorted(pending):
+                entry = self.entries[pending[nonce]]
+                try:
+                    fold.apply(entry.event, entry.id)
+                except ValidationError:
+                    self._drop_from(signer, nonce)
+                    break
 
     def select(self, fold: Fold, max_bytes: int, max_count: int) -> list[SignedEvent]:
         """Greedy by fee rate, each signer's events in nonce order, each applied to ``fold``;

@@ -22,7 +22,7 @@ from chain.keys import KeyPair
 from chain.principal import Principal
 
 COIN = 10**8
-HEADER_VERSION = 1
+HEADER_VERSION = 2
 GENESIS_TIME = 1767225600  # 2026-01-01T00:00:00Z
 DEV_KEYS = 10
 DEV_ALLOCATION = 1_000_000 * COIN
@@ -50,6 +50,13 @@ class NetworkParams:
     mint_cap_per_block: int = 50 * COIN
     storage_period_blocks: int = 720
     coinbase_maturity: int = 0
+    # storage contracts
+    max_fragment_bytes: int = 1 << 32
+    max_offer_blocks: int = 1_000
+    proof_leaves: int = 4
+    max_misses: int = 3
+    # relay policy, not consensus: base units of fee per byte of event
+    min_fee_rate: int = 1
 
     @cached_property
     def pow_limit(self) -> int:
@@ -85,15 +92,15 @@ def _dev_allocations() -> tuple[tuple[Principal, int], ...]:
 
 
 MAIN = NetworkParams(
-    name="main", chain_id=b"BLKM", genesis_bits=0x1F00FFFF, genesis_nonce=3980,
+    name="main", chain_id=b"BLKM", genesis_bits=0x1F00FFFF, genesis_nonce=142291,
     p2p_port=8633, api_port=8634, spacing=120, halflife=2 * 24 * 3600, retarget=True,
 )
 TEST = NetworkParams(
-    name="test", chain_id=b"BLKT", genesis_bits=0x1F00FFFF, genesis_nonce=39878,
+    name="test", chain_id=b"BLKT", genesis_bits=0x1F00FFFF, genesis_nonce=20919,
     p2p_port=18633, api_port=18634, spacing=120, halflife=3600, retarget=True,
 )
 REGTEST = NetworkParams(
-    name="regtest", chain_id=b"BLKR", genesis_bits=0x207FFFFF, genesis_nonce=1,
+    name="regtest", chain_id=b"BLKR", genesis_bits=0x207FFFFF, genesis_nonce=0,
     p2p_port=28633, api_port=28634, spacing=1, halflife=3600, retarget=False,
     allocations=_dev_allocations(), storage_period_blocks=5,
 )

@@ -30,12 +30,12 @@ def build_template(chain: ChainState, mempool: Mempool | None, recipient: Princi
     height = tip.height + 1
     now = int(_time.time()) if now is None else now
     block_time = max(now, chain.median_time_past(tip) + 1)
-    fold = Fold(StateView(chain.store.db), params, height, block_time)
+    fold = Fold(StateView(chain.store.db), params, height, block_time, chain.store.hash_at)
     chosen: list[Event] = []
     if mempool is not None:
         chosen.extend(mempool.select(fold, params.max_block_bytes - 256 - COINBASE_RESERVE,
                                      params.max_events_per_block - 1))
-    fold.expire()
+    fold.settle()
     coinbase = Coinbase(height, recipient, fold.fees + fold.mint(), extra)
     events: list[Event] = [coinbase, *chosen]
     header = Header(HEADER_VERSION, tip.hash, events_root(events), ZERO_HASH, block_time,

@@ -4,10 +4,16 @@ A node acting for its blocktree on chain carries a writecap chain from itself ba
 owner. It is valid under the paper's five rules, checked in :func:`check_writecap`, plus one
 the chain adds: no principal in the chain may have been revoked by the owner (until its
 revocation expires).
+
+A writecap may carry an **allowance**: the most its holder (and anyone it delegates to) may move
+out of the tree's account through it, transfers, escrow and fees together. Without one, a
+delegate trusted with ``/owner/photos`` could still empty the owner's whole account; the fold
+keeps each link's spending under :func:`Writecap.link_id` and refuses what would exceed it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,14 +33,27 @@ class Writecap:
     expiry: int
     issuer_key: bytes
     signature: bytes
+    allowance: int | None = field(default=None)
     next: Writecap | None = field(default=None)
 
     @staticmethod
     def signing_message(
-        chain_id: bytes, path: str, issued_to: Principal, expiry: int, issuer_key: bytes
+        chain_id: bytes, path: str, issued_to: Principal, expiry: int, issuer_key: bytes,
+        allowance: int | None = None,
     ) -> bytes:
         w = Writer().raw(chain_id).raw(b"writecap").text(path).fixed(issued_to.digest, 32)
-        return bytes(w.varint(expiry).fixed(issuer_key, 32))
+        w.varint(expiry).fixed(issuer_key, 32).flag(allowance is not None)
+        if allowance is not None:
+            w.varint(allowance)
+        return bytes(w)
+
+    def link_message(self, chain_id: bytes) -> bytes:
+        return self.signing_message(chain_id, self.path, self.issued_to, self.expiry,
+                                    self.issuer_key, self.allowance)
+
+    def link_id(self, chain_id: bytes) -> bytes:
+        """Names this one link (its signed contents) for the spending the fold tracks."""
+        return hashlib.sha256(self.link_message(chain_id)).digest()
 
     @classmethod
     def issue(
@@ -45,10 +64,13 @@ class Writecap:
         issued_to: Principal,
         expiry: int,
         parent: Writecap | None = None,
+        allowance: int | None = None,
     ) -> Writecap:
         """Sign a writecap; ``parent`` is the issuer's own writecap (None when it is the owner)."""
-        msg = cls.signing_message(chain_id, path, issued_to, expiry, issuer.public.ed25519)
-        return cls(path, issued_to, expiry, issuer.public.ed25519, issuer.sign(msg), parent)
+        msg = cls.signing_message(chain_id, path, issued_to, expiry, issuer.public.ed25519,
+                                  allowance)
+        return cls(path, issued_to, expiry, issuer.public.ed25519, issuer.sign(msg), allowance,
+                   parent)
 
     @property
     def issuer(self) -> Principal:
@@ -67,7 +89,9 @@ class Writecap:
         w.varint(len(links))
         for cap in links:
             w.text(cap.path).fixed(cap.issued_to.digest, 32).varint(cap.expiry)
-            w.fixed(cap.issuer_key, 32).fixed(cap.signature, 64)
+            w.fixed(cap.issuer_key, 32).fixed(cap.signature, 64).flag(cap.allowance is not None)
+            if cap.allowance is not None:
+                w.varint(cap.allowance)
 
     @classmethod
     def read(cls, r: Reader) -> Writecap:
@@ -78,10 +102,11 @@ class Writecap:
         for _ in range(count):
             path = r.text(MAX_PATH_BYTES)
             issued_to = Principal(r.fixed(32))
-            raw.append((path, issued_to, r.varint(), r.fixed(32), r.fixed(64)))
+            expiry, key, sig = r.varint(), r.fixed(32), r.fixed(64)
+            raw.append((path, issued_to, expiry, key, sig, r.varint() if r.flag() else None))
         cap: Writecap | None = None
-        for path, issued_to, expiry, key, sig in reversed(raw):
-            cap = cls(path, issued_to, expiry, key, sig, cap)
+        for path, issued_to, expiry, key, sig, allowance in reversed(raw):
+            cap = cls(path, issued_to, expiry, key, sig, allowance, cap)
         assert cap is not None
         return cap
 
@@ -100,10 +125,7 @@ def check_writecap(
     if links[0].issued_to != signer:
         raise BadWritecap("the first writecap is not issued to the event's signer")
     for i, link in enumerate(links):
-        msg = Writecap.signing_message(
-            chain_id, link.path, link.issued_to, link.expiry, link.issuer_key
-        )
-        if not verify(link.issuer_key, msg, link.signature):
+        if not verify(link.issuer_key, link.link_message(chain_id), link.signature):
             raise BadWritecap(f"writecap {i} has an invalid signature")
         if link.next is not None and link.issuer != link.next.issued_to:
             raise BadWritecap(f"writecap {i} is signed by a principal writecap {i + 1} does not name")

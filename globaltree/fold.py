@@ -3,90 +3,151 @@
 Each event is checked completely before it changes anything, so an event that fails leaves
 the view as it was; block templates rely on that to skip bad events. Rules that need no state
 (sizes, field ranges, signatures) were checked before, in parallel, by the engine.
+
+Storage contracts hold their money on chain. An offer moves ``price × periods`` from its payer
+into the contract's escrow; the stored event locks ``collateral × periods`` from the host. Each
+period has a proof window; a ``StorageProof`` inside it pays that period's price to the host's
+payout principal and returns that period's collateral; a window that closes unproven refunds
+the price to the owner and burns the collateral. Windows close through an index by closing
+height, so the work at the end of a block grows with the windows closing in it, never with the
+number of contracts. Coin is minted only for bytes proven in the block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from chain.block import Block
 from chain.errors import (
+    AllowanceExceeded,
     BadCoinbase,
     BadEvent,
     BadNonce,
+    BadProof,
     BadSignature,
-    DuplicatePayment,
+    DuplicateProof,
     InsufficientFunds,
-    PeriodNotStarted,
+    ProofOutsideWindow,
     UnknownReference,
     ValidationError,
 )
 from chain.events import (
+    MAX_CONTRACT_BLOCKS,
     Announce,
     Coinbase,
+    FragmentExtended,
     FragmentOffer,
     FragmentReleased,
     FragmentStored,
+    ProofItem,
     Revoke,
     SignedEvent,
-    StoragePayment,
+    StorageProof,
     Transfer,
     event_id,
+    extension_message,
     receipt_message,
-    voucher_message,
 )
 from chain.keys import verify
 from chain.params import NetworkParams
 from chain.paths import check_path
 from chain.principal import Principal
+from chain.storageproof import leaf_count, leaf_indexes, leaf_length, period_seed, root_from_path
 from chain.writecap import check_writecap
 from globaltree.records import (
     BY_HOST,
     BY_OWNER,
     Contract,
     ContractState,
+    HostRecord,
+    closing_key,
+    closing_prefix,
     contract_key,
-    expiry_key,
-    expiry_prefix,
     fragment_key,
-    fragment_prefix,
-    paid_key,
+    holder_key,
+    host_key,
     revoked_key,
+    spent_key,
 )
 from globaltree.view import StateView
 
-# what a handler returns once its checks pass: the path the event acts at (None: the payer's
-# root, rendered only when a writecap must cover it), what the payer spends, and the mutation
-Plan = tuple[str | None, int, Callable[[], None]]
+HashAt = Callable[[int], bytes | None]
+
+
+class Plan(NamedTuple):
+    """What a handler returns once its checks pass."""
+
+    path: str | None  # where the event acts (None: the payer's root), for the writecap check
+    spend: int  # what leaves the payer besides the fee; negative: the payer is credited
+    commit: Callable[[], None]  # the mutation, run only after every check passed
+    what: str = "amount"  # how the spend is named in an error
+
+
+def _no_change() -> None:
+    return None
 
 
 class Fold:
-    """Applies events at one height onto a view, accumulating fees and stored bytes."""
+    """Applies events at one height onto a view, accumulating fees and proven bytes.
 
-    def __init__(self, view: StateView, params: NetworkParams, height: int, time: int) -> None:
+    ``hash_at`` gives the best chain's block hash at a lower height: proofs are checked against
+    leaves chosen by the hash of the block that opened their period.
+    """
+
+    def __init__(self, view: StateView, params: NetworkParams, height: int, time: int,
+                 hash_at: HashAt) -> None:
         self.view = view
         self.params = params
         self.chain_id = params.chain_id
         self.height = height
         self.time = time
+        self.hash_at = hash_at
         self.fees = 0
-        self.stored_bytes = 0
+        self.proven_bytes = 0
+        self._seeds: dict[int, bytes] = {}
+        self._handlers: dict[type, Callable[[SignedEvent, Principal, bytes | None], Plan]] = {
+            Transfer: self._transfer,
+            Announce: self._announce,
+            FragmentOffer: self._offer,
+            FragmentStored: self._stored,
+            StorageProof: self._proof,
+            FragmentReleased: self._released,
+            FragmentExtended: self._extended,
+            Revoke: self._revoke,
+        }
 
     # --- lookups ----------------------------------------------------------------------------
 
     def contract(self, cid: bytes) -> Contract:
-        raw = self.view.get(contract_key(cid))
-        if raw is None:
+        contract = self.view.peek(contract_key(cid), Contract.decode)
+        if contract is None:
             raise UnknownReference(f"no offer or contract {cid.hex()}")
-        return Contract.decode(raw)
+        return contract
+
+    def host_record(self, p: Principal) -> HostRecord:
+        return self.view.writable(host_key(p), HostRecord.decode, HostRecord)
 
     def is_revoked(self, owner: Principal, p: Principal) -> bool:
         raw = self.view.get(revoked_key(owner, p))
         return raw is not None and self.time < int.from_bytes(raw, "big")
 
+    def balance(self, p: Principal) -> int:
+        acct = self.view.peek_account(p)
+        return acct.balance if acct is not None else 0
+
     def mint(self) -> int:
-        return min(self.params.mint_per_kib * self.stored_bytes // 1024,
+        return min(self.params.mint_per_kib * self.proven_bytes // 1024,
                    self.params.mint_cap_per_block)
+
+    def _seed_block(self, height: int) -> bytes:
+        block_hash = self._seeds.get(height)
+        if block_hash is None:
+            block_hash = self.hash_at(height)
+            if block_hash is None:
+                raise UnknownReference(f"no best-chain block at height {height} to seed a proof")
+            self._seeds[height] = block_hash
+        return block_hash
 
     # --- events -----------------------------------------------------------------------------
 
@@ -98,54 +159,65 @@ class Fold:
         expected = sacct.nonce if sacct is not None else 0
         if ev.nonce != expected:
             raise BadNonce(f"nonce {ev.nonce} from {signer}, expected {expected}")
-        body = ev.body
         payer = ev.payer
-        if isinstance(body, Transfer):
-            path, spend, commit = self._transfer(ev, body, payer)
-        elif isinstance(body, Announce):
-            path, spend, commit = self._announce(ev, body, payer)
-        elif isinstance(body, FragmentOffer):
-            path, spend, commit = self._offer(ev, body, payer, eid)
-        elif isinstance(body, FragmentStored):
-            path, spend, commit = self._stored(body, payer)
-        elif isinstance(body, StoragePayment):
-            path, spend, commit = self._payment(ev, body, payer)
-        elif isinstance(body, FragmentReleased):
-            path, spend, commit = self._released(body, payer)
-        elif isinstance(body, Revoke):
-            path, spend, commit = self._revoke(body, payer)
-        else:  # pragma: no cover - decoding admits no other body
-            raise BadEvent(f"unknown event body {type(body).__name__}")
+        plan = self._handlers[type(ev.body)](ev, payer, eid)
+        outflow = max(plan.spend, 0) + ev.fee
+        allowances: list[tuple[bytes, int]] = []
         if ev.account is not None:
             assert ev.writecap is not None
             owner = ev.account
-            check_writecap(self.chain_id, ev.writecap, signer, path or owner.root_path, owner,
+            check_writecap(self.chain_id, ev.writecap, signer, plan.path or owner.root_path, owner,
                            self.time, lambda p: self.is_revoked(owner, p))
-        pacct = view.peek_account(payer)
-        balance = pacct.balance if pacct is not None else 0
-        if balance < spend + ev.fee:
+            allowances = self._check_allowances(ev, outflow)
+        balance = self.balance(payer)
+        if balance < plan.spend + ev.fee:
             raise InsufficientFunds(
-                f"{payer} has {balance}, needs {spend + ev.fee} ({spend} + fee {ev.fee})"
+                f"{payer} has {balance}, needs {plan.spend + ev.fee}"
+                f" ({plan.what} {plan.spend} + fee {ev.fee})"
             )
         # every check passed: mutate
         sacct = view.account(signer)
         sacct.nonce += 1
         if sacct.ed25519 is None:
             sacct.ed25519 = ev.signer_key
-        pacct = view.account(payer)
-        pacct.balance -= spend + ev.fee
+        view.account(payer).balance -= plan.spend + ev.fee
         self.fees += ev.fee
-        commit()
+        for key, spent in allowances:
+            view.put(key, spent.to_bytes(16, "big"))
+        plan.commit()
 
-    def _transfer(self, ev: SignedEvent, body: Transfer, payer: Principal
-                  ) -> Plan:
+    def _check_allowances(self, ev: SignedEvent, outflow: int) -> list[tuple[bytes, int]]:
+        """Every link of the writecap chain that carries an allowance must still cover what
+        the event moves out of the tree's account; returns the links' new totals."""
+        assert ev.writecap is not None
+        out = []
+        for i, link in enumerate(ev.writecap.links()):
+            if link.allowance is None:
+                continue
+            key = spent_key(link.link_id(self.chain_id))
+            raw = self.view.get(key)
+            spent = int.from_bytes(raw, "big") if raw is not None else 0
+            if spent + outflow > link.allowance:
+                raise AllowanceExceeded(
+                    f"writecap {i} allows {link.allowance} out of {ev.account}; {spent} already"
+                    f" spent, this event moves {outflow}"
+                )
+            out.append((key, spent + outflow))
+        return out
+
+    def _transfer(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, Transfer)
+
         def commit() -> None:
             self.view.account(body.to).balance += body.amount
 
-        return None, body.amount, commit
+        return Plan(None, body.amount, commit)
 
-    def _announce(self, ev: SignedEvent, body: Announce, payer: Principal
-                  ) -> Plan:
+    def _announce(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, Announce)
+
         def commit() -> None:
             acct = self.view.account(ev.signer)
             acct.ed25519 = ev.signer_key
@@ -153,22 +225,33 @@ class Fold:
             acct.address = body.address
             acct.updated = self.height
 
-        return None, 0, commit
+        return Plan(None, 0, commit)
 
-    def _offer(self, ev: SignedEvent, body: FragmentOffer, payer: Principal, eid: bytes | None
-               ) -> Plan:
+    def _offer(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, FragmentOffer)
+        params = self.params
         if check_path(body.path) != payer:
             raise BadEvent(f"offer for {body.path!r}, outside the payer's blocktree {payer}")
         if body.expiry_height < self.height:
             raise BadEvent(f"offer expired at height {body.expiry_height}")
+        if body.expiry_height > self.height + params.max_offer_blocks:
+            raise BadEvent(f"offer expiry {body.expiry_height} is more than"
+                           f" {params.max_offer_blocks} blocks ahead of height {self.height}")
+        if body.size > params.max_fragment_bytes:
+            raise BadEvent(f"fragment of {body.size} bytes, the limit is {params.max_fragment_bytes}")
         cid = eid if eid is not None else event_id(self.chain_id, ev)
+        escrow = body.price * body.periods
 
         def commit() -> None:
-            contract = Contract(cid, payer, ev.signer_key, body, self.height)
-            self.view.put(contract_key(cid), contract.encode())
-            self.view.put(BY_OWNER + payer.digest + cid, b"")
+            contract = Contract(cid, payer, ev.signer_key, body, self.height, periods=body.periods,
+                                escrow=escrow, closes=body.expiry_height)
+            view = self.view
+            view.store(contract_key(cid), contract)
+            view.put(BY_OWNER + payer.digest + cid, b"")
+            view.put(closing_key(contract.closes, cid), b"")
 
-        return body.path, 0, commit
+        return Plan(body.path, escrow, commit, "escrow")
 
     def _owned_contract(self, offer_id: bytes, payer: Principal) -> Contract:
         contract = self.contract(offer_id)
@@ -176,8 +259,9 @@ class Fold:
             raise BadEvent(f"contract {offer_id.hex()[:16]} belongs to {contract.owner}, not {payer}")
         return contract
 
-    def _stored(self, body: FragmentStored, payer: Principal
-                ) -> Plan:
+    def _stored(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, FragmentStored)
         contract = self._owned_contract(body.offer_id, payer)
         offer = contract.offer
         host = body.host
@@ -187,102 +271,244 @@ class Fold:
             raise BadEvent(f"offer expired at height {offer.expiry_height}")
         if host == contract.owner:
             raise BadEvent("an owner cannot host its own fragment")
-        msg = receipt_message(self.chain_id, body.offer_id, host, offer.root)
+        msg = receipt_message(self.chain_id, body.offer_id, host, offer.root, body.payout)
         if not verify(body.host_key, msg, body.receipt):
             raise BadSignature("host receipt does not verify")
-        for key in self.view.keys_with_prefix(fragment_prefix(offer.path)):
-            if key[-32:] == host.digest:
-                raise BadEvent(f"host {host} already holds a fragment of {offer.path!r}")
+        if self.view.get(holder_key(offer.path, host)) is not None:
+            raise BadEvent(f"host {host} already holds a fragment of {offer.path!r}")
+        collateral = offer.collateral * contract.periods
+        if self.balance(host) < collateral:
+            raise InsufficientFunds(
+                f"host {host} has {self.balance(host)}, cannot lock collateral {collateral}")
 
         def commit() -> None:
-            contract.state = ContractState.ACTIVE
-            contract.host = host
-            contract.start = self.height
             view = self.view
-            view.put(contract_key(contract.id), contract.encode())
+            view.account(host).balance -= collateral
+            view.delete(closing_key(contract.closes, contract.id))
+            contract.state = ContractState.ACTIVE
+            contract.set_host(body.host_key)
+            contract.payout = body.payout
+            contract.start = self.height
+            contract.collateral_locked = collateral
+            contract.closes = self.height + offer.period_blocks
+            view.store(contract_key(contract.id), contract)
+            view.put(closing_key(contract.closes, contract.id), b"")
             view.put(fragment_key(offer.path, offer.index, host), contract.id)
-            view.put(expiry_key(contract.end, contract.id), b"")
+            view.put(holder_key(offer.path, host), contract.id)
             view.put(BY_HOST + host.digest + contract.id, b"")
-            self.stored_bytes += offer.size
+            record = self.host_record(host)
+            record.bytes_stored += offer.size
+            record.contracts_active += 1
+            record.collateral_locked += collateral
 
-        return offer.path, 0, commit
+        return Plan(offer.path, 0, commit)
 
-    def _payment(self, ev: SignedEvent, body: StoragePayment, payer: Principal
-                 ) -> Plan:
-        contract = self.contract(body.offer_id)
-        offer = contract.offer
-        if contract.host is None:
-            raise BadEvent("payment for an offer no host has stored")
-        if ev.signer != contract.host:
-            raise BadEvent(f"only the host {contract.host} claims this contract's payments")
-        if body.period >= offer.periods:
-            raise BadEvent(f"period {body.period} beyond the contract's {offer.periods}")
-        begins = contract.start + body.period * offer.period_blocks
-        if self.height < begins:
-            raise PeriodNotStarted(f"period {body.period} begins at height {begins}")
-        if self.view.get(paid_key(contract.id, body.period)) is not None:
-            raise DuplicatePayment(f"period {body.period} of {contract.id.hex()[:16]} already paid")
-        if body.amount > offer.price:
-            raise BadEvent(f"voucher for {body.amount} above the price {offer.price}")
-        msg = voucher_message(self.chain_id, contract.id, body.period, body.amount)
-        if not verify(contract.owner_key, msg, body.voucher):
-            raise BadSignature("owner's voucher does not verify")
-        owner = self.view.peek_account(contract.owner)
-        if owner is None or owner.balance < body.amount:
-            have = owner.balance if owner else 0
-            raise InsufficientFunds(f"owner {contract.owner} cannot pay {body.amount} (has {have})")
+    def _proof(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, StorageProof)
+        host = ev.signer
+        contracts = [self._check_item(item, host) for item in body.items]
+        credit = 0
+        for contract in contracts:
+            if contract.payout == payer:
+                credit += contract.offer.price
+            if host == payer:
+                credit += contract.offer.collateral
 
         def commit() -> None:
-            self.view.account(contract.owner).balance -= body.amount
-            contract.paid_periods += 1
-            contract.paid_total += body.amount
-            self.view.put(contract_key(contract.id), contract.encode())
-            self.view.put(paid_key(contract.id, body.period), body.amount.to_bytes(8, "big"))
+            view = self.view
+            record = self.host_record(host)
+            for item, contract in zip(body.items, contracts, strict=True):
+                offer = contract.offer
+                contract.escrow -= offer.price
+                contract.collateral_locked -= offer.collateral
+                contract.last_proven = item.period
+                contract.proven += 1
+                contract.paid_total += offer.price
+                view.store(contract_key(contract.id), contract)
+                assert contract.payout is not None
+                if contract.payout != payer:
+                    view.account(contract.payout).balance += offer.price
+                if host != payer:
+                    view.account(host).balance += offer.collateral
+                record.periods_proven += 1
+                record.earned += offer.price
+                record.collateral_locked -= offer.collateral
+                self.proven_bytes += offer.size
 
-        # a negative spend credits the payer, so a new host can pay the fee out of its first pay
-        return offer.path, -body.amount, commit
+        # the payer is credited what comes back to it, so a host can pay the fee out of its pay
+        return Plan(None, -credit, commit)
 
-    def _released(self, body: FragmentReleased, payer: Principal
-                  ) -> Plan:
+    def _check_item(self, item: ProofItem, host: Principal) -> Contract:
+        contract = self.contract(item.contract)
+        short = item.contract.hex()[:16]
+        if contract.host != host:
+            raise BadEvent(f"contract {short} is not held by {host}")
+        if contract.state != ContractState.ACTIVE:
+            raise BadEvent(f"contract {short} is {contract.state.name.lower()}")
+        period = item.period
+        if period >= contract.periods:
+            raise BadEvent(f"period {period} beyond contract {short}'s {contract.periods}")
+        window = contract.window_of(self.height)
+        if period > window:
+            raise ProofOutsideWindow(f"period {period} of contract {short} opens after height"
+                                     f" {contract.opening_height(period)}")
+        if period < window:
+            raise ProofOutsideWindow(f"period {period} of contract {short} closed at height"
+                                     f" {contract.opening_height(period + 1)}")
+        if contract.last_proven == period:
+            raise DuplicateProof(f"period {period} of contract {short} is already proven")
+        offer = contract.offer
+        picks = self.params.proof_leaves
+        if len(item.leaves) != picks:
+            raise BadProof(f"a proof carries {picks} leaves, not {len(item.leaves)}")
+        count = leaf_count(offer.size, offer.leaf_size)
+        seed = period_seed(self._seed_block(contract.opening_height(period)), contract.id)
+        for j, (index, proven) in enumerate(
+                zip(leaf_indexes(seed, count, picks), item.leaves, strict=True)):
+            if len(proven.leaf) != leaf_length(index, offer.size, offer.leaf_size):
+                raise BadProof(f"leaf {j} of contract {short} (index {index}) has"
+                               f" {len(proven.leaf)} bytes")
+            if root_from_path(proven.leaf, index, count, proven.path) != offer.root:
+                raise BadProof(f"leaf {j} of contract {short} (index {index}) does not prove"
+                               " its root")
+        return contract
+
+    def _released(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, FragmentReleased)
         contract = self._owned_contract(body.offer_id, payer)
         if contract.state not in (ContractState.OFFERED, ContractState.ACTIVE):
             raise BadEvent(f"contract {contract.id.hex()[:16]} already {contract.state.name.lower()}")
 
         def commit() -> None:
-            self._end(contract, ContractState.RELEASED)
+            # future escrow back to the owner, the host's collateral back to it: not its fault
+            if contract.host is not None:
+                self.view.account(contract.host).balance += contract.collateral_locked
+                self.host_record(contract.host).collateral_locked -= contract.collateral_locked
+                contract.collateral_locked = 0
+            self._close(contract, ContractState.RELEASED)
 
-        return contract.offer.path, 0, commit
+        return Plan(contract.offer.path, 0, commit)
 
-    def _revoke(self, body: Revoke, payer: Principal) -> Plan:
+    def _extended(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, FragmentExtended)
+        contract = self._owned_contract(body.offer_id, payer)
+        short = contract.id.hex()[:16]
+        if contract.state != ContractState.ACTIVE or contract.host_key is None:
+            raise BadEvent(f"contract {short} is {contract.state.name.lower()}, not active")
+        offer = contract.offer
+        if body.periods <= contract.periods:
+            raise BadEvent(f"contract {short} already runs {contract.periods} periods")
+        if body.periods * offer.period_blocks > MAX_CONTRACT_BLOCKS:
+            raise BadEvent(f"a contract lasts at most {MAX_CONTRACT_BLOCKS} blocks")
+        msg = extension_message(self.chain_id, contract.id, body.periods)
+        if not verify(contract.host_key, msg, body.host_signature):
+            raise BadSignature("the host's consent to the extension does not verify")
+        added = body.periods - contract.periods
+        host = contract.host
+        assert host is not None
+        collateral = offer.collateral * added
+        if self.balance(host) < collateral:
+            raise InsufficientFunds(
+                f"host {host} has {self.balance(host)}, cannot lock collateral {collateral}")
+
+        def commit() -> None:
+            self.view.account(host).balance -= collateral
+            self.host_record(host).collateral_locked += collateral
+            contract.periods = body.periods
+            contract.escrow += offer.price * added
+            contract.collateral_locked += collateral
+            self.view.store(contract_key(contract.id), contract)
+
+        return Plan(offer.path, offer.price * added, commit, "escrow")
+
+    def _revoke(self, ev: SignedEvent, payer: Principal, eid: bytes | None) -> Plan:
+        body = ev.body
+        assert isinstance(body, Revoke)
         if body.principal == payer:
             raise BadEvent("an owner cannot revoke itself")
 
         def commit() -> None:
             self.view.put(revoked_key(payer, body.principal), body.until.to_bytes(8, "big"))
 
-        return None, 0, commit
+        return Plan(None, 0, commit)
 
-    def _end(self, contract: Contract, state: ContractState) -> None:
-        if contract.state == ContractState.ACTIVE and contract.host is not None:
+    # --- contracts ending -------------------------------------------------------------------
+
+    def _close(self, contract: Contract, state: ContractState) -> None:
+        """End a contract: its escrow back to the owner, off the closing index, and (if it was
+        active) its holder off ``/global/fragments``. Collateral is settled by the caller."""
+        view = self.view
+        view.account(contract.owner).balance += contract.escrow
+        contract.escrow = 0
+        if contract.closes:
+            view.delete(closing_key(contract.closes, contract.id))
+            contract.closes = 0
+        host = contract.host
+        if contract.state == ContractState.ACTIVE and host is not None:
             offer = contract.offer
-            self.view.delete(fragment_key(offer.path, offer.index, contract.host))
-            self.view.delete(expiry_key(contract.end, contract.id))
+            view.delete(fragment_key(offer.path, offer.index, host))
+            view.delete(holder_key(offer.path, host))
+            record = self.host_record(host)
+            record.bytes_stored -= offer.size
+            record.contracts_active -= 1
+            if state == ContractState.FAILED:
+                record.contracts_failed += 1
         contract.state = state
-        self.view.put(contract_key(contract.id), contract.encode())
+        view.store(contract_key(contract.id), contract)
 
-    def expire(self) -> None:
-        """Contracts whose last period ends at this height end by themselves."""
-        for key in self.view.keys_with_prefix(expiry_prefix(self.height)):
-            self._end(self.contract(key[-32:]), ContractState.ENDED)
+    def settle(self) -> None:
+        """End of the block: offers that expire unstored refund their escrow; proof windows
+        that close unproven refund the owner, burn the period's collateral and count a miss;
+        contracts past their last period or their allowed misses end."""
+        view = self.view
+        for key in view.keys_with_prefix(closing_prefix(self.height)):
+            contract = self.contract(key[-32:])
+            if contract.state == ContractState.OFFERED:
+                self._close(contract, ContractState.EXPIRED)
+                continue
+            period = contract.window_of(self.height)
+            if contract.last_proven != period:
+                self._miss(contract)
+                if contract.missed >= self.params.max_misses:
+                    self._burn(contract, contract.collateral_locked)
+                    self._close(contract, ContractState.FAILED)
+                    continue
+            if period + 1 < contract.periods:
+                view.delete(key)
+                contract.closes = self.height + contract.offer.period_blocks
+                view.put(closing_key(contract.closes, contract.id), b"")
+                view.store(contract_key(contract.id), contract)
+            else:
+                self._close(contract, ContractState.ENDED)
+
+    def _miss(self, contract: Contract) -> None:
+        offer = contract.offer
+        self.view.account(contract.owner).balance += offer.price
+        contract.escrow -= offer.price
+        contract.missed += 1
+        assert contract.host is not None
+        self.host_record(contract.host).periods_missed += 1
+        self._burn(contract, offer.collateral)
+        self.view.store(contract_key(contract.id), contract)
+
+    def _burn(self, contract: Contract, amount: int) -> None:
+        """Destroy ``amount`` of the host's locked collateral (it leaves the supply)."""
+        assert contract.host is not None
+        contract.collateral_locked -= amount
+        self.host_record(contract.host).collateral_locked -= amount
 
     def credit_coinbase(self, cb: Coinbase) -> None:
         self.view.account(cb.recipient).balance += cb.amount
 
 
 def apply_block(view: StateView, params: NetworkParams, block: Block, height: int,
-                event_ids: list[bytes] | None = None) -> Fold:
-    """Apply ``block`` at ``height`` onto ``view``; raise a ValidationError if any rule fails."""
-    fold = Fold(view, params, height, block.header.time)
+                hash_at: HashAt, event_ids: list[bytes] | None = None) -> Fold:
+    """Apply ``block`` at ``height`` onto ``view``; raise a ValidationError if any rule fails.
+    ``hash_at`` gives the best chain's block hashes below ``height``."""
+    fold = Fold(view, params, height, block.header.time, hash_at)
     events = block.events
     if height == 0:
         for cb in events:
@@ -300,7 +526,7 @@ def apply_block(view: StateView, params: NetworkParams, block: Block, height: in
             fold.apply(ev, event_ids[i] if event_ids is not None else None)
         except ValidationError as exc:
             raise type(exc)(f"event {i} ({ev.kind.name.lower()}): {exc}") from exc
-    fold.expire()
+    fold.settle()
     expected = fold.fees + fold.mint()
     if coinbase.height != height:
         raise BadCoinbase(f"coinbase height {coinbase.height}, block height {height}")

@@ -1,4 +1,5 @@
-"""Read-only queries on the global tree: ``/global/principals`` and ``/global/fragments``."""
+"""Read-only queries on the global tree: ``/global/principals`` (with a host's public record)
+and ``/global/fragments``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from globaltree.records import (
     BY_OWNER,
     Account,
     Contract,
+    HostRecord,
     contract_key,
     fragment_prefix,
+    host_key,
 )
 from globaltree.view import KeyValueReader, StateView
 
@@ -26,6 +29,18 @@ class GlobalTree:
     def balance(self, p: Principal) -> int:
         acct = self.principal(p)
         return acct.balance if acct else 0
+
+    def principal_json(self, p: Principal) -> dict[str, object] | None:
+        """``/global/principals/P``: the account with, for a host, its public record."""
+        acct = self.principal(p)
+        if acct is None:
+            return None
+        record = self.host_record(p)
+        return {**acct.to_json(p), "host": record.to_json() if record is not None else None}
+
+    def host_record(self, p: Principal) -> HostRecord | None:
+        """The public record of a host (None for a principal that never held a contract)."""
+        return self.view.peek(host_key(p), HostRecord.decode)
 
     def contract(self, cid: bytes) -> Contract | None:
         raw = self.view.get(contract_key(cid))

@@ -3,8 +3,8 @@ until committed into a ledger batch together with the undo record that reverses 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar, cast
 
 from chain.encoding import Reader, Writer, decode_all
 from chain.principal import Principal
@@ -23,23 +23,39 @@ class Sink(Protocol):
     def delete(self, key: bytes) -> None: ...
 
 
+class Record(Protocol):
+    def encode(self) -> bytes: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
 class StateView:
-    __slots__ = ("_accounts", "_changes", "_db")
+    """Raw keys, plus decoded records (accounts, contracts, host records) kept as objects
+    while a block is folded: each is decoded once, mutated in place by later events, and
+    encoded once when the view is committed."""
+
+    __slots__ = ("_changes", "_db", "_objects")
 
     def __init__(self, db: KeyValueReader) -> None:
         self._db = db
         self._changes: dict[bytes, bytes | None] = {}
-        self._accounts: dict[bytes, Account] = {}
+        self._objects: dict[bytes, Any] = {}
 
     def get(self, key: bytes) -> bytes | None:
+        obj = self._objects.get(key)
+        if obj is not None:
+            return cast(bytes, obj.encode())
         if key in self._changes:
             return self._changes[key]
         return self._db.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
+        self._objects.pop(key, None)
         self._changes[key] = value
 
     def delete(self, key: bytes) -> None:
+        self._objects.pop(key, None)
         self._changes[key] = None
 
     def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
@@ -51,29 +67,45 @@ class StateView:
                     keys.discard(key)
                 else:
                     keys.add(key)
+        keys.update(k for k in self._objects if k.startswith(prefix))
         return sorted(keys)
+
+    # --- records ----------------------------------------------------------------------------
+
+    def peek(self, key: bytes, decode: Callable[[bytes], R]) -> R | None:
+        """The record at ``key`` or None. Mutate it only together with :meth:`store`."""
+        obj = self._objects.get(key)
+        if obj is not None:
+            return cast(R, obj)
+        raw = self.get(key)
+        return decode(raw) if raw is not None else None
+
+    def store(self, key: bytes, record: Record) -> None:
+        """Keep ``record`` (mutated or new) as the value at ``key``; encoded at commit."""
+        self._changes.pop(key, None)
+        self._objects[key] = record
+
+    def writable(self, key: bytes, decode: Callable[[bytes], R], new: Callable[[], R]) -> R:
+        """The record at ``key`` (``new()`` if absent), kept for writing back at commit."""
+        obj = self._objects.get(key)
+        if obj is None:
+            raw = self.get(key)
+            obj = decode(raw) if raw is not None else new()
+            self.store(key, obj)
+        return cast(R, obj)
 
     def peek_account(self, p: Principal) -> Account | None:
         """The account as it stands, or None; the caller must not mutate it."""
-        acct = self._accounts.get(p.digest)
-        if acct is not None:
-            return acct
-        raw = self.get(account_key(p))
-        return Account.decode(raw) if raw is not None else None
+        return self.peek(account_key(p), Account.decode)
 
     def account(self, p: Principal) -> Account:
         """The account for writing: created empty if new, written back at commit."""
-        acct = self._accounts.get(p.digest)
-        if acct is None:
-            raw = self.get(account_key(p))
-            acct = Account.decode(raw) if raw is not None else Account()
-            self._accounts[p.digest] = acct
-        return acct
+        return self.writable(account_key(p), Account.decode, Account)
 
     def changes(self) -> dict[bytes, bytes | None]:
-        for digest, acct in self._accounts.items():
-            self._changes[b"Sa" + digest] = acct.encode()
-        self._accounts.clear()
+        for key, obj in self._objects.items():
+            self._changes[key] = obj.encode()
+        self._objects.clear()
         return self._changes
 
     def commit(self, batch: Sink) -> bytes:

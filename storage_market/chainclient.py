@@ -21,10 +21,9 @@ from typing import Any, Protocol
 
 from chain.events import Body, FragmentOffer, SignedEvent
 from chain.keys import KeyPair
+from chain.params import NetworkParams
 from chain.principal import Principal
 from chain.writecap import Writecap
-
-DEFAULT_FEE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +36,11 @@ class AccountInfo:
     ed25519: bytes | None
     x25519: bytes | None
     address: str | None
+    host: dict[str, int] | None  # a host's public record, kept by the chain
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AccountInfo:
+        host = data.get("host")
         return cls(
             Principal.parse(str(data["principal"])),
             int(data["balance"]),
@@ -47,6 +48,7 @@ class AccountInfo:
             _hex_or_none(data.get("ed25519")),
             _hex_or_none(data.get("x25519")),
             str(data["address"]) if data.get("address") else None,
+            {str(k): int(v) for k, v in host.items()} if isinstance(host, dict) else None,
         )
 
 
@@ -77,43 +79,57 @@ class Holder:
 
 @dataclass(frozen=True, slots=True)
 class ContractInfo:
-    """A storage contract (an offer, and once stored, its host and payments)."""
+    """A storage contract as the chain holds it: the offer and, once stored, its host, the
+    escrow and collateral left, and each period's outcome."""
 
     id: bytes
     owner: Principal
     host: Principal | None
-    state: str  # offered, active, released, ended
+    payout: Principal | None
+    state: str  # offered, active, released, ended, expired, failed
     offer: FragmentOffer
     offer_height: int
     start: int
-    paid_periods: int
+    periods: int
+    escrow: int
+    collateral_locked: int
+    proven: int
+    missed: int
+    last_proven: int  # -1: none yet
     paid_total: int
 
     @property
     def end(self) -> int:
-        return self.start + self.offer.period_blocks * self.offer.periods
+        return self.start + self.offer.period_blocks * self.periods
 
-    def period_at(self, height: int) -> int:
-        """The period running at ``height`` (may be past the last one)."""
-        return (height - self.start) // self.offer.period_blocks
+    def window_of(self, height: int) -> int:
+        """The period whose proof window holds ``height``: ``(start + p·P, start + (p+1)·P]``."""
+        return (height - self.start - 1) // self.offer.period_blocks
 
-    def period_start(self, period: int) -> int:
+    def opening_height(self, period: int) -> int:
+        """The block whose hash seeds ``period``'s proof."""
         return self.start + period * self.offer.period_blocks
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContractInfo:
         offer = FragmentOffer(
-            str(data["path"]), bytes.fromhex(str(data["version"])), int(data["index"]),
-            int(data["n"]), int(data["k"]), int(data["size"]), bytes.fromhex(str(data["root"])),
-            int(data["leaf_size"]), int(data["price"]), int(data["period_blocks"]),
-            int(data["periods"]), int(data["expiry_height"]),
+            path=str(data["path"]), version=bytes.fromhex(str(data["version"])),
+            index=int(data["index"]), n=int(data["n"]), k=int(data["k"]), size=int(data["size"]),
+            root=bytes.fromhex(str(data["root"])), leaf_size=int(data["leaf_size"]),
+            price=int(data["price"]), collateral=int(data["collateral"]),
+            period_blocks=int(data["period_blocks"]), periods=int(data["offer_periods"]),
+            expiry_height=int(data["expiry_height"]),
         )
-        host = data.get("host")
+        host, payout, last = data.get("host"), data.get("payout"), data.get("last_proven")
         return cls(
-            bytes.fromhex(str(data["id"])), Principal.parse(str(data["owner"])),
-            Principal.parse(str(host)) if host else None, str(data["state"]), offer,
-            int(data["offer_height"]), int(data.get("start") or 0),
-            int(data.get("paid_periods") or 0), int(data.get("paid_total") or 0),
+            id=bytes.fromhex(str(data["id"])), owner=Principal.parse(str(data["owner"])),
+            host=Principal.parse(str(host)) if host else None,
+            payout=Principal.parse(str(payout)) if payout else None, state=str(data["state"]),
+            offer=offer, offer_height=int(data["offer_height"]),
+            start=int(data.get("start") or 0), periods=int(data["periods"]),
+            escrow=int(data["escrow"]), collateral_locked=int(data["collateral_locked"]),
+            proven=int(data["proven_periods"]), missed=int(data["missed_periods"]),
+            last_proven=int(last) if last is not None else -1, paid_total=int(data["paid_total"]),
         )
 
 
@@ -130,6 +146,11 @@ class ChainClient(Protocol):
 
     @property
     def storage_period_blocks(self) -> int: ...
+
+    @property
+    def params(self) -> NetworkParams:
+        """The network's parameters (fee rate, proof leaves, event size, ...)."""
+        ...
 
     async def tip_height(self) -> int: ...
 
@@ -159,6 +180,14 @@ class ChainClient(Protocol):
         """The signed events of the best-chain block at ``height`` (empty past the tip)."""
         ...
 
+    async def block_hash(self, height: int) -> bytes | None:
+        """The hash of the best-chain block at ``height`` (None past the tip)."""
+        ...
+
+    async def event_status(self, eid: bytes) -> str | None:
+        """``pending``, ``confirmed`` (in the best chain) or None (neither)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -185,13 +214,15 @@ class Signer:
         """The blocktree this signer acts for: its account, else itself."""
         return self.account if self.account is not None else self.key.principal
 
-    async def submit(self, chain: ChainClient, body: Body, fee: int = DEFAULT_FEE) -> bytes:
-        """Sign ``body`` with the next nonce and submit it; the event id."""
+    async def submit(self, chain: ChainClient, body: Body, fee_rate: int | None = None) -> bytes:
+        """Sign ``body`` with the next nonce and a fee of ``fee_rate`` per byte (default: the
+        network's minimum, the least the nodes relay) and submit it; the event id."""
         if self._lock is None:
             self._lock = asyncio.Lock()
+        rate = chain.params.min_fee_rate if fee_rate is None else fee_rate
         async with self._lock:
             nonce = await chain.next_nonce(self.key.principal)
-            event = SignedEvent.create(
-                chain.chain_id, self.key, nonce, fee, body, self.account, self.writecap
+            event = SignedEvent.create_at_rate(
+                chain.chain_id, self.key, nonce, rate, body, self.account, self.writecap
             )
             return await chain.submit(event)

@@ -32,6 +32,7 @@ from chain.clikit import DatadirOpt, JsonOpt, NetworkOpt, friendly, resolve_data
 from chain.errors import ConfigError
 from chain.keys import KeyPair
 from chain.params import NetworkParams, network
+from chain.principal import Principal
 from storage_market.chainclient import ChainClient, Signer
 from storage_market.crypto import plaintext_length
 from storage_market.host import HostAgent, HostPolicy
@@ -145,18 +146,24 @@ def store_put(
     k: Annotated[int, typer.Option(help="Fragments needed to read it back.")] = 3,
     n: Annotated[int, typer.Option(help="Fragments stored (one per host).")] = 5,
     price: Annotated[str, typer.Option(help="Per fragment per period (coins or Nsat).")] = "100000sat",
-    periods: Annotated[int, typer.Option(help="Periods to pay for.")] = 12,
+    collateral: Annotated[str, typer.Option(
+        help="Asked of each host per period, burned if it misses a proof.")] = "100000sat",
+    periods: Annotated[int, typer.Option(help="Periods to pay for (escrowed now).")] = 12,
     wait: Annotated[float, typer.Option(help="Seconds to wait for all n hosts.")] = 120.0,
-    serve: Annotated[bool, typer.Option(help="Keep running: serve, audit and repair.")] = False,
+    serve: Annotated[bool, typer.Option(help="Keep running: serve fetches and repair.")] = False,
     listen: ListenOpt = "127.0.0.1:0",
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None, mine_every: MineOpt = 0.0,
 ) -> None:
-    """Encrypt FILE as the block at PATH, offer its n fragments and wait until hosts hold them."""
+    """Encrypt FILE as the block at PATH, offer its n fragments and wait until hosts hold them.
+
+    Each offer escrows price x periods on chain; from then on the hosts prove their fragments
+    every period and the chain pays them, whether or not this command still runs."""
     params = network(net)
     home = resolve_datadir(net, datadir)
     key = _owner_key(home)
-    options = StoreOptions(k=k, n=n, price=parse_price(price), periods=periods)
+    options = StoreOptions(k=k, n=n, price=parse_price(price), collateral=parse_price(collateral),
+                           periods=periods)
     host, _, port = listen.rpartition(":")
 
     async def go() -> dict[str, Any]:
@@ -181,8 +188,8 @@ def store_put(
                     await _until_interrupted(lambda: err.print(
                         f"serving {full} from {owner.address}; Ctrl-C to stop"))
                 hint = "" if serve else (
-                    "hosts are paid only while the owner audits them: run `blockcoin store serve`"
-                    " (or put with --serve)")
+                    "hosts now prove and are paid from escrow on their own; run `blockcoin store"
+                    " serve` from time to time to repair fragments whose hosts miss proofs")
                 return {"path": full, "placed": placed, "hint": hint, **status}
             finally:
                 await owner.stop()
@@ -200,11 +207,12 @@ def _emit_store(as_json: bool, result: dict[str, Any]) -> None:
     console = Console()
     console.print(f"[bold]{result['path']}[/] {result['k']}-of-{result['n']}, "
                   f"{result['size']} bytes, {result['placed']}/{result['n']} fragments placed")
-    table = Table("index", "state", "host", "start", "end", "paid periods", "misses", "repairs")
+    table = Table("index", "state", "host", "start", "end", "proven", "missed", "paid",
+                  "repairs")
     for f in result["fragments"]:
         table.add_row(str(f["index"]), f["state"], (f["host"] or "-")[:20], str(f["start"] or "-"),
-                      str(f["end"] or "-"), str(f["periods_paid"]), str(f["misses"]),
-                      str(f["repairs"]))
+                      str(f["end"] or "-"), str(f["periods_proven"]), str(f["misses"]),
+                      str(f["paid"]), str(f["repairs"]))
     console.print(table)
     if result.get("hint"):
         console.print(result["hint"])
@@ -217,7 +225,7 @@ def store_serve(
     net: NetworkOpt = "main", datadir: DatadirOpt = None,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None, mine_every: MineOpt = 0.0,
 ) -> None:
-    """Run the owner: serve fetches, challenge hosts each period, pay vouchers, repair."""
+    """Run the owner: serve fetches, re-offer what nobody took, repair after missed proofs."""
     params = network(net)
     home = resolve_datadir(net, datadir)
     key = _owner_key(home)
@@ -275,13 +283,45 @@ def store_get(
                       if result["skipped"] else ""))
 
 
+@store_app.command("extend")
+@friendly
+def store_extend(
+    path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
+    periods: Annotated[int, typer.Option(help="Periods to add to each contract.", min=1)],
+    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+) -> None:
+    """Run PATH's active contracts longer: each host consents, the added periods are escrowed."""
+    params = network(net)
+    home = resolve_datadir(net, datadir)
+    key = _owner_key(home)
+
+    async def go() -> dict[str, Any]:
+        async with connect(params, home, api, token, node, 0.0) as chain:
+            owner = OwnerAgent(home, Signer(key), chain)
+            full = _full_path(key.principal.root_path, path)
+            done = await owner.extend(full, periods)
+            await owner.state.close()
+            return {"path": full, "extended": done, "periods_added": periods,
+                    "notes": owner.events}
+
+    result = run(go())
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{result['path']}: extended fragments {result['extended'] or 'none'} by "
+                   f"{periods} periods" + "".join(f"\n  {n}" for n in result["notes"]))
+    if not result["extended"]:
+        raise typer.Exit(1)
+
+
 @store_app.command("status")
 @friendly
 def store_status(
     path: Annotated[str | None, typer.Argument(help="One path (default: all).")] = None,
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """The owner's blocks: where each fragment is, periods paid, misses and repairs."""
+    """The owner's blocks: where each fragment is, periods proven and missed, repairs."""
     home = resolve_datadir(net, datadir)
     key = _owner_key(home)
     owner = OwnerAgent(home, Signer(key), _Offline(network(net)))  # type: ignore[arg-type]
@@ -300,6 +340,7 @@ class _Offline:
     """Enough of a ChainClient to read an agent's saved state without a node."""
 
     def __init__(self, params: NetworkParams) -> None:
+        self.params = params
         self.chain_id = params.chain_id
         self.storage_period_blocks = params.storage_period_blocks
 
@@ -320,15 +361,18 @@ def _save_policy(datadir: Path, policy: HostPolicy) -> None:
 
     write_json(datadir / "host" / "policy.json",
                {"capacity": policy.capacity, "min_price": policy.min_price,
-                "grace_periods": policy.grace_periods})
+                "max_collateral": policy.max_collateral,
+                "payout": str(policy.payout) if policy.payout else None})
 
 
 def _load_policy(datadir: Path) -> HostPolicy:
     from storage_market.jsonstate import read_json
 
     raw = read_json(datadir / "host" / "policy.json") or {}
+    cap, payout = raw.get("max_collateral"), raw.get("payout")
     return HostPolicy(int(raw.get("capacity", 0)), int(raw.get("min_price", 0)),
-                      int(raw.get("grace_periods", 2)))
+                      int(cap) if cap is not None else None,
+                      Principal.parse(str(payout)) if payout else None)
 
 
 @host_app.command("start")
@@ -336,17 +380,24 @@ def _load_policy(datadir: Path) -> HostPolicy:
 def host_start(
     capacity: Annotated[str, typer.Option(help="Space to sell (e.g. 10G).")],
     min_price: Annotated[str, typer.Option(help="Lowest price per fragment per period.")] = "1sat",
-    grace: Annotated[int, typer.Option(help="Unpaid periods tolerated per owner.")] = 2,
+    max_collateral: Annotated[str | None, typer.Option(
+        help="Most collateral per fragment per period to lock (default: what the balance covers)."
+    )] = None,
+    payout: Annotated[str | None, typer.Option(
+        help="Principal paid for proven periods (default: the host's own key).")] = None,
     listen: ListenOpt = "127.0.0.1:0",
     net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None, mine_every: MineOpt = 0.0,
 ) -> None:
-    """Run a host until interrupted: take offers, store fragments, answer challenges, get paid."""
+    """Run a host until interrupted: take offers, store fragments, prove them on chain each
+    period and be paid from the owners' escrow."""
     params = network(net)
     home = resolve_datadir(net, datadir)
     home.mkdir(parents=True, exist_ok=True)
     key = host_key(home)
-    policy = HostPolicy(parse_size(capacity), parse_price(min_price), grace)
+    policy = HostPolicy(parse_size(capacity), parse_price(min_price),
+                        parse_price(max_collateral) if max_collateral is not None else None,
+                        Principal.parse(payout) if payout else None)
     _save_policy(home, policy)
     bind, _, port = listen.rpartition(":")
 
@@ -386,7 +437,7 @@ def host_start(
 @friendly
 def host_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
                 as_json: JsonOpt = False) -> None:
-    """Capacity used, contracts, and earned / pending / future payments (base units)."""
+    """Capacity used, contracts with periods proven and missed, earnings and collateral."""
     home = resolve_datadir(net, datadir)
     if not (home / "host").exists():
         raise ConfigError(f"no host in {home} (run `blockcoin host start` first)")
@@ -398,15 +449,16 @@ def host_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
         return
     console = Console()
     console.print(f"host [bold]{status['principal']}[/]: {status['used']} of "
-                  f"{status['capacity']} bytes used; earned {status['earned']}, pending "
-                  f"{status['pending']}, future {status['future']}")
-    table = Table("contract", "path", "index", "owner", "size", "status", "paid")
+                  f"{status['capacity']} bytes used; earned {status['earned']}, future "
+                  f"{status['future']}, collateral locked {status['collateral_locked']}; "
+                  f"{status['proven']} periods proven, {status['missed']} missed")
+    table = Table("contract", "path", "index", "owner", "size", "status", "proven", "missed",
+                  "paid", "corrupt")
     for c in status["contracts"]:
         table.add_row(c["contract"][:12], c["path"][-24:], str(c["index"]), c["owner"][:14],
-                      str(c["size"]), c["status"], str(c["paid_total"]))
+                      str(c["size"]), c["status"], str(c["proven"]), str(c["missed"]),
+                      str(c["paid_total"]), "yes" if c["corrupt"] else "")
     console.print(table)
-    for owner, why in status["not_serving"].items():
-        console.print(f"not serving {owner}: {why}")
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -415,7 +467,7 @@ def host_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
 @friendly
 def demo_command(
     size: Annotated[str, typer.Option(help="Size of the demo file.")] = "1M",
-    periods: Annotated[int, typer.Option(help="Challenge periods to run.", min=1)] = 3,
+    periods: Annotated[int, typer.Option(help="Proof periods to run.", min=1)] = 3,
     keep: Annotated[Path | None, typer.Option(help="Run in this directory and keep it.")] = None,
     mine_interval: Annotated[float, typer.Option(
         help="Seconds between the miner's blocks.", min=0.05)] = 0.3,
@@ -424,8 +476,9 @@ def demo_command(
     """Loopback storage market: store a file on 5 hosts, get paid, lose 2, get it back.
 
     Real processes: a mining node, five host nodes with a host agent each, and an owner node
-    with the owner beside it. The file is placed, challenge periods run with payments, two
-    hosts stop, the file comes back byte-identical, the hosts' earnings show.
+    with the owner beside it. The file is placed, the owner leaves, the hosts prove each period
+    on chain and are paid from escrow, two hosts stop, the file comes back byte-identical, the
+    hosts' public records show.
     """
     from storage_market.demo import main
 

@@ -18,11 +18,13 @@ others only through p2p. The owner signs with development key 7 (funded at genes
 ``owner/wallet.key``), not with its node's key: a node publishes its own p2p address under its
 key in ``/global/principals``, where hosts must find the owner's storage listener instead.
 
-The story: the owner stores a file 3-of-5 (five offers, five hosts each fetch, check and sign
-for one fragment); the placement is read from ``/global/fragments`` as a host's node sees it;
-challenge periods run, each host claiming its vouchers with ``StoragePayment`` events that are
-mined and counted on chain; two hosts are stopped (agent and node); the file comes back
-byte-identical from the other three; the hosts' balances show what they earned.
+The story: the owner funds the five host keys (a host locks collateral and pays fees); the
+owner stores a file 3-of-5 (five offers escrow the pay, five hosts each fetch, check and sign
+for one fragment, locking their collateral); the placement is read from ``/global/fragments``
+as a host's node sees it; the owner agent then stops, and proof periods run with every host
+publishing ``StorageProof`` events that the chain pays from escrow; two hosts are stopped (agent
+and node); the file comes back byte-identical from the other three; the hosts' public records in
+``/global/principals`` show what they proved and earned.
 
 Each child runs in its own process group and logs to ``<workdir>/<name>.log``. Every wait is
 bounded in time, and on the way out, whether the story ended, failed or was interrupted
@@ -51,12 +53,13 @@ import aiohttp
 
 from chain.aio import stop_tasks
 from chain.errors import BlockcoinError
+from chain.events import Transfer
 from chain.keys import KeyPair
-from chain.params import REGTEST
+from chain.params import COIN, REGTEST
 from chain.principal import Principal
 from chain.wallet import format_amount
 from storage_market import retrieve
-from storage_market.chainclient import Signer
+from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.httpclient import HttpChain
 from storage_market.owner import OwnerAgent, StoreOptions
 
@@ -67,6 +70,7 @@ MINER_KEY, OWNER_NODE_KEY, OWNER_KEY = 0, 6, 7  # regtest development keys; host
 START_TIMEOUT = 30.0  # a process until it serves (Python start-up on a busy 2-core machine)
 STOP_TIMEOUT = 10.0  # SIGTERM until SIGKILL
 PORT_ATTEMPTS = 3  # a port picked free may be taken before the node binds it
+HOST_FUNDS = 10 * COIN  # what the owner sends each host key: collateral and fees
 
 
 class DemoError(BlockcoinError):
@@ -346,6 +350,31 @@ class Network:
 # --- the story ------------------------------------------------------------------------------------
 
 
+async def fund_hosts(net: Network, host_nodes: list[Node], payer: Signer, chain: ChainClient,
+                     view: HttpChain) -> None:
+    """Create each host agent's key (where ``host start`` finds it) and send it coin, mined
+    and seen by the hosts' side before the agents start: a host needs coin to announce itself
+    and to lock collateral."""
+    keys = []
+    for node in host_nodes:
+        path = node.datadir / "host" / "host.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            KeyPair.generate().save(path)
+        keys.append(KeyPair.load(path))
+    for key in keys:
+        await payer.submit(chain, Transfer(key.principal, HOST_FUNDS))
+
+    async def funded() -> bool:
+        for key in keys:
+            acct = await view.principal(key.principal)
+            if acct is None or acct.balance < HOST_FUNDS:
+                return False
+        return True
+
+    await until(funded, 30, "the hosts' funding to be mined")
+
+
 def _size(n: int) -> str:
     for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
@@ -398,27 +427,29 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
     say(f"  {len(spokes)} nodes connected to the miner over p2p; tip {height}")
     host_nodes, owner_node = list(spokes[:count]), spokes[count]
 
-    say("== 2. Five host agents, each selling 64 MiB through its own node's API"
-        if count == 5 else f"== 2. {count} host agents, each through its own node's API")
-    hosts = list(await asyncio.gather(
-        *(net.start_host(i + 1, node, "64M") for i, node in enumerate(host_nodes))))
-    for h in hosts:
-        say(f"  host {h.number}: {h.principal}  storage on {h.address}  node {h.node.api}  "
-            f"(pid {h.child.pid})")
-
     owner_key = KeyPair.development(OWNER_KEY)
     owner_dir = workdir / "owner"
     owner_dir.mkdir(exist_ok=True)
     if not (owner_dir / "wallet.key").exists():
         owner_key.save(owner_dir / "wallet.key")
     chain = owner_node.chain()
-    view = hosts[-1].node.chain()  # a host that keeps running: the chain as p2p brought it
+    view = host_nodes[-1].chain()  # a host that keeps running: the chain as p2p brought it
     owner = OwnerAgent(owner_dir, Signer(owner_key), chain,
-                       defaults=StoreOptions(periods=periods + 3, price=100_000))
+                       defaults=StoreOptions(periods=periods + 3, price=100_000,
+                                             collateral=50_000))
     try:
+        say(f"== 2. {count} host agents, each selling 64 MiB through its own node's API")
+        await fund_hosts(net, host_nodes, Signer(owner_key), chain, view)
+        say(f"  the owner ({owner_key.principal}, development key {OWNER_KEY}) sent each host key"
+            f" {format_amount(HOST_FUNDS)} coins for collateral and fees")
+        hosts = list(await asyncio.gather(
+            *(net.start_host(i + 1, node, "64M") for i, node in enumerate(host_nodes))))
+        for h in hosts:
+            say(f"  host {h.number}: {h.principal}  storage on {h.address}  node {h.node.api}  "
+                f"(pid {h.child.pid})")
         await owner.start()
-        say(f"  owner:  {owner_key.principal} (development key {OWNER_KEY}, funded at genesis)"
-            f"  storage on {owner.address}  node {owner_node.api}")
+        say(f"  owner:  {owner_key.principal}  storage on {owner.address}  node "
+            f"{owner_node.api}")
 
         async def announced() -> bool:
             for p, address in [(h.principal, h.address) for h in hosts] + [
@@ -456,35 +487,32 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
                     f"{holder.root.hex()[:16]}) -> {names.get(holder.host, str(holder.host))} "
                     f"at {holder.address}")
 
-        say(f"== 4. {periods} challenge periods of {entry.period_blocks} blocks: challenge, "
-            "prove, voucher, StoragePayment")
+        escrow = sum(c.escrow for c in await chain.contracts_by_owner(owner_key.principal)
+                     if c.state == "active")
+        await owner.stop()
+        say(f"== 4. The owner leaves. {periods} proof periods of {entry.period_blocks} blocks: each"
+            " host proves its fragment from the block that opens the period; the chain pays it")
+        say(f"  {format_amount(escrow)} coins held in escrow for the contracts on chain")
 
-        def paid_periods() -> int:
-            return min(len(s.vouchers) for s in entry.slots)
+        async def proven() -> list[ContractInfo]:
+            return [c for h in hosts for c in await view.contracts_by_host(h.principal)
+                    if c.state in ("active", "ended")]
 
         last = 0
-        loop_end = time.monotonic() + 30 + periods * entry.period_blocks * mine_interval * 3
-        while paid_periods() < periods:
-            if time.monotonic() > loop_end:
-                raise DemoError(f"only {paid_periods()} of {periods} periods were audited in time")
-            await asyncio.sleep(0.1)
-            done = paid_periods()
+        loop_end = time.monotonic() + 30 + periods * entry.period_blocks * mine_interval * 4
+        while True:
+            contracts = await proven()
+            done = min((c.proven for c in contracts), default=0) if len(contracts) >= entry.n else 0
             if done > last:
                 last = done
-                say(f"  period {done - 1}: {entry.n} challenges passed, {entry.n} vouchers "
-                    f"signed (tip {owner.height})")
-
-        async def confirmed() -> int:
-            total = 0
-            for h in hosts:
-                total += sum(c.paid_periods for c in await chain.contracts_by_host(h.principal))
-            return total
-
-        want = periods * entry.n
-        payments = await until(
-            lambda: _at_least(confirmed(), want), 30, f"{want} payments to be mined")
-        say(f"  {payments} StoragePayment events confirmed on chain (tip "
-            f"{await chain.tip_height()})")
+                say(f"  period {done - 1}: {entry.n} StorageProof items mined, each host paid "
+                    f"{format_amount(entry.price)} from escrow (tip {await view.tip_height()})")
+            if done >= periods:
+                break
+            if time.monotonic() > loop_end:
+                raise DemoError(f"only {done} of {periods} periods were proven in time")
+            await asyncio.sleep(0.2)
+        payments = sum(c.proven for c in contracts)
 
         stopped = hosts[:stop]
         say(f"== 5. Stop {stop} hosts (agent and node)")
@@ -501,15 +529,17 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
             + (f"; skipped {len(errors)} unreachable holder{'s' if len(errors) > 1 else ''}"
                if errors else ""))
 
-        say("== 7. What the hosts earned (their balances on chain)")
+        say("== 7. The hosts' public records (/global/principals, kept by the chain)")
         earnings = []
         for h in hosts:
-            acct = await chain.principal(h.principal)
-            balance = acct.balance if acct else 0
-            paid = sum(c.paid_periods for c in await chain.contracts_by_host(h.principal))
+            acct = await view.principal(h.principal)
+            record = (acct.host if acct is not None else None) or {}
             earnings.append({"host": str(h.principal), "node": str(h.node.principal),
-                             "balance": balance, "payments": paid, "stopped": h in stopped})
-            say(f"  host {h.number}: {format_amount(balance)} coins for {paid} periods"
+                             **record, "stopped": h in stopped})
+            say(f"  host {h.number}: proved {record.get('periods_proven', 0)} periods, missed "
+                f"{record.get('periods_missed', 0)}, earned "
+                f"{format_amount(record.get('earned', 0))} coins, "
+                f"{format_amount(record.get('collateral_locked', 0))} collateral locked"
                 + (" (stopped)" if h in stopped else ""))
         return {
             "stored_fragments": sum(len(hs) for hs in placement.values()),
@@ -529,7 +559,7 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
             "seconds": round(time.monotonic() - started, 2),
         }
     finally:
-        await owner.stop()
+        await owner.stop()  # a second stop is harmless
         await chain.close()
         await view.close()
 

@@ -1,33 +1,31 @@
-"""The host agent: sells disk space, stores fragments durably, proves it, and gets paid.
+"""The host agent: sells disk space, stores fragments durably, and proves it on chain.
 
 Life of a contract on the host's side:
 
 1. **Offer.** Each new block is scanned for ``FragmentOffer`` events. An offer is taken if it
-   meets the policy: price at least the minimum, room within the capacity, not the host's own,
-   the owner not known to stop paying, and no fragment of the same block already held (the
-   chain refuses a second one anyway). The open offers of one block go into one fetch, in an
-   order that depends on the host's principal, and the owner serves the first one still free,
-   so hosts spread over a block's fragments instead of colliding on the same one.
+   meets the policy: price at least the minimum, collateral at most the maximum and within
+   what the host can lock, room within the capacity, not the host's own, and no fragment of the
+   same block already held (the chain refuses a second one anyway). The open offers of one block
+   go into one fetch, in an order that depends on the host's principal, and the owner serves the
+   first one still free, so hosts spread over a block's fragments instead of colliding.
 2. **Fetch.** The host dials the offer's signer at its address in ``/global/principals``,
-   receives the fragment as a size-checked stream, writes it to a temporary file while hashing
-   its leaves (a worker thread does both, starting the disk writeback of each chunk), checks
-   the Merkle root against the offer on chain, fsyncs and renames the file into place, makes
-   the contract durable in its state file, and only then signs the receipt. A receipt
-   therefore always names bytes that are on disk.
-3. **Active.** Once ``FragmentStored`` is on chain the contract runs. The owner challenges once
-   per period; the host reads the challenged leaves *from disk* (its in-memory hash tree gives
-   the paths), so a fragment deleted or damaged on disk fails the challenge. A voucher received
-   for a passed challenge is checked, persisted, acknowledged, and claimed with a
-   ``StoragePayment``; a claim the chain refuses (the owner cannot pay) is retried on later
-   blocks and reported with the chain's error.
-4. **Grace.** An owner with more than ``grace_periods`` started periods unpaid is marked as not
-   paying: its fragments are deleted, its challenges and retrievals refused, its offers ignored.
-5. **End.** A contract released by the owner or past its last period is dropped with its file.
+   receives the fragment as a size-checked stream (:mod:`storage_market.fragmentstore`), checks
+   the Merkle root against the offer on chain, makes the file and the contract durable, and only
+   then signs the receipt, which names where its pay goes. A receipt therefore always names bytes
+   that are on disk. The owner publishes ``FragmentStored``, which locks the host's collateral.
+3. **Prove.** Each period, as soon as the block that opens it is on chain, the host reads the
+   leaves that block's hash picks *from disk* (its in-memory hash tree gives the paths) and
+   publishes a ``StorageProof``, several contracts per event. The chain pays the period's price
+   from the owner's escrow and returns its collateral; the owner need not be online. A fragment
+   lost or damaged on disk cannot be proven: the window closes, the owner is refunded and the
+   collateral burned, in public. A proof that vanishes from the mempool (a reorg, an eviction)
+   is made again while its window is open.
+4. **End.** A contract released by the owner, past its last period, or failed is dropped with
+   its file. The owner may extend an active contract with the host's signed consent.
 
-Durability: fragments are written atomically (temporary file, fsync, rename, directory fsync)
-and their Merkle root is their checksum: on start every fragment is hashed again and one that
-no longer matches is reported as corrupt (it would fail its next challenge anyway). The
-bookkeeping is a JSON file replaced atomically (:mod:`storage_market.jsonstate`).
+Durability: fragments are written atomically and re-hashed on start (one that no longer matches
+is reported as corrupt); the bookkeeping is a JSON file replaced atomically
+(:mod:`storage_market.jsonstate`).
 """
 
 from __future__ import annotations
@@ -37,76 +35,69 @@ import contextlib
 import hashlib
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chain.aio import observe, stop_tasks
-from chain.errors import (
-    BlockcoinError,
-    DuplicatePayment,
-    InsufficientFunds,
-    PeriodNotStarted,
-    ValidationError,
+from chain.encoding import Writer
+from chain.errors import BlockcoinError, DuplicateProof, ValidationError
+from chain.events import (
+    Announce,
+    FragmentOffer,
+    ProofItem,
+    StorageProof,
+    extension_message,
+    receipt_message,
 )
-from chain.events import Announce, FragmentOffer, StoragePayment, receipt_message, voucher_message
-from chain.keys import KeyPair, verify
+from chain.keys import KeyPair
 from chain.net import SecureChannel
 from chain.principal import Principal
 from storage_market import protocol as proto
 from storage_market import sha256x
-from storage_market.chainclient import DEFAULT_FEE, ChainClient, ContractInfo, Signer
-from storage_market.crypto import Bytes
+from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.errors import IntegrityError, StorageError
-from storage_market.jsonstate import StateFile, fsync_dir, read_json, start_writeback
-from storage_market.merkle import DIGEST, ChallengeResponse, HashTree, LeafProof, leaf_count
+from storage_market.fragmentstore import FragmentStore
+from storage_market.jsonstate import StateFile, read_json
+from storage_market.merkle import HashTree
+from storage_market.proving import proof_item
 
 log = logging.getLogger("blockcoin.host")
 
 FETCH_TIMEOUT = 30.0
 MAX_PARALLEL_FETCHES = 4
 RESCAN_BLOCKS = 64
+#: Room left in a proof event for its envelope, signature and fee.
+PROOF_EVENT_MARGIN = 512
 
 # contract states on the host
 PENDING = "pending"  # receipt given, FragmentStored not yet seen on chain
 ACTIVE = "active"
 ENDED = "ended"  # last period over
 RELEASED = "released"  # the owner ended it
-DROPPED = "dropped"  # the host stopped serving (owner not paying, or never published)
+FAILED = "failed"  # the chain ended it after too many missed proofs
+DROPPED = "dropped"  # the host let it go (never published, or stored by another host)
+_FINAL = {"released": RELEASED, "ended": ENDED, "failed": FAILED, "expired": DROPPED}
 
 
 @dataclass(slots=True)
 class HostPolicy:
-    """What a host sells: ``capacity`` bytes, at no less than ``min_price`` per period."""
+    """What a host sells: ``capacity`` bytes, at no less than ``min_price`` per period, with
+    at most ``max_collateral`` per period locked (None: whatever its balance covers). Pay goes
+    to ``payout`` (None: the host's own key); events pay ``fee_rate`` per byte (None: the
+    network's minimum)."""
 
     capacity: int
     min_price: int = 0
-    grace_periods: int = 2
-    fee: int = DEFAULT_FEE
-
-
-@dataclass(slots=True)
-class Voucher:
-    period: int
-    amount: int
-    signature: bytes
-    status: str = "unclaimed"  # unclaimed | claimed | refused
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"period": self.period, "amount": self.amount, "signature": self.signature.hex(),
-                "status": self.status, "error": self.error}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Voucher:
-        return cls(int(d["period"]), int(d["amount"]), bytes.fromhex(d["signature"]),
-                   str(d["status"]), str(d.get("error", "")))
+    max_collateral: int | None = None
+    payout: Principal | None = None
+    fee_rate: int | None = None
 
 
 @dataclass(slots=True)
 class HostedFragment:
-    """One contract as the host keeps it."""
+    """One contract as the host keeps it: its terms, its state on chain as last seen, and the
+    proof the host last published."""
 
     offer_id: bytes
     owner: Principal
@@ -114,188 +105,48 @@ class HostedFragment:
     offer: FragmentOffer
     status: str
     start: int = 0
-    vouchers: dict[int, Voucher] | None = None
+    periods: int = 0
+    proven: int = 0
+    missed: int = 0
+    last_proven: int = -1
     paid_total: int = 0
+    collateral_locked: int = 0
     corrupt: bool = False
+    proof_period: int = -1
+    proof_event: bytes = b""
 
-    @property
-    def challenger(self) -> Principal:
-        """Who may challenge: the node that signed the offer (it signs the vouchers too)."""
-        return Principal.of_public_key(self.owner_key)
-
-    def periods_started(self, height: int) -> int:
-        if self.status != ACTIVE or height < self.start:
-            return 0
-        return min(self.offer.periods, (height - self.start) // self.offer.period_blocks + 1)
+    def window_of(self, height: int) -> int:
+        return (height - self.start - 1) // self.offer.period_blocks
 
     def to_json(self) -> dict[str, Any]:
         o = self.offer
         return {
             "offer_id": self.offer_id.hex(), "owner": str(self.owner),
             "owner_key": self.owner_key.hex(), "status": self.status, "start": self.start,
-            "paid_total": self.paid_total,
+            "periods": self.periods, "proven": self.proven, "missed": self.missed,
+            "last_proven": self.last_proven, "paid_total": self.paid_total,
+            "collateral_locked": self.collateral_locked, "corrupt": self.corrupt,
+            "proof_period": self.proof_period, "proof_event": self.proof_event.hex(),
             "offer": {"path": o.path, "version": o.version.hex(), "index": o.index, "n": o.n,
                       "k": o.k, "size": o.size, "root": o.root.hex(), "leaf_size": o.leaf_size,
-                      "price": o.price, "period_blocks": o.period_blocks, "periods": o.periods,
+                      "price": o.price, "collateral": o.collateral,
+                      "period_blocks": o.period_blocks, "periods": o.periods,
                       "expiry_height": o.expiry_height},
-            "vouchers": [v.to_json() for v in (self.vouchers or {}).values()],
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HostedFragment:
         o = d["offer"]
-        offer = FragmentOffer(o["path"], bytes.fromhex(o["version"]), o["index"], o["n"], o["k"],
-                              o["size"], bytes.fromhex(o["root"]), o["leaf_size"], o["price"],
-                              o["period_blocks"], o["periods"], o["expiry_height"])
-        vouchers = {v.period: v for v in map(Voucher.from_json, d.get("vouchers", []))}
+        offer = FragmentOffer(
+            path=o["path"], version=bytes.fromhex(o["version"]), index=o["index"], n=o["n"],
+            k=o["k"], size=o["size"], root=bytes.fromhex(o["root"]), leaf_size=o["leaf_size"],
+            price=o["price"], collateral=o["collateral"], period_blocks=o["period_blocks"],
+            periods=o["periods"], expiry_height=o["expiry_height"])
         return cls(bytes.fromhex(d["offer_id"]), Principal.parse(d["owner"]),
                    bytes.fromhex(d["owner_key"]), offer, d["status"], int(d["start"]),
-                   vouchers, int(d.get("paid_total", 0)))
-
-
-class FragmentStore:
-    """Fragment files on disk, one per contract, written atomically and checked by root."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob(".*.tmp"):  # interrupted fetches
-            stale.unlink(missing_ok=True)
-
-    def file_for(self, offer_id: bytes) -> Path:
-        return self.directory / f"{offer_id.hex()}.frag"
-
-    def open_writer(self, offer_id: bytes, offer: FragmentOffer) -> FragmentWriter:
-        return FragmentWriter(self, offer_id, offer)
-
-    def load_tree(self, offer_id: bytes, offer: FragmentOffer) -> HashTree:
-        """Hash the stored fragment again; IntegrityError if it is gone or does not match."""
-        try:
-            data = self.file_for(offer_id).read_bytes()
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"fragment {offer_id.hex()[:16]} is missing") from exc
-        if len(data) != offer.size:
-            raise IntegrityError(f"fragment {offer_id.hex()[:16]} has {len(data)} bytes")
-        tree = HashTree.of(data, offer.leaf_size)
-        if tree.root != offer.root:
-            raise IntegrityError(f"fragment {offer_id.hex()[:16]} no longer matches its root")
-        return tree
-
-    def read_leaves(self, offer_id: bytes, offer: FragmentOffer, indexes: tuple[int, ...]
-                    ) -> list[bytes]:
-        out = []
-        with open(self.file_for(offer_id), "rb") as fh:
-            for i in indexes:
-                fh.seek(i * offer.leaf_size)
-                leaf = fh.read(offer.leaf_size)
-                if not leaf:
-                    raise IntegrityError(f"leaf {i} is missing from the stored fragment")
-                out.append(leaf)
-        return out
-
-    def delete(self, offer_id: bytes) -> None:
-        target = self.file_for(offer_id)
-        if target.exists():
-            target.unlink()
-            fsync_dir(self.directory)
-
-    def used_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.glob("*.frag"))
-
-
-class FragmentWriter:
-    """Streams a fragment into a temporary file, hashing leaves on the way; ``commit`` makes it
-    durable under its final name only if the whole fragment matches the root on chain."""
-
-    def __init__(self, store: FragmentStore, offer_id: bytes, offer: FragmentOffer) -> None:
-        self.store = store
-        self.offer_id = offer_id
-        self.offer = offer
-        self.tmp = store.directory / f".{offer_id.hex()}.{secrets.token_hex(4)}.tmp"
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.digests = bytearray(leaf_count(offer.size, offer.leaf_size) * DIGEST)
-        self.hashed = 0  # leaves hashed so far
-        self.tail = b""
-        self.written = 0
-        self._inflight: asyncio.Future[None] | None = None
-        # chunks are received into these in turn: one is being written while the next arrives
-        self._buffers = (bytearray(proto.CHUNK_SIZE), bytearray(proto.CHUNK_SIZE))
-        self._turn = 1
-
-    def next_buffer(self, _offset: int) -> bytearray:
-        """Where to receive the next chunk: the buffer the job in flight is not using (``write``
-        waits for the previous job before it starts the next)."""
-        self._turn ^= 1
-        return self._buffers[self._turn]
-
-    async def write(self, chunk: Bytes) -> None:
-        """Write the chunk and hash its whole leaves in a worker thread (both release the GIL)
-        while the event loop receives and decrypts the next one; at most one job is in
-        flight, so the file and the digests are filled in order."""
-        await self._drain()
-        if self.written + len(chunk) > self.offer.size:
-            raise IntegrityError(f"more than the {self.offer.size} bytes on chain")
-        self.written += len(chunk)
-        leaf = self.offer.leaf_size
-        data = self.tail + chunk if self.tail else chunk
-        full = len(data) - len(data) % leaf
-        first = self.hashed
-        self.hashed += full // leaf
-        self.tail = bytes(data[full:])
-        self._inflight = asyncio.ensure_future(
-            asyncio.to_thread(self._write_and_hash, chunk, self.written - len(chunk), data, full,
-                              first))
-
-    def _write_and_hash(self, chunk: Bytes, offset: int, data: Bytes, full: int,
-                        first: int) -> None:
-        view = memoryview(chunk)
-        while view.nbytes:
-            view = view[os.write(self.fd, view):]
-        start_writeback(self.fd, offset, len(chunk))  # so that commit's fsync is short
-        if full:
-            out = memoryview(self.digests)[first * DIGEST : (first + full // self.offer.leaf_size)
-                                           * DIGEST]
-            sha256x.leaf_digests_into(memoryview(data)[:full], self.offer.leaf_size, out)
-
-    async def _drain(self) -> None:
-        pending, self._inflight = self._inflight, None
-        if pending is not None:
-            await pending
-
-    async def commit(self) -> HashTree:
-        await self._drain()
-        try:
-            if self.written != self.offer.size:
-                raise IntegrityError(f"received {self.written} of {self.offer.size} bytes")
-            if self.tail:
-                sha256x.leaf_digests_into(self.tail, self.offer.leaf_size,
-                                          memoryview(self.digests)[self.hashed * DIGEST :])
-                self.tail = b""
-            tree = await asyncio.to_thread(HashTree, self.digests, self.offer.size,
-                                           self.offer.leaf_size)
-            if tree.root != self.offer.root:
-                raise IntegrityError("fetched fragment does not match the root on chain")
-            await asyncio.to_thread(os.fsync, self.fd)
-        except BaseException:
-            self.abort()
-            raise
-        os.close(self.fd)
-        self.fd = -1
-        os.replace(self.tmp, self.store.file_for(self.offer_id))
-        await asyncio.to_thread(fsync_dir, self.store.directory)  # not on the event loop
-        return tree
-
-    def abort(self) -> None:
-        if self._inflight is not None and not self._inflight.done():
-            # the worker still uses the descriptor: close it once the write returns
-            fd = self.fd
-            self._inflight.add_done_callback(lambda _done: os.close(fd))
-            self._inflight = None
-            self.fd = -1
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        self.tmp.unlink(missing_ok=True)
+                   int(d["periods"]), int(d["proven"]), int(d["missed"]),
+                   int(d["last_proven"]), int(d["paid_total"]), int(d["collateral_locked"]),
+                   bool(d["corrupt"]), int(d["proof_period"]), bytes.fromhex(d["proof_event"]))
 
 
 class HostAgent:
@@ -314,17 +165,18 @@ class HostAgent:
         self.state_file = self.datadir / "state.json"
         self.state = StateFile(self.state_file, self._snapshot)
         self.contracts: dict[bytes, HostedFragment] = {}
-        self.delinquent: dict[Principal, str] = {}
         self.scan_height = 0
         self.trees: dict[bytes, HashTree] = {}
         self.address = ""
         self.height = 0
+        self.balance = 0
         self.events: list[str] = []
         self._listener = proto.Listener(key, chain.chain_id, self._handle)
         self._task: asyncio.Task[None] | None = None
         self._fetching: set[bytes] = set()  # offer ids
         self._fetch_paths: set[str] = set()
-        self._reserved = 0
+        self._reserved = 0  # bytes of fetches in flight
+        self._reserved_collateral = 0  # collateral of fetches in flight
         self._skip: set[bytes] = set()
         self._fetches: set[asyncio.Task[None]] = set()
         self._fetch_slots = asyncio.Semaphore(MAX_PARALLEL_FETCHES)
@@ -337,6 +189,10 @@ class HostAgent:
     def principal(self) -> Principal:
         return self.key.principal
 
+    @property
+    def payout(self) -> Principal:
+        return self.policy.payout or self.principal
+
     # --- persistence ----------------------------------------------------------------------
 
     def _load(self) -> None:
@@ -347,7 +203,6 @@ class HostAgent:
         for raw in data.get("contracts", []):
             c = HostedFragment.from_json(raw)
             self.contracts[c.offer_id] = c
-        self.delinquent = {Principal.parse(p): why for p, why in data.get("delinquent", {}).items()}
 
     def save(self) -> None:
         """Write the state now (blocking); the agent itself uses :attr:`state`."""
@@ -358,7 +213,6 @@ class HostAgent:
             "principal": str(self.principal),
             "scan_height": self.scan_height,
             "contracts": [c.to_json() for c in self.contracts.values()],
-            "delinquent": {str(p): why for p, why in self.delinquent.items()},
         }
 
     def _note(self, text: str) -> None:
@@ -376,9 +230,11 @@ class HostAgent:
                 try:
                     self.trees[c.offer_id] = await asyncio.to_thread(
                         self.store.load_tree, c.offer_id, c.offer)
+                    c.corrupt = False
                 except IntegrityError as exc:
                     c.corrupt = True
                     self._note(f"stored fragment check failed: {exc}")
+        self.state.mark()
         self.address = await self._listener.start(self.listen_host, self.port)
         await self._announce()
         self.height = await self.chain.tip_height()
@@ -392,9 +248,8 @@ class HostAgent:
         acct = await self.chain.principal(self.principal)
         if acct is not None and acct.address == self.address and acct.x25519 == self.key.public.x25519:
             return
-        balance = acct.balance if acct else 0
         await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address),
-                                 min(self.policy.fee, balance))
+                                 self.policy.fee_rate)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -430,13 +285,14 @@ class HostAgent:
             self._tip = tip.result()  # the next step need not ask again (a request over HTTP)
 
     async def step(self) -> None:
-        """Everything one new tip calls for: new offers, contract states, claims, grace."""
+        """Everything one new tip calls for: new offers, contract states, proofs due."""
         tip, self._tip = self._tip, None
         self.height = tip if tip is not None else await self.chain.tip_height()
+        acct = await self.chain.principal(self.principal)
+        self.balance = acct.balance if acct is not None else 0
         await self._scan_offers()
         await self._refresh_contracts()
-        await self._claim_vouchers()
-        self._apply_grace()
+        await self._prove()
         self.state.mark()
 
     # --- offers and fetches ---------------------------------------------------------------
@@ -444,6 +300,13 @@ class HostAgent:
     def _committed_bytes(self) -> int:
         live = sum(c.offer.size for c in self.contracts.values() if c.status in (PENDING, ACTIVE))
         return live + self._reserved
+
+    def _free_balance(self) -> int:
+        """What the host can still lock: its balance less the collateral of receipts given
+        but not yet on chain, and of fetches in flight."""
+        pending = sum(c.offer.collateral * c.offer.periods for c in self.contracts.values()
+                      if c.status == PENDING)
+        return self.balance - pending - self._reserved_collateral
 
     def _holds_path(self, path: str) -> bool:
         return path in self._fetch_paths or any(
@@ -471,7 +334,7 @@ class HostAgent:
             if group is None and not self._acceptable(owner_key, offer):
                 keep.append((oid, owner_key, offer))
                 continue
-            if group is not None and (offer.price < self.policy.min_price
+            if group is not None and (not self._terms_ok(offer)
                                       or offer.size != group[0][1].offer.size):
                 continue
             contract = await self.chain.contract(oid)
@@ -482,15 +345,19 @@ class HostAgent:
         for (owner_key, _, _), group in groups.items():
             self._start_fetch(owner_key, group)
 
+    def _terms_ok(self, offer: FragmentOffer) -> bool:
+        cap = self.policy.max_collateral
+        return offer.price >= self.policy.min_price and (cap is None or offer.collateral <= cap)
+
     def _acceptable(self, owner_key: bytes, offer: FragmentOffer) -> bool:
-        """The policy; offers that fail only for now (room, a fetch of the same block) are
-        kept for later blocks by the caller."""
+        """The policy; offers that fail only for now (room, coin to lock, a fetch of the same
+        block) are kept for later blocks by the caller."""
         owner = Principal.of_public_key(owner_key)
-        if owner == self.principal or offer.price < self.policy.min_price:
+        if owner == self.principal or not self._terms_ok(offer):
             return False
-        if owner in self.delinquent or len(self._fetching) >= MAX_PARALLEL_FETCHES * 4:
+        if len(self._fetching) >= MAX_PARALLEL_FETCHES * 4 or self._holds_path(offer.path):
             return False
-        if self._holds_path(offer.path):
+        if offer.collateral * offer.periods > self._free_balance():
             return False
         return self._committed_bytes() + offer.size <= self.policy.capacity
 
@@ -502,6 +369,8 @@ class HostAgent:
         self._fetching.update(oids)
         self._fetch_paths.add(offer.path)
         self._reserved += offer.size
+        collateral = max(c.offer.collateral * c.offer.periods for _, c in group)
+        self._reserved_collateral += collateral
         served: list[bytes] = []
         contracts = dict(group)
 
@@ -522,6 +391,7 @@ class HostAgent:
                 self._fetching.difference_update(oids)
                 self._fetch_paths.discard(offer.path)
                 self._reserved -= offer.size
+                self._reserved_collateral -= collateral
                 self._wake.set()
 
         task = asyncio.get_running_loop().create_task(run())
@@ -552,12 +422,14 @@ class HostAgent:
             except BaseException:
                 writer.abort()
                 raise
-            record = HostedFragment(oid, contract.owner, owner_key, offer, PENDING, vouchers={})
+            record = HostedFragment(oid, contract.owner, owner_key, offer, PENDING,
+                                    periods=offer.periods)
             self.contracts[oid] = record
             self.trees[oid] = tree
             await self.state.flush()  # the contract is on disk before the receipt is signed
-            sig = self.key.sign(receipt_message(self.chain.chain_id, oid, self.principal, offer.root))
-            await proto.send(channel, proto.Receipt(sig))
+            sig = self.key.sign(receipt_message(self.chain.chain_id, oid, self.principal,
+                                                offer.root, self.payout))
+            await proto.send(channel, proto.Receipt(sig, self.payout))
             try:
                 await proto.expect(channel, proto.Stored, FETCH_TIMEOUT)
             except StorageError:
@@ -587,63 +459,100 @@ class HostAgent:
                 continue
             if c.status == PENDING and info.state == "active":
                 c.status = ACTIVE
-                c.start = info.start
             elif c.status == PENDING and info.state == "offered" and self.height > c.offer.expiry_height:
                 self._drop(c, DROPPED, "the owner never published the receipt")
                 continue
-            c.paid_total = info.paid_total
-            if info.state in ("released", "ended"):
-                self._drop(c, RELEASED if info.state == "released" else ENDED, info.state)
+            self._mirror(c, info)
+            final = _FINAL.get(info.state)
+            if final is not None:
+                self._drop(c, final, f"contract {info.state} after {info.proven} proven and"
+                                     f" {info.missed} missed periods")
 
-    async def _claim_vouchers(self) -> None:
+    @staticmethod
+    def _mirror(c: HostedFragment, info: ContractInfo) -> None:
+        c.start, c.periods, c.proven, c.missed = info.start, info.periods, info.proven, info.missed
+        c.last_proven, c.paid_total = info.last_proven, info.paid_total
+        c.collateral_locked = info.collateral_locked
+
+    # --- proofs ---------------------------------------------------------------------------
+
+    async def _due(self) -> list[tuple[HostedFragment, int]]:
+        """Active contracts whose open window (for the next block) is not proven yet and whose
+        last proof is neither pending nor confirmed."""
+        due = []
         for c in self.contracts.values():
-            for v in (c.vouchers or {}).values():
-                if v.status != "claimed":
-                    await self._claim(c, v)
-
-    async def _claim(self, c: HostedFragment, v: Voucher) -> None:
-        body = StoragePayment(c.offer_id, v.period, v.amount, v.signature)
-        fee = min(self.policy.fee, v.amount)
-        try:
-            await self.signer.submit(self.chain, body, fee)
-        except DuplicatePayment:
-            v.status = "claimed"
-        except PeriodNotStarted as exc:
-            v.error = str(exc)
-        except InsufficientFunds as exc:
-            if v.status != "refused" or v.error != str(exc):
-                self._note(f"payment for {c.offer.path} #{c.offer.index} period {v.period} "
-                           f"refused: {exc}")
-            v.status, v.error = "refused", str(exc)
-        except ValidationError as exc:
-            v.status, v.error = "refused", str(exc)
-        else:
-            v.status, v.error = "claimed", ""
-
-    def _apply_grace(self) -> None:
-        """Stop serving owners with more than ``grace_periods`` started periods unpaid."""
-        for c in list(self.contracts.values()):
-            if c.status != ACTIVE or c.owner in self.delinquent:
+            if c.status != ACTIVE:
                 continue
-            paid = sum(1 for v in (c.vouchers or {}).values() if v.status == "claimed")
-            unpaid = c.periods_started(self.height) - paid
-            if unpaid > self.policy.grace_periods:
-                last = next((v.error for v in (c.vouchers or {}).values() if v.error), "")
-                why = f"{unpaid} periods unpaid" + (f" ({last})" if last else "")
-                self.delinquent[c.owner] = why
-                self._note(f"stopped serving {c.owner}: {why}")
-        for c in list(self.contracts.values()):
-            if c.owner in self.delinquent and c.status in (PENDING, ACTIVE):
-                self._drop(c, DROPPED, f"owner not paying: {self.delinquent[c.owner]}")
+            period = c.window_of(self.height + 1)
+            if not 0 <= period < c.periods or c.last_proven >= period:
+                continue
+            if c.proof_period == period and await self.chain.event_status(c.proof_event):
+                continue
+            due.append((c, period))
+        return due
+
+    async def _prove(self) -> None:
+        items: list[tuple[HostedFragment, ProofItem]] = []
+        for c, period in await self._due():
+            try:
+                items.append((c, await self._proof_item(c, period)))
+            except (OSError, StorageError) as exc:
+                if c.proof_period != period:
+                    self._note(f"cannot prove {c.offer.path} #{c.offer.index} period {period}: "
+                               f"{exc}")
+                c.proof_period, c.proof_event = period, b""
+        limit = self.chain.params.max_event_bytes - PROOF_EVENT_MARGIN
+        batch: list[tuple[HostedFragment, ProofItem]] = []
+        size = 0
+        for c, item in items:
+            item_size = _size_of(item)
+            if batch and size + item_size > limit:
+                await self._publish(batch)
+                batch, size = [], 0
+            batch.append((c, item))
+            size += item_size
+        if batch:
+            await self._publish(batch)
+
+    async def _proof_item(self, c: HostedFragment, period: int) -> ProofItem:
+        tree = self.trees.get(c.offer_id)
+        if tree is None:
+            raise IntegrityError("the fragment failed its check at start")
+        opening = await self.chain.block_hash(c.start + period * c.offer.period_blocks)
+        if opening is None:
+            raise StorageError(f"the block opening period {period} is not on chain yet")
+        return await asyncio.to_thread(
+            proof_item, tree, lambda idx: self.store.read_leaves(c.offer_id, c.offer, idx),
+            c.offer_id, period, opening, self.chain.params.proof_leaves)
+
+    async def _publish(self, batch: list[tuple[HostedFragment, ProofItem]]) -> None:
+        """One ``StorageProof`` for the batch; if the node refuses it (one item went stale, a
+        contract released meanwhile), each item on its own, so one cannot block the rest."""
+        try:
+            eid = await self.signer.submit(self.chain, StorageProof(tuple(i for _, i in batch)),
+                                           self.policy.fee_rate)
+        except ValidationError as exc:
+            if len(batch) == 1:
+                c, item = batch[0]
+                if not isinstance(exc, DuplicateProof):
+                    self._note(f"proof of {c.offer.path} #{c.offer.index} period {item.period}"
+                               f" refused: {exc}")
+                return
+            for one in batch:
+                await self._publish([one])
+            return
+        for c, item in batch:
+            c.proof_period, c.proof_event = item.period, eid
+        self._note(f"proved {len(batch)} contract(s) for this period")
 
     # --- serving --------------------------------------------------------------------------
 
     async def _handle(self, channel: SecureChannel) -> None:
         msg = await proto.recv(channel, proto.DIAL_TIMEOUT)
-        if isinstance(msg, proto.Challenge):
-            await self._on_challenge(channel, msg)
-        elif isinstance(msg, proto.Retrieve):
+        if isinstance(msg, proto.Retrieve):
             await self._on_retrieve(channel, msg)
+        elif isinstance(msg, proto.Extend):
+            await self._on_extend(channel, msg)
         else:
             await proto.refuse(channel, "unexpected", f"a host does not answer {type(msg).__name__}")
 
@@ -651,50 +560,30 @@ class HostAgent:
         c = self.contracts.get(offer_id)
         if c is None:
             raise proto.PeerRefused("unknown-contract", "this host holds no such fragment")
-        if c.owner in self.delinquent:
-            raise proto.PeerRefused("unpaid", f"host stopped serving {c.owner}: "
-                                    f"{self.delinquent[c.owner]}")
         if c.status not in (PENDING, ACTIVE):
             raise proto.PeerRefused("not-held", f"contract is {c.status}")
         return c
 
-    async def _on_challenge(self, channel: SecureChannel, msg: proto.Challenge) -> None:
+    async def _on_extend(self, channel: SecureChannel, msg: proto.Extend) -> None:
+        """Consent to run a contract longer, on its terms, if the policy still takes them."""
         try:
             c = self._served(msg.offer_id)
+            if channel.remote_principal not in (c.owner, Principal.of_public_key(c.owner_key)):
+                raise proto.PeerRefused("not-owner", "only the contract's owner extends it")
+            added = msg.periods - c.periods
+            if c.status != ACTIVE or added <= 0:
+                raise proto.PeerRefused("not-extendable",
+                                        f"contract is {c.status} with {c.periods} periods")
+            if not self._terms_ok(c.offer):
+                raise proto.PeerRefused("terms", "the contract's terms no longer meet the policy")
+            if c.offer.collateral * added > self._free_balance():
+                raise proto.PeerRefused("collateral", "the host cannot lock the added collateral")
         except proto.PeerRefused as exc:
             await proto.refuse(channel, exc.reason, str(exc))
             return
-        if channel.remote_principal != c.challenger:
-            await proto.refuse(channel, "not-owner", "only the contract's owner challenges")
-            return
-        tree = self.trees.get(c.offer_id)
-        try:
-            if tree is None:
-                raise IntegrityError("no hash tree for the fragment (check failed at start)")
-            leaves = await asyncio.to_thread(self.store.read_leaves, c.offer_id, c.offer, msg.indexes)
-            proofs = tuple(LeafProof(i, leaf, tuple(tree.proof(i)))
-                           for i, leaf in zip(msg.indexes, leaves, strict=True))
-        except (OSError, StorageError) as exc:
-            await proto.refuse(channel, "fragment-lost", str(exc))
-            self._note(f"challenge for {c.offer.path} #{c.offer.index} unanswerable: {exc}")
-            return
-        await proto.send(channel, proto.Response(ChallengeResponse(proofs)))
-        verdict = await proto.recv(channel, proto.DIAL_TIMEOUT)
-        if not isinstance(verdict, proto.Voucher):
-            raise proto.ProtocolError(f"expected a voucher, got {type(verdict).__name__}")
-        msg_bytes = voucher_message(self.chain.chain_id, c.offer_id, verdict.period, verdict.amount)
-        if (verdict.period != msg.period or verdict.amount > c.offer.price
-                or not verify(c.owner_key, msg_bytes, verdict.signature)):
-            await proto.refuse(channel, "bad-voucher", "voucher does not verify")
-            return
-        vouchers = c.vouchers if c.vouchers is not None else {}
-        c.vouchers = vouchers
-        if verdict.period not in vouchers:
-            vouchers[verdict.period] = Voucher(verdict.period, verdict.amount, verdict.signature)
-            await self.state.flush()  # kept before it is acknowledged
-        await proto.send(channel, proto.Ack())
-        await self._claim(c, vouchers[verdict.period])
-        self.state.mark()
+        sig = self.key.sign(extension_message(self.chain.chain_id, c.offer_id, msg.periods))
+        await proto.send(channel, proto.Consent(sig))
+        self._note(f"agreed to extend {c.offer.path} #{c.offer.index} to {msg.periods} periods")
 
     async def _on_retrieve(self, channel: SecureChannel, msg: proto.Retrieve) -> None:
         try:
@@ -740,33 +629,34 @@ class HostAgent:
     # --- reporting ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Capacity used, contracts, and earned / pending / future payments."""
+        """Capacity used, contracts with their proofs, earnings and collateral."""
         rows = []
-        earned = pending = future = 0
         for c in self.contracts.values():
-            vouchers = list((c.vouchers or {}).values())
-            claimed = sum(v.amount for v in vouchers if v.status == "claimed")
-            unclaimed = sum(v.amount for v in vouchers if v.status != "claimed")
-            earned += c.paid_total
-            pending += max(0, claimed - c.paid_total) + unclaimed
-            remaining = 0
-            if c.status in (PENDING, ACTIVE):
-                remaining = max(0, c.offer.periods - len(vouchers)) * c.offer.price
-            future += remaining
             rows.append({
                 "contract": c.offer_id.hex(), "path": c.offer.path, "index": c.offer.index,
                 "owner": str(c.owner), "size": c.offer.size, "price": c.offer.price,
-                "status": c.status, "start": c.start or None,
-                "end": c.start + c.offer.periods * c.offer.period_blocks if c.start else None,
-                "periods": c.offer.periods, "vouchers": len(vouchers),
-                "paid_total": c.paid_total, "corrupt": c.corrupt,
-                "errors": sorted({v.error for v in vouchers if v.error}),
+                "collateral": c.offer.collateral, "status": c.status, "start": c.start or None,
+                "end": c.start + c.periods * c.offer.period_blocks if c.start else None,
+                "periods": c.periods, "proven": c.proven, "missed": c.missed,
+                "paid_total": c.paid_total, "collateral_locked": c.collateral_locked,
+                "corrupt": c.corrupt,
             })
-        used = sum(c.offer.size for c in self.contracts.values() if c.status in (PENDING, ACTIVE))
+        live = [c for c in self.contracts.values() if c.status in (PENDING, ACTIVE)]
+        used = sum(c.offer.size for c in live)
         return {
             "principal": str(self.principal), "address": self.address, "height": self.height,
-            "capacity": self.policy.capacity, "used": used, "free": self.policy.capacity - used,
-            "min_price": self.policy.min_price, "earned": earned, "pending": pending,
-            "future": future, "contracts": rows,
-            "not_serving": {str(p): why for p, why in self.delinquent.items()},
+            "payout": str(self.payout), "capacity": self.policy.capacity, "used": used,
+            "free": self.policy.capacity - used, "min_price": self.policy.min_price,
+            "earned": sum(c.paid_total for c in self.contracts.values()),
+            "future": sum((c.periods - c.proven - c.missed) * c.offer.price for c in live),
+            "collateral_locked": sum(c.collateral_locked for c in live),
+            "proven": sum(c.proven for c in self.contracts.values()),
+            "missed": sum(c.missed for c in self.contracts.values()),
+            "contracts": rows,
         }
+
+
+def _size_of(item: ProofItem) -> int:
+    w = Writer()
+    item.write(w)
+    return len(bytes(w))

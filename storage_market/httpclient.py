@@ -26,6 +26,7 @@ import chain.errors as chain_errors
 from chain.block import Block
 from chain.errors import BlockcoinError, ConfigError, ValidationError
 from chain.events import SignedEvent
+from chain.header import hash_from_hex
 from chain.params import NetworkParams
 from chain.principal import Principal
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder
@@ -182,6 +183,17 @@ class HttpChain:
         if raw is None:
             return []
         return [e for e in Block.decode(raw).events if isinstance(e, SignedEvent)]
+
+    async def block_hash(self, height: int) -> bytes | None:
+        data = await self._request("GET", f"/headers?start={height}&count=1")
+        headers = (data or {}).get("headers", [])
+        if not headers or int(headers[0]["height"]) != height:
+            return None
+        return hash_from_hex(str(headers[0]["hash"]))
+
+    async def event_status(self, eid: bytes) -> str | None:
+        data = await self._request("GET", f"/events/{eid.hex()}")
+        return str(data["status"]) if data is not None else None
 
     async def close(self) -> None:
         if self._session is not None:

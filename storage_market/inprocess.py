@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from chain.aio import stop_tasks
 from chain.block import Block
 from chain.errors import BlockcoinError, DecodeError
 from chain.events import SignedEvent, decode_event
+from chain.header import hash_hex
 from chain.node import LocalNode, init_datadir
 from chain.params import REGTEST, NetworkParams
 from chain.paths import check_path
@@ -60,6 +60,10 @@ class InProcessChain:
     def storage_period_blocks(self) -> int:
         return self.node.params.storage_period_blocks
 
+    @property
+    def params(self) -> NetworkParams:
+        return self.node.params
+
     async def tip_height(self) -> int:
         return self.node.chain.tip.height
 
@@ -84,8 +88,8 @@ class InProcessChain:
         return base + len(self.node.mempool.by_signer.get(principal.digest, {}))
 
     async def principal(self, p: Principal) -> AccountInfo | None:
-        acct = self.node.chain.tree.principal(p)
-        return AccountInfo.from_json(acct.to_json(p)) if acct is not None else None
+        data = self.node.chain.tree.principal_json(p)
+        return AccountInfo.from_json(data) if data is not None else None
 
     async def fragments(self, path: str) -> dict[int, list[Holder]]:
         raw = self.node.chain.tree.fragments(path)
@@ -109,6 +113,14 @@ class InProcessChain:
         if block is None:
             return []
         return [e for e in block.events if isinstance(e, SignedEvent)]
+
+    async def block_hash(self, height: int) -> bytes | None:
+        return self.node.chain.best_chain_hash(height)
+
+    async def event_status(self, eid: bytes) -> str | None:
+        if eid in self.node.mempool:
+            return "pending"
+        return "confirmed" if self.node.chain.store.event_location(eid) is not None else None
 
     async def close(self) -> None:
         await self.stop_mining()
@@ -184,10 +196,9 @@ def api_app(chain: InProcessChain, token: str) -> web.Application:
             p = Principal.parse(request.match_info["principal"])
         except BlockcoinError as exc:
             return _error(400, exc.code, str(exc))
-        acct = tree.principal(p)
-        if acct is None:
+        data = tree.principal_json(p)
+        if data is None:
             return _error(404, "not-found", f"principal {p} has no record")
-        data: dict[str, Any] = acct.to_json(p)
         data["next_nonce"] = await chain.next_nonce(p)
         return web.json_response(data)
 
@@ -228,8 +239,25 @@ def api_app(chain: InProcessChain, token: str) -> web.Application:
             return _error(404, "not-found", f"no block {ident}")
         return web.Response(body=raw, content_type="application/octet-stream")
 
+    async def headers(request: web.Request) -> web.Response:
+        start = request.query.get("start", "")
+        found = chain.node.chain.best_chain_hash(int(start)) if start.isdigit() else None
+        return web.json_response({"headers": [] if found is None else [
+            {"height": int(start), "hash": hash_hex(found)}]})
+
+    async def event(request: web.Request) -> web.Response:
+        try:
+            status = await chain.event_status(bytes.fromhex(request.match_info["id"]))
+        except ValueError:
+            status = None
+        if status is None:
+            return _error(404, "not-found", "no such event")
+        return web.json_response({"status": status})
+
     app = web.Application()
     app.router.add_get("/tip", tip)
+    app.router.add_get("/headers", headers)
+    app.router.add_get("/events/{id}", event)
     app.router.add_post("/events", submit)
     app.router.add_get("/global/principals/{principal}", principal)
     app.router.add_get("/global/fragments/{path:.+}", fragments)

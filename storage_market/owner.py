@@ -1,26 +1,27 @@
-"""The owner agent: a local blocktree buying storage for its blocks and auditing its hosts.
+"""The owner agent: a local blocktree buying storage for its blocks and keeping them placed.
 
 ``put`` seals a file as the block at a path (readcap for the owner's key, block key wrapped
 under the parent's), keeps the record in the local :class:`~storage_market.blockstore.BlockStore`,
 erasure-codes it into ``n`` fragments, commits to each with a Merkle root, and publishes one
-``FragmentOffer`` per fragment. Hosts then call in (the agent listens at the address it
-announced) to fetch a fragment; the owner hands each offer to one host at a time, at most one
-fragment of a block per host, checks the host's signed receipt and publishes ``FragmentStored``.
+``FragmentOffer`` per fragment, which escrows ``price × periods`` on chain. Hosts then call in
+(the agent listens at the address it announced) to fetch a fragment; the owner hands each offer
+to one host at a time, at most one fragment of a block per host, checks the host's signed
+receipt and publishes ``FragmentStored``, which locks the host's collateral.
 
-Every period of an active contract the owner challenges ``challenge_leaves`` random leaves with
-a deadline and checks the answer against the root **on chain**. A pass earns a signed voucher
-(the host claims it with ``StoragePayment``); a failure, a refusal or a timeout is a miss.
-After ``max_misses`` misses the owner publishes ``FragmentReleased``, refuses that host for the
-block from then on, and repairs: the same fragment (same bytes, same root) is offered again,
-served from the local record or, if the record is gone, rebuilt from any ``k`` other hosts.
-Offers nobody took before their expiry are simply published again.
+From then on the chain runs the contract: the host proves each period from the block hash that
+opens it and is paid from the escrow, whether or not this agent runs. The agent is needed only
+to place, to extend, and to repair: when it sees on chain that a host missed ``repair_after``
+periods (or the chain ended the contract for too many misses), it releases the contract (the
+rest of the escrow comes back), refuses that host for the block from then on, and offers the
+same fragment (same bytes, same root) again, served from the local record or, if the record is
+gone, rebuilt from any ``k`` other hosts. Offers nobody took before their expiry (their escrow
+refunded by the chain) are simply published again.
 
 The agent's state is kept in ``<datadir>/store/state.json`` (atomically, by a worker thread, see
 :class:`storage_market.jsonstate.StateFile`): what it must not act on before it is durable (a
-stored fragment before the host is told, an audit's outcome, a put's offers before ``put``
-returns) is flushed first; what only follows the chain is written in the background. Block
-records live in ``<datadir>/store/blocks``, so a restarted owner carries on with the same
-contracts, misses and vouchers.
+stored fragment before the host is told, a put's offers before ``put`` returns) is flushed
+first; what only follows the chain is written in the background. Block records live in
+``<datadir>/store/blocks``, so a restarted owner carries on with the same contracts.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,11 +40,12 @@ from chain.aio import settle, stop_tasks
 from chain.errors import BlockcoinError, ValidationError
 from chain.events import (
     Announce,
+    FragmentExtended,
     FragmentOffer,
     FragmentReleased,
     FragmentStored,
+    extension_message,
     receipt_message,
-    voucher_message,
 )
 from chain.keys import verify
 from chain.net import SecureChannel
@@ -53,7 +54,7 @@ from chain.principal import Principal
 from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import BlockStore, StoredBlock
-from storage_market.chainclient import DEFAULT_FEE, ChainClient, Signer
+from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.crypto import (
     Plaintext,
     new_block_key,
@@ -64,7 +65,7 @@ from storage_market.crypto import (
 from storage_market.errors import BlockNotFound, IntegrityError, StorageError
 from storage_market.jsonstate import StateFile, read_json
 from storage_market.leafhash import DataLeaves
-from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, leaf_count, merkle_root
+from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, merkle_root
 
 log = logging.getLogger("blockcoin.owner")
 
@@ -82,29 +83,31 @@ ProgressFn = Callable[[str, int, int], None]
 
 @dataclass(slots=True)
 class StoreOptions:
-    """How a block is stored: code, price per fragment per period, duration, audits."""
+    """How a block is stored: code, price and the host's collateral per fragment per period,
+    duration, and how many missed proofs the owner tolerates before it repairs."""
 
     k: int = fragments.DEFAULT_K
     n: int = fragments.DEFAULT_N
     price: int = 100_000
+    collateral: int = 100_000
     periods: int = 12
     period_blocks: int | None = None  # the network's default
     leaf_size: int = DEFAULT_LEAF_SIZE
     offer_ttl: int = 100  # blocks an offer stays open
-    challenge_leaves: int = 4
-    challenge_deadline: float = 10.0
-    max_misses: int = 2
-    fee: int = DEFAULT_FEE
+    repair_after: int = 1  # missed periods on chain before the owner releases and repairs
+    fee_rate: int | None = None  # per byte; None: the network's minimum
 
     def check(self) -> None:
         fragments.check_params(self.k, self.n)
         check_leaf_size(self.leaf_size)
         if self.price <= 0 or self.periods <= 0 or self.offer_ttl <= 0:
             raise StorageError("price, periods and offer lifetime are positive")
+        if self.collateral < 0:
+            raise StorageError("the collateral asked of a host is not negative")
         if self.period_blocks is not None and self.period_blocks <= 0:
             raise StorageError("a period is at least one block")
-        if not 1 <= self.challenge_leaves <= 256 or self.max_misses < 1:
-            raise StorageError("1..256 challenge leaves and at least one allowed miss")
+        if self.repair_after < 1:
+            raise StorageError("repair after at least one missed period")
 
 
 @dataclass(slots=True)
@@ -117,9 +120,9 @@ class Slot:
     host: Principal | None = None
     offered_height: int = 0
     start: int = 0
-    misses: int = 0
-    challenged: int = -1
-    vouchers: dict[int, int] = field(default_factory=dict)
+    misses: int = 0  # as the chain counts them
+    proven: int = 0
+    paid: int = 0
     failed_hosts: list[Principal] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     # in memory only: a host fetching the fragment right now
@@ -130,8 +133,7 @@ class Slot:
         return {
             "index": self.index, "offer_id": self.offer_id.hex(), "state": self.state,
             "host": str(self.host) if self.host else None, "offered_height": self.offered_height,
-            "start": self.start, "misses": self.misses, "challenged": self.challenged,
-            "vouchers": {str(p): a for p, a in self.vouchers.items()},
+            "start": self.start, "misses": self.misses, "proven": self.proven, "paid": self.paid,
             "failed_hosts": [str(h) for h in self.failed_hosts], "history": self.history,
         }
 
@@ -140,8 +142,7 @@ class Slot:
         return cls(
             int(d["index"]), bytes.fromhex(d["offer_id"]), str(d["state"]),
             Principal.parse(d["host"]) if d.get("host") else None, int(d["offered_height"]),
-            int(d["start"]), int(d["misses"]), int(d["challenged"]),
-            {int(p): int(a) for p, a in d.get("vouchers", {}).items()},
+            int(d["start"]), int(d["misses"]), int(d.get("proven", 0)), int(d.get("paid", 0)),
             [Principal.parse(h) for h in d.get("failed_hosts", [])], list(d.get("history", [])),
         )
 
@@ -172,9 +173,8 @@ class BlockEntry:
             "leaf_size": self.leaf_size, "price": self.price, "periods": self.periods,
             "period_blocks": self.period_blocks, "roots": [r.hex() for r in self.roots],
             "slots": [s.to_json() for s in self.slots],
-            "options": {"offer_ttl": o.offer_ttl, "challenge_leaves": o.challenge_leaves,
-                        "challenge_deadline": o.challenge_deadline, "max_misses": o.max_misses,
-                        "fee": o.fee},
+            "options": {"offer_ttl": o.offer_ttl, "collateral": o.collateral,
+                        "repair_after": o.repair_after, "fee_rate": o.fee_rate},
         }
 
     @classmethod
@@ -182,8 +182,8 @@ class BlockEntry:
         raw = d.get("options", {})
         options = StoreOptions(k=d["k"], n=d["n"], price=d["price"], periods=d["periods"],
                                period_blocks=d["period_blocks"], leaf_size=d["leaf_size"],
-                               **{k: raw[k] for k in ("offer_ttl", "challenge_leaves",
-                                                      "challenge_deadline", "max_misses", "fee")
+                               **{k: raw[k] for k in ("offer_ttl", "collateral", "repair_after",
+                                                      "fee_rate")
                                   if k in raw})
         return cls(d["path"], bytes.fromhex(d["version"]), d["k"], d["n"], d["record_size"],
                    d["fragment_size"], d["leaf_size"], d["price"], d["periods"],
@@ -219,7 +219,6 @@ class OwnerAgent:
         self._frags: dict[str, tuple[bytes, list[memoryview]]] = {}
         self._listener = proto.Listener(self.key, chain.chain_id, self._handle)
         self._task: asyncio.Task[None] | None = None
-        self._audits: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._writes: dict[str, asyncio.Future[None]] = {}
         self._load()
@@ -267,14 +266,14 @@ class OwnerAgent:
         self.address = await self._listener.start(self.listen_host, self.port)
         acct = await self.chain.principal(self.principal)
         if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:
-            fee = min(self.defaults.fee, acct.balance if acct else 0)
-            await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address), fee)
+            await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address),
+                                     self.defaults.fee_rate)
         self.height = await self.chain.tip_height()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await stop_tasks(task, *self._audits.values())
+        await stop_tasks(task)
         await self._listener.close()
         for write in list(self._writes.values()):
             await settle(write)
@@ -349,7 +348,7 @@ class OwnerAgent:
         """Seal the block (``size`` bytes of plaintext), keep it, cut it into fragments and find
         their roots."""
         # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
-        # event loop keeps serving (other puts, challenges, the hosts' first fetches). The data
+        # event loop keeps serving (other puts, the hosts' first fetches). The data
         # fragments' leaves are hashed on another core as the seal fills the record.
         block = await asyncio.to_thread(functools.partial(
             StoredBlock.seal, path, data, key, readers=[self.key.public], parent_key=parent_key,
@@ -399,14 +398,15 @@ class OwnerAgent:
     async def _offer(self, entry: BlockEntry, slot: Slot, save: bool = True) -> None:
         """Publish a (new) offer for the slot's fragment."""
         height = await self.chain.tip_height()
-        offer = FragmentOffer(entry.path, entry.version, slot.index, entry.n, entry.k,
-                              entry.fragment_size, entry.roots[slot.index], entry.leaf_size,
-                              entry.price, entry.period_blocks, entry.periods,
-                              height + entry.options.offer_ttl)
-        slot.offer_id = await self.signer.submit(self.chain, offer, entry.options.fee)
+        offer = FragmentOffer(
+            path=entry.path, version=entry.version, index=slot.index, n=entry.n, k=entry.k,
+            size=entry.fragment_size, root=entry.roots[slot.index], leaf_size=entry.leaf_size,
+            price=entry.price, collateral=entry.options.collateral,
+            period_blocks=entry.period_blocks, periods=entry.periods,
+            expiry_height=height + entry.options.offer_ttl)
+        slot.offer_id = await self.signer.submit(self.chain, offer, entry.options.fee_rate)
         slot.state, slot.host, slot.start = OFFERING, None, 0
-        slot.offered_height, slot.misses, slot.challenged = height, 0, -1
-        slot.vouchers = {}
+        slot.offered_height, slot.misses, slot.proven, slot.paid = height, 0, 0, 0
         slot.reserved_by = None
         if save:
             await self.state.flush()
@@ -516,14 +516,16 @@ class OwnerAgent:
                 self.on_sent(data.nbytes)
             receipt = await proto.expect(channel, proto.Receipt, EXCHANGE_TIMEOUT)
             host_key = channel.remote_keys.ed25519
-            message = receipt_message(self.chain.chain_id, offer_id, host, entry.roots[slot.index])
+            message = receipt_message(self.chain.chain_id, offer_id, host, entry.roots[slot.index],
+                                      receipt.payout)
             if not verify(host_key, message, receipt.signature):
                 await proto.refuse(channel, "bad-receipt", "receipt does not verify")
                 return
             try:
                 eid = await self.signer.submit(
-                    self.chain, FragmentStored(offer_id, host_key, receipt.signature),
-                    entry.options.fee)
+                    self.chain,
+                    FragmentStored(offer_id, host_key, receipt.payout, receipt.signature),
+                    entry.options.fee_rate)
             except ValidationError as exc:
                 await proto.refuse(channel, exc.code, f"FragmentStored refused: {exc}")
                 self._note(f"FragmentStored for {entry.path} #{slot.index} refused: {exc}")
@@ -540,8 +542,7 @@ class OwnerAgent:
     # --- following the chain --------------------------------------------------------------
 
     async def step(self) -> None:
-        """Everything a new tip calls for: offers to renew, contracts started or ended,
-        challenges due."""
+        """Everything a new tip calls for: offers to renew, contracts started, ended, missed."""
         self.height = h = await self.chain.tip_height()
         changed = False
         for entry in list(self.entries.values()):
@@ -577,117 +578,83 @@ class OwnerAgent:
                 await self._offer(entry, slot, save=False)
                 return True
             return False
-        # ACTIVE
-        if info.state in ("ended", "released") or h >= info.end:
+        # ACTIVE: the chain runs the contract; follow its outcome
+        changed = (slot.misses, slot.proven, slot.paid) != (info.missed, info.proven,
+                                                            info.paid_total)
+        slot.misses, slot.proven, slot.paid = info.missed, info.proven, info.paid_total
+        if info.state == "ended":
             slot.state = ENDED
-            slot.history.append({"offer_id": slot.offer_id.hex(), "host": str(slot.host),
-                                 "end": "ended", "paid_periods": len(slot.vouchers)})
+            self._record(slot, "ended")
             return True
-        period = info.period_at(h)
-        key = (entry.path, slot.index)
-        if period > slot.challenged and period < entry.periods and key not in self._audits:
-            task = asyncio.get_running_loop().create_task(self._audit(entry, slot, period))
-            self._audits[key] = task
-            task.add_done_callback(functools.partial(self._audit_done, key))
-        return False
+        if info.state in ("failed", "released") or info.missed >= entry.options.repair_after:
+            await self._release_and_repair(entry, slot, info)
+            return True
+        return changed
 
-    def _audit_done(self, key: tuple[str, int], task: asyncio.Task[None]) -> None:
-        if self._audits.get(key) is task:
-            del self._audits[key]
+    def _record(self, slot: Slot, end: str) -> None:
+        slot.history.append({"offer_id": slot.offer_id.hex(), "host": str(slot.host), "end": end,
+                             "proven": slot.proven, "missed": slot.misses, "paid": slot.paid})
 
-    async def _audit(self, entry: BlockEntry, slot: Slot, period: int) -> None:
-        """Challenge the slot's host for ``period``; voucher on a pass, a miss otherwise."""
-        offer_id, host = slot.offer_id, slot.host
-        assert host is not None
-        try:
-            passed, why = await self._challenge_by_deadline(entry, slot, period)
-        except asyncio.CancelledError:
-            raise
-        except (BlockcoinError, OSError) as exc:
-            passed, why = False, str(exc)
-        if slot.offer_id != offer_id:  # re-offered meanwhile
-            return
-        slot.challenged = max(slot.challenged, period)
-        if passed:
-            slot.vouchers[period] = entry.price
-            self._note(f"{entry.path} #{slot.index} period {period}: passed, voucher sent")
-        else:
-            slot.misses += 1
-            self._note(f"{entry.path} #{slot.index} period {period}: missed ({why}); "
-                       f"{slot.misses}/{entry.options.max_misses}")
-            if slot.misses >= entry.options.max_misses:
-                await self._release_and_repair(entry, slot, why)
-        await self.state.flush()
-        self._changed.set()
-
-    async def _challenge_by_deadline(self, entry: BlockEntry, slot: Slot, period: int
-                                     ) -> tuple[bool, str]:
-        """Challenge, trying an unreachable host again until the challenge deadline.
-
-        A host restarting or behind a brief network fault is not a host that lost the data:
-        only a wrong answer, a refusal, or silence until the deadline counts as a miss. A
-        channel that breaks mid-exchange is tried again like an unreachable host (a host that
-        keeps hanging up is silent until the deadline).
-        """
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + entry.options.challenge_deadline
-        delay = 0.2
-        while True:
-            try:
-                return await self.challenge(entry, slot, period)
-            except proto.PeerUnreachable as exc:
-                if loop.time() + delay >= give_up:
-                    return False, f"unreachable until the deadline: {exc}"
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 2.0)
-
-    async def challenge(self, entry: BlockEntry, slot: Slot, period: int) -> tuple[bool, str]:
-        """One challenge exchange; (passed, reason if not)."""
+    async def _release_and_repair(self, entry: BlockEntry, slot: Slot, info: ContractInfo) -> None:
         host = slot.host
-        assert host is not None
-        info = await self.chain.contract(slot.offer_id)
-        if info is None or info.host != host:
-            return False, "contract not on chain"
-        root = info.offer.root  # the root on chain, not our own copy
-        count = leaf_count(info.offer.size, info.offer.leaf_size)
-        picks = secrets.SystemRandom().sample(range(count), min(entry.options.challenge_leaves, count))
-        indexes = tuple(sorted(picks))
-        acct = await self.chain.principal(host)
-        deadline = entry.options.challenge_deadline
-        channel = await proto.dial(acct.address if acct else None, self.key, self.chain.chain_id,
-                                   host, timeout=deadline)
-        async with channel:
-            await proto.send(channel, proto.Challenge(slot.offer_id, period, int(deadline * 1000),
-                                                      indexes))
+        why = (f"the chain ended it ({info.state})" if info.state != "active"
+               else f"{info.missed} missed period(s)")
+        if info.state == "active":
             try:
-                answer = await proto.expect(channel, proto.Response, deadline)
-            except proto.PeerUnreachable:
-                raise  # the channel broke: tried again until the deadline
-            except proto.PeerRefused as exc:
-                return False, f"host refused: {exc}"
-            except proto.ProtocolError as exc:
-                return False, str(exc)
-            if not answer.response.verify(root, count, indexes):
-                await proto.refuse(channel, "challenge-failed", "leaves do not prove the root")
-                return False, "leaves do not prove the root on chain"
-            amount = entry.price
-            sig = self.key.sign(voucher_message(self.chain.chain_id, slot.offer_id, period, amount))
-            await proto.send(channel, proto.Voucher(period, amount, sig))
-            await proto.expect(channel, proto.Ack, EXCHANGE_TIMEOUT)
-        return True, ""
-
-    async def _release_and_repair(self, entry: BlockEntry, slot: Slot, why: str) -> None:
-        host = slot.host
-        try:
-            await self.signer.submit(self.chain, FragmentReleased(slot.offer_id), entry.options.fee)
-        except ValidationError as exc:
-            self._note(f"release of {entry.path} #{slot.index} refused: {exc}")
-        slot.history.append({"offer_id": slot.offer_id.hex(), "host": str(host),
-                             "end": f"released: {why}", "paid_periods": len(slot.vouchers)})
+                await self.signer.submit(self.chain, FragmentReleased(slot.offer_id),
+                                         entry.options.fee_rate)
+            except ValidationError as exc:
+                self._note(f"release of {entry.path} #{slot.index} refused: {exc}")
+        self._record(slot, f"released: {why}")
         if host is not None and host not in slot.failed_hosts:
             slot.failed_hosts.append(host)
-        self._note(f"released {entry.path} #{slot.index} from {host}; repairing")
+        self._note(f"released {entry.path} #{slot.index} from {host} ({why}); repairing")
         await self._offer(entry, slot, save=False)
+
+    # --- extension ------------------------------------------------------------------------
+
+    async def extend(self, path: str, periods: int) -> list[int]:
+        """Extend every active contract of ``path`` by ``periods`` periods, each with its host's
+        consent (the chain locks the host's collateral for them, so the host must agree); the
+        fragment indexes extended. A host that refuses or cannot be reached keeps its contract
+        as it was."""
+        if periods <= 0:
+            raise StorageError("extend by at least one period")
+        entry = self.entries.get(path)
+        if entry is None:
+            raise BlockNotFound(f"{path} is not stored by this owner")
+        done = []
+        for slot in entry.slots:
+            info = await self.chain.contract(slot.offer_id) if slot.state == ACTIVE else None
+            if info is None or info.state != "active" or info.host is None:
+                continue
+            total = info.periods + periods
+            try:
+                consent = await self._ask_consent(info, total)
+                await self.signer.submit(
+                    self.chain, FragmentExtended(slot.offer_id, total, consent.signature),
+                    entry.options.fee_rate)
+            except (StorageError, ValidationError) as exc:
+                self._note(f"{path} #{slot.index} not extended: {exc}")
+                continue
+            done.append(slot.index)
+        if done:
+            self._note(f"extended {path} #{', #'.join(map(str, done))} by {periods} periods")
+        return done
+
+    async def _ask_consent(self, info: ContractInfo, periods: int) -> proto.Consent:
+        assert info.host is not None
+        acct = await self.chain.principal(info.host)
+        channel = await proto.dial(acct.address if acct else None, self.key, self.chain.chain_id,
+                                   info.host)
+        async with channel:
+            await proto.send(channel, proto.Extend(info.id, periods))
+            consent = await proto.expect(channel, proto.Consent, EXCHANGE_TIMEOUT)
+        msg = extension_message(self.chain.chain_id, info.id, periods)
+        host_key = channel.remote_keys.ed25519
+        if not verify(host_key, msg, consent.signature):
+            raise proto.ProtocolError("the host's consent does not verify")
+        return consent
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -703,8 +670,8 @@ class OwnerAgent:
                     "index": s.index, "state": s.state, "host": str(s.host) if s.host else None,
                     "contract": s.offer_id.hex(), "start": s.start or None,
                     "end": s.start + e.periods * e.period_blocks if s.start else None,
-                    "misses": s.misses, "periods_paid": len(s.vouchers),
-                    "paid": sum(s.vouchers.values()), "repairs": len(s.failed_hosts),
+                    "misses": s.misses, "periods_proven": s.proven, "paid": s.paid,
+                    "repairs": len(s.failed_hosts),
                 })
             out.append({"path": e.path, "version": e.version.hex(), "k": e.k, "n": e.n,
                         "size": e.record_size, "fragment_size": e.fragment_size,

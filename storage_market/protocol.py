@@ -3,8 +3,8 @@
 Every exchange runs on its own channel: the caller dials the peer's address from
 ``/global/principals`` and names the principal it expects, so the Noise XX handshake proves
 both identities before a byte of the exchange is sent; the listener learns the caller's
-principal from the handshake and authorises by it (only a contract's owner may challenge, only
-the host that reserved an offer may send its receipt). One request, its answer, close: an
+principal from the handshake and authorises by it (only a contract's owner may ask to extend
+it, only the host that reserved an offer may send its receipt). One request, its answer, close: an
 exchange is a few round trips and a handshake costs about a millisecond, while a long-lived
 connection would need keep-alives, reconnects and multiplexing for nothing.
 
@@ -12,11 +12,11 @@ Exchanges (``->`` from the caller, ``<-`` from the listener)::
 
     fetch     host -> owner   FETCH(offers)    <- FRAGMENT(offer, size) + raw chunks
                               -> RECEIPT(sig)  <- STORED(event id) | ERROR
-    challenge owner -> host   CHALLENGE(offer, period, deadline, leaves)
-                              <- RESPONSE(ChallengeResponse) | ERROR
-                              -> VOUCHER(period, amount, sig) | ERROR(challenge-failed)
-                              <- ACK
+    extend    owner -> host   EXTEND(offer, periods)  <- CONSENT(sig) | ERROR
     retrieve  any -> host     RETRIEVE(offer)  <- FRAGMENT(offer, size) + raw chunks | ERROR
+
+Proofs of storage and pay are not part of it: the host proves each period on chain by itself,
+and the chain pays it from the owner's escrow.
 
 A message is one channel message: ``u8 type | body`` in the chain's canonical encoding
 (:mod:`chain.encoding`), decoded strictly; any flaw is a :class:`ProtocolError`. A fragment
@@ -43,7 +43,6 @@ from chain.net import ChannelError, SecureChannel, StreamTransport
 from chain.principal import Principal
 from storage_market.crypto import decode_strict
 from storage_market.errors import StorageError
-from storage_market.merkle import MAX_CHALLENGE_LEAVES, ChallengeResponse
 
 #: Bytes per fragment chunk: a multiple of every allowed leaf size (powers of two to 1 MiB).
 CHUNK_SIZE = 1 << 20
@@ -137,15 +136,19 @@ class FragmentHeader:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
+    """The host's signature over :func:`chain.events.receipt_message`, and the principal it
+    wants its pay sent to (part of what it signed)."""
+
     tag: ClassVar[int] = 3
     signature: bytes
+    payout: Principal
 
     def write(self, w: Writer) -> None:
-        w.fixed(self.signature, 64)
+        w.fixed(self.signature, 64).fixed(self.payout.digest, 32)
 
     @classmethod
     def read(cls, r: Reader) -> Receipt:
-        return cls(r.fixed(64))
+        return cls(r.fixed(64), Principal(r.fixed(32)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,74 +165,39 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
-class Challenge:
-    """Prove leaves ``indexes`` of an offer's fragment within ``deadline_ms``."""
+class Extend:
+    """Ask the host of an active contract to run it ``periods`` periods in all."""
 
     tag: ClassVar[int] = 5
     offer_id: bytes
-    period: int
-    deadline_ms: int
-    indexes: tuple[int, ...]
+    periods: int
 
     def write(self, w: Writer) -> None:
-        w.fixed(self.offer_id, 32).varint(self.period).varint(self.deadline_ms)
-        w.varint(len(self.indexes))
-        for i in self.indexes:
-            w.varint(i)
+        w.fixed(self.offer_id, 32).varint(self.periods)
 
     @classmethod
-    def read(cls, r: Reader) -> Challenge:
-        offer, period, deadline = r.fixed(32), r.varint(), r.varint()
-        count = r.varint(MAX_CHALLENGE_LEAVES)
-        indexes = tuple(r.varint() for _ in range(count))
-        if not indexes or list(indexes) != sorted(set(indexes)):
-            raise ProtocolError("challenge leaves are distinct, sorted and at least one")
-        return cls(offer, period, deadline, indexes)
+    def read(cls, r: Reader) -> Extend:
+        return cls(r.fixed(32), r.varint())
 
 
 @dataclass(frozen=True, slots=True)
-class Response:
+class Consent:
+    """The host's signature over :func:`chain.events.extension_message`."""
+
     tag: ClassVar[int] = 6
-    response: ChallengeResponse
-
-    def write(self, w: Writer) -> None:
-        self.response.write(w)
-
-    @classmethod
-    def read(cls, r: Reader) -> Response:
-        return cls(ChallengeResponse.read(r))
-
-
-@dataclass(frozen=True, slots=True)
-class Voucher:
-    tag: ClassVar[int] = 7
-    period: int
-    amount: int
     signature: bytes
 
     def write(self, w: Writer) -> None:
-        w.varint(self.period).varint(self.amount).fixed(self.signature, 64)
+        w.fixed(self.signature, 64)
 
     @classmethod
-    def read(cls, r: Reader) -> Voucher:
-        return cls(r.varint(), r.varint(), r.fixed(64))
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    tag: ClassVar[int] = 8
-
-    def write(self, w: Writer) -> None:
-        return None
-
-    @classmethod
-    def read(cls, r: Reader) -> Ack:
-        return cls()
+    def read(cls, r: Reader) -> Consent:
+        return cls(r.fixed(64))
 
 
 @dataclass(frozen=True, slots=True)
 class Retrieve:
-    tag: ClassVar[int] = 9
+    tag: ClassVar[int] = 7
     offer_id: bytes
 
     def write(self, w: Writer) -> None:
@@ -244,7 +212,7 @@ class Retrieve:
 class Error:
     """A refusal: a stable ``reason`` code and a human-readable message."""
 
-    tag: ClassVar[int] = 10
+    tag: ClassVar[int] = 8
     reason: str
     message: str
 
@@ -256,14 +224,10 @@ class Error:
         return cls(r.text(64), r.text(MAX_TEXT))
 
 
-Message = (Fetch | FragmentHeader | Receipt | Stored | Challenge | Response | Voucher | Ack
-           | Retrieve | Error)
-M = TypeVar("M", Fetch, FragmentHeader, Receipt, Stored, Challenge, Response, Voucher, Ack,
-              Retrieve, Error)
+Message = Fetch | FragmentHeader | Receipt | Stored | Extend | Consent | Retrieve | Error
+M = TypeVar("M", Fetch, FragmentHeader, Receipt, Stored, Extend, Consent, Retrieve, Error)
 _TYPES: dict[int, type[Message]] = {
-    t.tag: t
-    for t in (Fetch, FragmentHeader, Receipt, Stored, Challenge, Response, Voucher, Ack,
-              Retrieve, Error)
+    t.tag: t for t in (Fetch, FragmentHeader, Receipt, Stored, Extend, Consent, Retrieve, Error)
 }
 
 

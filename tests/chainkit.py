@@ -4,8 +4,10 @@ and fold a chain from genesis into a plain dict as the reference state."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from chain.block import Block, events_root
@@ -19,12 +21,12 @@ from chain.events import (
     FragmentOffer,
     FragmentReleased,
     FragmentStored,
+    ProofItem,
     Revoke,
     SignedEvent,
-    StoragePayment,
+    StorageProof,
     Transfer,
     receipt_message,
-    voucher_message,
 )
 from chain.hashes import ZERO_HASH
 from chain.header import Header, hash_to_int
@@ -35,8 +37,10 @@ from chain.principal import Principal
 from chain.validation import expected_bits
 from chain.writecap import Writecap
 from globaltree.fold import Fold, apply_block
-from globaltree.records import CONTRACT, Account, Contract, account_key
+from globaltree.records import CONTRACT, Account, Contract, ContractState, account_key
 from globaltree.view import StateView
+from storage_market.merkle import MerkleTree
+from storage_market.proving import proof_item
 
 P = REGTEST
 DEV = [KeyPair.development(i) for i in range(10)]
@@ -61,13 +65,45 @@ class DictDB:
         self.data.pop(key, None)
 
 
+def hashes_of(blocks: Sequence[Block]) -> Callable[[int], bytes | None]:
+    """``hash_at`` over a list of blocks from genesis."""
+    return lambda h: blocks[h].hash if 0 <= h < len(blocks) else None
+
+
 def reference_fold(params: NetworkParams, blocks: Iterable[Block]) -> dict[bytes, bytes]:
     db = DictDB()
+    seen: list[Block] = []
     for height, block in enumerate(blocks):
         view = StateView(db)
-        apply_block(view, params, block, height)
+        apply_block(view, params, block, height, hashes_of(seen))
         view.commit(db)
+        seen.append(block)
     return db.data
+
+
+# --- fragments with real data, so that proofs can be made ------------------------------------
+
+LEAF = 1024
+
+
+def fragment_data(size: int, salt: bytes = b"") -> bytes:
+    """A fragment's bytes: deterministic in its size (and salt), so a test can rebuild it."""
+    return hashlib.shake_256(b"fragment" + salt + size.to_bytes(8, "big")).digest(size)
+
+
+@functools.lru_cache(maxsize=64)
+def fragment_tree(size: int, salt: bytes = b"", leaf_size: int = LEAF) -> MerkleTree:
+    return MerkleTree(fragment_data(size, salt), leaf_size)
+
+
+def prove(contract: Contract, period: int, hash_at: Callable[[int], bytes | None],
+          salt: bytes = b"", params: NetworkParams = P) -> ProofItem:
+    """An honest proof of ``period`` of ``contract`` (its fragment made by :func:`fragment_data`)."""
+    tree = fragment_tree(contract.offer.size, salt, contract.offer.leaf_size)
+    opening = hash_at(contract.opening_height(period))
+    assert opening is not None
+    return proof_item(tree, lambda idx: [tree.leaf(i) for i in idx], contract.id, period,
+                      opening, params.proof_leaves)
 
 
 def state_dump(chain: ChainState) -> dict[bytes, bytes]:
@@ -83,10 +119,10 @@ def coinbase_for(chain: ChainState, events: list[SignedEvent], time: int,
                  recipient: Principal) -> Coinbase:
     """A coinbase claiming exactly fees + mint for ``events`` on the tip (events must apply)."""
     tip = chain.tip
-    fold = Fold(StateView(chain.store.db), chain.params, tip.height + 1, time)
+    fold = Fold(StateView(chain.store.db), chain.params, tip.height + 1, time, chain.store.hash_at)
     for ev in events:
         fold.apply(ev)
-    fold.expire()
+    fold.settle()
     return Coinbase(tip.height + 1, recipient, fold.fees + fold.mint())
 
 
@@ -162,13 +198,15 @@ def branch(chain: ChainState, tip: bytes) -> list[Block]:
         entry = chain.index[entry.header.prev]
 
 
-def propose(rng: random.Random, db: DictDB, nonces: dict[bytes, int]) -> SignedEvent:
+def propose(rng: random.Random, db: DictDB, nonces: dict[bytes, int], height: int,
+            hash_at: Callable[[int], bytes | None]) -> SignedEvent:
     key = rng.choice(KEYS)
     raw = db.get(account_key(key.principal))
     acct = Account.decode(raw) if raw else Account()
     nonce = nonces.get(key.principal.digest, acct.nonce)
     contracts = [Contract.decode(db.data[k]) for k in sorted(db.data) if k.startswith(CONTRACT)]
-    kind = rng.randrange(8)
+    active = [c for c in contracts if c.state == ContractState.ACTIVE]
+    kind = rng.randrange(9)
     body: Body
     if kind == 0 or not contracts and kind >= 4:
         body = Transfer(rng.choice(KEYS).principal, rng.choice([1, 10**6, 10**13, 10**15]))
@@ -177,28 +215,32 @@ def propose(rng: random.Random, db: DictDB, nonces: dict[bytes, int]) -> SignedE
     elif kind == 2:
         body = Revoke(rng.choice(KEYS).principal, rng.choice([0, 2**40]))
     elif kind == 3:
+        size = rng.randrange(1, 10_000)
         body = FragmentOffer(key.principal.root_path + f"/f{rng.randrange(3)}", b"\x01" * 32,
-                             rng.randrange(5), 5, 3, rng.randrange(1, 10_000), b"\x02" * 32, 1024,
-                             rng.choice([10, 10**9]), rng.randrange(1, 4), rng.randrange(1, 4),
-                             10**6)
+                             rng.randrange(5), 5, 3, size, fragment_tree(size).root, LEAF,
+                             rng.choice([10, 10**9]), rng.choice([0, 7, 10**14]),
+                             rng.randrange(1, 4), rng.randrange(1, 4),
+                             height + rng.randrange(0, 4))
+    elif kind in (5, 6) and active:
+        # a proof: usually of the period whose window is open, sometimes of another
+        c = rng.choice(active)
+        period = c.window_of(height) + (0 if kind == 5 else rng.choice([-1, 1]))
+        item = (prove(c, period, hash_at) if 0 <= period < c.periods and c.start + period
+                * c.offer.period_blocks < height else ProofItem(c.id, max(period, 0), ()))
+        body = StorageProof((item,))
+        key = next(k for k in KEYS if k.principal == c.host)
     else:
         c = rng.choice(contracts)
         host = rng.choice(KEYS)
         if kind == 4:
-            receipt = host.sign(receipt_message(P.chain_id, c.id, host.principal, c.offer.root))
-            body = FragmentStored(c.id, host.public.ed25519, receipt)
-            key = next(k for k in KEYS if k.principal == c.owner)
-        elif kind == 5 and c.host is not None:
-            period = rng.randrange(c.offer.periods)
-            owner = next(k for k in KEYS if k.principal == c.owner)
-            voucher = owner.sign(voucher_message(P.chain_id, c.id, period, c.offer.price))
-            body = StoragePayment(c.id, period, c.offer.price, voucher)
-            key = next(k for k in KEYS if k.principal == c.host)
+            receipt = host.sign(receipt_message(P.chain_id, c.id, host.principal, c.offer.root,
+                                                host.principal))
+            body = FragmentStored(c.id, host.public.ed25519, host.principal, receipt)
         else:
             body = FragmentReleased(c.id)
-            key = next(k for k in KEYS if k.principal == c.owner)
-        raw = db.get(account_key(key.principal))
-        nonce = nonces.get(key.principal.digest, Account.decode(raw).nonce if raw else 0)
+        key = next(k for k in KEYS if k.principal == c.owner)
+    raw = db.get(account_key(key.principal))
+    nonce = nonces.get(key.principal.digest, Account.decode(raw).nonce if raw else 0)
     return sign(key, nonce, body, fee=rng.randrange(0, 500))
 
 
@@ -216,13 +258,14 @@ def build_on(chain: ChainState, parent: bytes, rng: random.Random, n_events: int
     height = entry.height + 1
     time = max(chain.median_time_past(entry) + 1, entry.header.time + 1)
     view = StateView(db)
-    fold = Fold(view, P, height, time)
+    hash_at = hashes_of(blocks)
+    fold = Fold(view, P, height, time, hash_at)
     events: list[Event] = []
     nonces: dict[bytes, int] = {}
     for _ in range(n_events * 3):
         if len(events) >= n_events:
             break
-        ev = propose(rng, db, nonces)
+        ev = propose(rng, db, nonces, height, hash_at)
         try:
             fold.apply(ev)
         except ValidationError:
@@ -232,7 +275,7 @@ def build_on(chain: ChainState, parent: bytes, rng: random.Random, n_events: int
             continue
         nonces[ev.signer.digest] = ev.nonce + 1
         events.append(ev)
-    fold.expire()
+    fold.settle()
     coinbase = Coinbase(height, rng.choice(KEYS).principal, fold.fees + fold.mint(),
                         rng.randbytes(4))
     events.insert(0, coinbase)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chain.events import Kind
+
 HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 PRINCIPAL = {"type": "string", "pattern": "^blk[a-z2-7]{58}$"}
 NULLABLE_STR = {"type": "string", "nullable": True}
@@ -42,8 +44,7 @@ SCHEMAS: dict[str, Any] = {
                    bits={"type": "string"}, nonce=INT),
     "Event": {"type": "object", "required": ["id", "kind", "size"],
               "properties": {"id": HEX64, "kind": {"type": "string", "enum": [
-                  "coinbase", "announce", "transfer", "fragment_offer", "fragment_stored",
-                  "storage_payment", "fragment_released", "revoke"]}, "size": INT,
+                  kind.name.lower() for kind in Kind]}, "size": INT,
                   "signer": PRINCIPAL, "nonce": INT, "fee": INT,
                   "account": {"type": "string", "nullable": True}},
               "additionalProperties": True},
@@ -62,13 +63,26 @@ SCHEMAS: dict[str, Any] = {
     "Principal": _obj(["principal", "balance", "nonce", "next_nonce"], principal=PRINCIPAL,
                       balance=INT, nonce=INT, pending=INT, next_nonce=INT,
                       ed25519=NULLABLE_STR, x25519=NULLABLE_STR, address=NULLABLE_STR,
-                      updated_height=INT),
+                      updated_height=INT, host={"nullable": True, "allOf": [_ref("HostRecord")]}),
+    "HostRecord": _obj(["bytes_stored", "contracts_active", "contracts_failed", "periods_proven",
+                        "periods_missed", "earned", "collateral_locked"],
+                       bytes_stored=INT, contracts_active=INT, contracts_failed=INT,
+                       periods_proven=INT, periods_missed=INT, earned=INT,
+                       collateral_locked=INT),
     "Fragments": _obj(["path", "fragments"], path={"type": "string"}, fragments={
         "type": "object", "description": "fragment index -> holders",
         "additionalProperties": {"type": "array", "items": {"type": "object"}}}),
-    "Contract": {"type": "object", "required": ["id", "owner", "state"],
+    "Contract": {"type": "object", "required": ["id", "owner", "state", "escrow",
+                                                "collateral_locked"],
                  "properties": {"id": HEX64, "owner": PRINCIPAL, "host": NULLABLE_STR,
-                                "state": {"type": "string"}},
+                                "payout": NULLABLE_STR,
+                                "state": {"type": "string", "enum": [
+                                    "offered", "active", "released", "ended", "expired",
+                                    "failed"]},
+                                "price": INT, "collateral": INT, "periods": INT,
+                                "escrow": INT, "collateral_locked": INT,
+                                "proven_periods": INT, "missed_periods": INT,
+                                "paid_total": INT},
                  "additionalProperties": True},
     "Contracts": _obj(["contracts"], contracts={"type": "array", "items": _ref("Contract")}),
     "Peer": {"type": "object", "required": ["principal", "address", "direction"],

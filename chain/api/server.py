@@ -376,13 +376,13 @@ async def principal(request: web.Request) -> web.Response:
     # before the account and counting only those the account has not used yet gives the right
     # next nonce on either side of that window; ``base + len(pool)`` counted them twice.
     nonces = list(core.mempool.by_signer.get(p.digest, {}))
-    acct = core.chain.tree.principal(p)
-    if acct is None:
+    data = core.chain.tree.principal_json(p)
+    if data is None:
         raise ApiError(404, "not-found", f"principal {p} has no record in the global tree")
-    unused = [n for n in nonces if n >= acct.nonce]
-    data = acct.to_json(p)
+    nonce = int(str(data["nonce"]))
+    unused = [n for n in nonces if n >= nonce]
     data["pending"] = len(unused)
-    data["next_nonce"] = max([acct.nonce, *(n + 1 for n in unused)])
+    data["next_nonce"] = max([nonce, *(n + 1 for n in unused)])
     return web.json_response(data)
 
 

@@ -9,12 +9,13 @@ from chain.events import (
     Announce,
     Coinbase,
     Event,
+    FragmentExtended,
     FragmentOffer,
     FragmentReleased,
     FragmentStored,
     Revoke,
     SignedEvent,
-    StoragePayment,
+    StorageProof,
     Transfer,
     event_id,
 )
@@ -30,15 +31,18 @@ def body_json(ev: SignedEvent) -> dict[str, Any]:
     if isinstance(body, FragmentOffer):
         return {"path": body.path, "version": body.version.hex(), "index": body.index,
                 "n": body.n, "k": body.k, "size": body.size, "root": body.root.hex(),
-                "leaf_size": body.leaf_size, "price": body.price,
+                "leaf_size": body.leaf_size, "price": body.price, "collateral": body.collateral,
                 "period_blocks": body.period_blocks, "periods": body.periods,
                 "expiry_height": body.expiry_height}
     if isinstance(body, FragmentStored):
-        return {"offer": body.offer_id.hex(), "host": str(body.host)}
-    if isinstance(body, StoragePayment):
-        return {"offer": body.offer_id.hex(), "period": body.period, "amount": body.amount}
+        return {"offer": body.offer_id.hex(), "host": str(body.host), "payout": str(body.payout)}
+    if isinstance(body, StorageProof):
+        return {"items": [{"contract": item.contract.hex(), "period": item.period,
+                           "leaves": len(item.leaves)} for item in body.items]}
     if isinstance(body, FragmentReleased):
         return {"offer": body.offer_id.hex()}
+    if isinstance(body, FragmentExtended):
+        return {"offer": body.offer_id.hex(), "periods": body.periods}
     if isinstance(body, Revoke):
         return {"principal": str(body.principal), "until": body.until}
     return {}

@@ -12,20 +12,13 @@ from chain.chainstate import ChainState
 from chain.events import (
     Announce,
     Coinbase,
-    FragmentOffer,
-    FragmentReleased,
-    FragmentStored,
     Revoke,
     SignedEvent,
-    StoragePayment,
     Transfer,
-    event_id,
-    receipt_message,
-    voucher_message,
 )
 from chain.header import Header
 from chain.keys import KeyPair
-from chain.params import COIN
+from chain.params import COIN, HEADER_VERSION
 from chain.writecap import Writecap
 from tests.chainkit import (
     DEV,
@@ -87,9 +80,9 @@ def test_time_not_above_median(chain: ChainState) -> None:
 
 
 def test_bad_version_and_unknown_parent(chain: ChainState) -> None:
-    rejects(chain, make_block(chain, [], version=2), E.BadHeader)
+    rejects(chain, make_block(chain, [], version=HEADER_VERSION - 1), E.BadHeader)
     good = make_block(chain, [])
-    orphan = Block(Header(1, b"\x07" * 32, good.header.events_root, good.header.state_root,
+    orphan = Block(Header(HEADER_VERSION, b"\x07" * 32, good.header.events_root, good.header.state_root,
                           good.header.time, good.header.bits, good.header.nonce), good.events)
     rejects(chain, orphan, E.BadParent)
 
@@ -281,120 +274,6 @@ def test_announce_publishes_keys_and_address(chain: ChainState) -> None:
             E.BadEvent)
 
 
-# --- storage contracts -------------------------------------------------------------------
-
-
-def offer_body(index: int = 0, price: int = 1_000, periods: int = 3, period_blocks: int = 2,
-               size: int = 4096, path: str | None = None) -> FragmentOffer:
-    return FragmentOffer(path or OWNER.principal.root_path + "/doc", b"\x11" * 32, index, 5, 3,
-                         size, b"\x22" * 32, 1024, price, period_blocks, periods, 10**6)
-
-
-def store_contract(chain: ChainState, host: KeyPair = HOST, index: int = 0,
-                   owner_nonce: int = 0, **kw: int) -> bytes:
-    offer = sign(OWNER, owner_nonce, offer_body(index, **kw))
-    accept(chain, [offer])
-    oid = event_id(P.chain_id, offer)
-    receipt = host.sign(receipt_message(P.chain_id, oid, host.principal, b"\x22" * 32))
-    accept(chain, [sign(OWNER, owner_nonce + 1, FragmentStored(oid, host.public.ed25519, receipt))])
-    return oid
-
-
-def payment(oid: bytes, period: int, amount: int = 1_000, host: KeyPair = HOST, nonce: int = 0,
-            owner: KeyPair = OWNER) -> SignedEvent:
-    voucher = owner.sign(voucher_message(P.chain_id, oid, period, amount))
-    return sign(host, nonce, StoragePayment(oid, period, amount, voucher))
-
-
-def test_storage_contract_lifecycle_and_mint(chain: ChainState) -> None:
-    oid = store_contract(chain)
-    stored_block = chain.store.get_block(chain.tip.hash)
-    assert stored_block is not None and isinstance(stored_block.events[0], Coinbase)
-    assert stored_block.events[0].amount == 100 + P.mint_per_kib * 4  # fee + 4 KiB minted
-    holders = chain.tree.fragments(OWNER.principal.root_path + "/doc")
-    assert holders[0][0]["host"] == str(HOST.principal)
-    host_before = chain.tree.balance(HOST.principal)
-    accept(chain, [payment(oid, 0)])
-    assert chain.tree.balance(HOST.principal) == host_before + 1_000 - 100
-    contract = chain.tree.contract(oid)
-    assert contract is not None and contract.paid_periods == 1
-    accept(chain, [sign(OWNER, 2, FragmentReleased(oid))])
-    assert chain.tree.fragments(OWNER.principal.root_path + "/doc") == {}
-
-
-def test_contract_ends_by_itself(chain: ChainState) -> None:
-    store_contract(chain, periods=1, period_blocks=2)
-    assert chain.tree.fragments(OWNER.principal.root_path + "/doc")
-    accept(chain, [])
-    accept(chain, [])
-    assert chain.tree.fragments(OWNER.principal.root_path + "/doc") == {}
-
-
-def test_payment_for_period_already_paid(chain: ChainState) -> None:
-    oid = store_contract(chain)
-    accept(chain, [payment(oid, 0)])
-    again = payment(oid, 0, nonce=1)
-    rejects(chain, make_block(chain, [again], coinbase=Coinbase(4, OWNER.principal, again.fee)),
-            E.DuplicatePayment)
-
-
-def test_payment_for_period_not_started(chain: ChainState) -> None:
-    oid = store_contract(chain, period_blocks=50)
-    early = payment(oid, 1)
-    rejects(chain, make_block(chain, [early], coinbase=Coinbase(3, OWNER.principal, early.fee)),
-            E.PeriodNotStarted)
-
-
-def test_payment_with_forged_voucher_or_wrong_host(chain: ChainState) -> None:
-    oid = store_contract(chain)
-    forged = payment(oid, 0, owner=OTHER)
-    rejects(chain, make_block(chain, [forged], coinbase=Coinbase(3, OWNER.principal, forged.fee)),
-            E.BadSignature)
-    thief = payment(oid, 0, host=OTHER)
-    rejects(chain, make_block(chain, [thief], coinbase=Coinbase(3, OWNER.principal, thief.fee)),
-            E.BadEvent)
-    greedy = payment(oid, 0, amount=5_000)
-    rejects(chain, make_block(chain, [greedy], coinbase=Coinbase(3, OWNER.principal, greedy.fee)),
-            E.BadEvent)
-
-
-def test_owner_who_cannot_pay(chain: ChainState) -> None:
-    oid = store_contract(chain, price=2 * 10**14)
-    rich = chain.tree.balance(OWNER.principal)
-    accept(chain, [transfer(OWNER, 2, rich - 10**6, OTHER)])
-    broke = payment(oid, 0, amount=2 * 10**14)
-    rejects(chain, make_block(chain, [broke], coinbase=Coinbase(4, OWNER.principal, broke.fee)),
-            E.InsufficientFunds)
-
-
-def test_unknown_offer_and_foreign_release(chain: ChainState) -> None:
-    ghost = sign(OWNER, 0, FragmentReleased(b"\x33" * 32))
-    rejects(chain, make_block(chain, [ghost], coinbase=Coinbase(1, HOST.principal, ghost.fee)),
-            E.UnknownReference)
-    oid = store_contract(chain)
-    foreign = sign(OTHER, 0, FragmentReleased(oid))
-    rejects(chain, make_block(chain, [foreign], coinbase=Coinbase(3, HOST.principal, foreign.fee)),
-            E.BadEvent)
-
-
-def test_offer_outside_own_tree_and_double_hosting(chain: ChainState) -> None:
-    bad = sign(OTHER, 0, offer_body(path=OWNER.principal.root_path + "/x"))
-    rejects(chain, make_block(chain, [bad], coinbase=Coinbase(1, HOST.principal, bad.fee)),
-            E.BadEvent)
-    store_contract(chain, index=0)
-    offer = sign(OWNER, 2, offer_body(index=1))
-    accept(chain, [offer])
-    oid = event_id(P.chain_id, offer)
-    receipt = HOST.sign(receipt_message(P.chain_id, oid, HOST.principal, b"\x22" * 32))
-    twice = sign(OWNER, 3, FragmentStored(oid, HOST.public.ed25519, receipt))
-    rejects(chain, make_block(chain, [twice], coinbase=Coinbase(4, HOST.principal, twice.fee)),
-            E.BadEvent)
-    bad_receipt = sign(OWNER, 3, FragmentStored(oid, OTHER.public.ed25519, receipt))
-    rejects(chain, make_block(chain, [bad_receipt],
-                              coinbase=Coinbase(4, HOST.principal, bad_receipt.fee)),
-            E.BadSignature)
-
-
 def test_invalid_block_is_remembered(chain: ChainState) -> None:
     ev = transfer(OWNER, 0, 10**18)
     block = make_block(chain, [ev], coinbase=Coinbase(1, HOST.principal, ev.fee))
@@ -404,9 +283,3 @@ def test_invalid_block_is_remembered(chain: ChainState) -> None:
     child = make_block(chain, [], parent=block.hash)
     with pytest.raises(E.BadParent, match="invalid"):
         chain.accept_block(child)
-
-
-def test_contract_length_is_bounded(chain: ChainState) -> None:
-    endless = sign(OWNER, 0, offer_body(periods=2**40, period_blocks=2**40))
-    rejects(chain, make_block(chain, [endless], coinbase=Coinbase(1, HOST.principal, endless.fee)),
-            E.BadEvent)

@@ -13,16 +13,19 @@ from chain.encoding import Reader, Writer, decode_all, encode_varint
 from chain.errors import DecodeError, PrincipalFormatError
 from chain.events import (
     Announce,
+    FragmentExtended,
     FragmentOffer,
     FragmentStored,
-    StoragePayment,
+    ProofItem,
+    ProvenLeaf,
+    StorageProof,
     Transfer,
     decode_event,
 )
 from chain.header import Header, compact_to_target, target_to_compact
 from chain.principal import Principal
 from chain.writecap import Writecap
-from globaltree.records import Account, Contract
+from globaltree.records import Account, Contract, ContractState, HostRecord
 from ledger.store import IndexEntry
 from tests.chainkit import DEV, P, sign
 
@@ -54,14 +57,22 @@ def test_non_minimal_varint_refused() -> None:
         decode_all(b"\x01\x00", lambda r: r.varint())  # trailing byte
 
 
+sig64 = st.binary(min_size=64, max_size=64)
+offers = st.builds(FragmentOffer, st.just(DEV[0].principal.root_path + "/a"), b32,
+                   st.integers(0, 4), st.just(5), st.just(3), u64, b32, st.just(1024),
+                   st.integers(1, 2**64 - 1), u64, st.integers(1, 99), st.integers(1, 99), u64)
+proofs = st.builds(StorageProof, st.lists(st.builds(
+    ProofItem, b32, u64, st.lists(st.builds(
+        ProvenLeaf, st.binary(min_size=1, max_size=1024),
+        st.lists(b32, max_size=20).map(tuple)), min_size=1, max_size=4).map(tuple)),
+    min_size=1, max_size=3, unique_by=lambda item: item.contract).map(tuple))
 bodies = st.one_of(
     st.builds(Transfer, st.builds(Principal, b32), st.integers(1, 2**64 - 1)),
     st.builds(Announce, b32, st.sampled_from(["", "127.0.0.1:80", "host.example:65535"])),
-    st.builds(StoragePayment, b32, u64, st.integers(1, 2**64 - 1), st.binary(min_size=64, max_size=64)),
-    st.builds(FragmentStored, b32, b32, st.binary(min_size=64, max_size=64)),
-    st.builds(FragmentOffer, st.just(DEV[0].principal.root_path + "/a"), b32, st.integers(0, 4),
-              st.just(5), st.just(3), u64, b32, st.just(1024), u64, st.integers(1, 99),
-              st.integers(1, 99), u64),
+    proofs,
+    st.builds(FragmentStored, b32, b32, st.builds(Principal, b32), sig64),
+    st.builds(FragmentExtended, b32, st.integers(1, 2**64 - 1), sig64),
+    offers,
 )
 
 
@@ -101,6 +112,7 @@ def test_random_bytes_only_decode_error(data: bytes) -> None:
         lambda d: decode_all(d, Writecap.read),
         Account.decode,
         Contract.decode,
+        HostRecord.decode,
         lambda d: IndexEntry.decode(b"\0" * 32, d),
     ]
     for decode in decoders:
@@ -158,3 +170,38 @@ def test_writer_reader_roundtrip_all_fields() -> None:
     assert (r.u8(), r.varint(), r.fixed(2), r.var_bytes(10), r.text(10), r.flag()) == (
         7, 300, b"ab", b"xyz", "hé", True)
     r.finish()
+
+
+@given(offers, st.sampled_from(ContractState), st.one_of(st.none(), b32),
+       st.one_of(st.none(), st.builds(Principal, b32)), st.lists(u64, min_size=9, max_size=9))
+def test_contract_record_roundtrip(offer: FragmentOffer, state: ContractState,
+                                   host_key: bytes | None, payout: Principal | None,
+                                   numbers: list[int]) -> None:
+    start, periods, escrow, locked, proven, missed, last, paid, closes = numbers
+    contract = Contract(b"\x07" * 32, DEV[0].principal, DEV[0].public.ed25519, offer, 5, state,
+                        host_key, payout, start, periods, escrow, locked, proven, missed,
+                        min(last, 2**64 - 2), paid, closes)
+    again = Contract.decode(contract.encode())
+    assert again == contract and again.host == contract.host
+
+
+@given(st.lists(u64, min_size=7, max_size=7))
+def test_host_record_roundtrip(numbers: list[int]) -> None:
+    record = HostRecord(*numbers)
+    assert HostRecord.decode(record.encode()) == record
+
+
+@given(st.one_of(st.none(), u64))
+def test_writecap_allowance_is_signed_and_round_trips(allowance: int | None) -> None:
+    cap = Writecap.issue(P.chain_id, DEV[0], DEV[0].principal.root_path, DEV[1].principal, 2**40,
+                         allowance=allowance)
+    w = Writer()
+    cap.write(w)
+    again = decode_all(bytes(w), Writecap.read)
+    assert again == cap and again.allowance == allowance
+    forged = Writecap(cap.path, cap.issued_to, cap.expiry, cap.issuer_key, cap.signature,
+                      None if allowance is not None else 1)
+    from chain.keys import verify
+
+    assert verify(cap.issuer_key, cap.link_message(P.chain_id), cap.signature)
+    assert not verify(cap.issuer_key, forged.link_message(P.chain_id), cap.signature)

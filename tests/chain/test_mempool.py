@@ -33,8 +33,8 @@ def mine(chain: ChainState, pool: Mempool) -> list[object]:
 
 def test_fee_rate_priority_and_nonce_order(chain: ChainState) -> None:
     pool = Mempool(chain)
-    low = [pay(DEV[0], n, 100) for n in range(3)]
-    high = pay(DEV[1], 0, 5_000)
+    low = [pay(DEV[0], n, 1_000) for n in range(3)]
+    high = pay(DEV[1], 0, 50_000)
     for ev in [*low, high]:
         pool.add(ev)  # type: ignore[arg-type]
     fold_events = mine(chain, pool)
@@ -50,7 +50,7 @@ def test_template_respects_block_size(tmp_path: Path) -> None:
     try:
         pool = Mempool(chain)
         for n in range(20):
-            pool.add(pay(DEV[0], n, 100 + n))  # type: ignore[arg-type]
+            pool.add(pay(DEV[0], n, 1_000 + n))  # type: ignore[arg-type]
         first = mine(chain, pool)
         assert 0 < len(first) < 20
         assert len(pool) == 20 - len(first)
@@ -60,35 +60,35 @@ def test_template_respects_block_size(tmp_path: Path) -> None:
 
 def test_refuses_gaps_replays_duplicates_and_overspends(chain: ChainState) -> None:
     pool = Mempool(chain)
-    ev = pay(DEV[0], 0, 100)
+    ev = pay(DEV[0], 0, 1_000)
     pool.add(ev)  # type: ignore[arg-type]
     with pytest.raises(DuplicateEvent):
         pool.add(ev)  # type: ignore[arg-type]
     with pytest.raises(BadNonce):
-        pool.add(pay(DEV[0], 5, 100))  # type: ignore[arg-type]
+        pool.add(pay(DEV[0], 5, 1_000))  # type: ignore[arg-type]
     poor = KeyPair.generate()
     with pytest.raises(InsufficientFunds):
-        pool.add(sign(poor, 0, Transfer(TO, 1)))
+        pool.add(sign(poor, 0, Transfer(TO, 1), fee=1_000))
     mine(chain, pool)
     with pytest.raises(DuplicateEvent):
         pool.add(ev)  # type: ignore[arg-type]
     with pytest.raises(BadNonce):
-        pool.add(pay(DEV[0], 0, 999))  # type: ignore[arg-type]
+        pool.add(pay(DEV[0], 0, 9_999))  # type: ignore[arg-type]
 
 
 def test_replacement_needs_a_higher_fee(chain: ChainState) -> None:
     pool = Mempool(chain)
-    pool.add(pay(DEV[0], 0, 100))  # type: ignore[arg-type]
+    pool.add(pay(DEV[0], 0, 1_000))  # type: ignore[arg-type]
     with pytest.raises(FeeTooLow):
-        pool.add(pay(DEV[0], 0, 100, amount=2))  # type: ignore[arg-type]
-    better = pay(DEV[0], 0, 500, amount=2)
+        pool.add(pay(DEV[0], 0, 1_000, amount=2))  # type: ignore[arg-type]
+    better = pay(DEV[0], 0, 5_000, amount=2)
     pool.add(better)  # type: ignore[arg-type]
     assert len(pool) == 1 and mine(chain, pool) == [better]
 
 
 def test_size_bound_evicts_lowest_fee_rate_with_dependents(chain: ChainState) -> None:
-    cheap = [pay(DEV[0], n, 10) for n in range(3)]
-    rich = [pay(DEV[1], 0, 1_000), pay(DEV[2], 0, 1_000)]
+    cheap = [pay(DEV[0], n, 200) for n in range(3)]
+    rich = [pay(DEV[1], 0, 10_000), pay(DEV[2], 0, 10_000)]
     pool = Mempool(chain, max_bytes=sum(len(e.raw) for e in cheap + rich) - 1)  # type: ignore[attr-defined]
     for ev in cheap + rich:
         pool.add(ev)  # type: ignore[arg-type]
@@ -99,13 +99,13 @@ def test_size_bound_evicts_lowest_fee_rate_with_dependents(chain: ChainState) ->
     pool._drop_from(DEV[0].principal.digest, 0)
     assert DEV[0].principal.digest not in pool.by_signer
     with pytest.raises(MempoolFull):
-        Mempool(chain, max_bytes=50).add(pay(DEV[3], 0, 1))  # type: ignore[arg-type]
+        Mempool(chain, max_bytes=50).add(pay(DEV[3], 0, 1_000))  # type: ignore[arg-type]
 
 
 def test_disconnected_events_return(chain: ChainState) -> None:
     pool = Mempool(chain)
-    ev = pay(DEV[0], 0, 100)
-    pool.add(ev)  # type: ignore[arg-type]
+    ev = pay(DEV[0], 0, 100)  # below the relay minimum, yet a miner took it once
+    pool.add(ev, fee_policy=False)  # type: ignore[arg-type]
     fork_point = chain.tip.hash
     mine(chain, pool)
     assert len(pool) == 0
@@ -121,7 +121,7 @@ def test_disconnected_events_return(chain: ChainState) -> None:
 def test_pending_events_survive_restart(tmp_path: Path) -> None:
     chain = open_chain(tmp_path / "n")
     pool = Mempool(chain)
-    evs = [pay(DEV[0], n, 100) for n in range(3)]
+    evs = [pay(DEV[0], n, 1_000) for n in range(3)]
     for ev in reversed(evs[1:]):
         with pytest.raises(BadNonce):
             pool.add(ev)  # type: ignore[arg-type]
@@ -135,3 +135,44 @@ def test_pending_events_survive_restart(tmp_path: Path) -> None:
         assert mine(chain, pool) == evs
     finally:
         chain.close()
+
+
+def test_events_below_the_minimum_fee_rate_are_not_admitted(chain: ChainState) -> None:
+    pool = Mempool(chain)
+    free = pay(DEV[0], 0, 0)
+    size = len(free.raw)  # type: ignore[attr-defined]
+    with pytest.raises(FeeTooLow, match=f"below the minimum of 1 per byte"):
+        pool.add(free)  # type: ignore[arg-type]
+    with pytest.raises(FeeTooLow):
+        pool.add(pay(DEV[0], 0, size - 1))  # type: ignore[arg-type]
+    pool.add(pay(DEV[0], 0, size + 1))  # type: ignore[arg-type]  # the fee's varint grows
+    # consensus still takes a miner's own free event
+    chain.accept_block(make_block(chain, [free]))  # type: ignore[list-item]
+    assert chain.tree.principal(DEV[0].principal).nonce == 1  # type: ignore[union-attr]
+    assert len(pool) == 0  # its own nonce-0 event left with the block
+
+
+def test_an_event_a_block_makes_invalid_leaves_and_frees_its_signer(chain: ChainState) -> None:
+    """A pending FragmentStored whose offer expires must not sit in front of the owner's later
+    events: after every block the pool checks its events again."""
+    from chain.events import FragmentOffer, FragmentStored, event_id, receipt_message
+
+    owner, host = DEV[0], DEV[1]
+    offer = sign(owner, 0, FragmentOffer(owner.principal.root_path + "/x", b"\x01" * 32, 0, 5,
+                                         3, 100, b"\x02" * 32, 1024, 10, 0, 5, 2,
+                                         chain.tip.height + 3), fee=1_000)
+    chain.accept_block(make_block(chain, [offer]))
+    oid = event_id(chain.params.chain_id, offer)
+    receipt = host.sign(receipt_message(chain.params.chain_id, oid, host.principal, b"\x02" * 32,
+                                        host.principal))
+    pool = Mempool(chain)
+    stored = sign(owner, 1, FragmentStored(oid, host.public.ed25519, host.principal, receipt),
+                  fee=1_000)
+    pool.add(stored)
+    later = pay(owner, 2, 1_000)
+    pool.add(later)  # type: ignore[arg-type]
+    chain.accept_block(make_block(chain, []))  # the offer's last height: still storable
+    assert len(pool) == 2
+    chain.accept_block(make_block(chain, []))  # expired: both leave (the later one depended)
+    assert len(pool) == 0
+    pool.add(pay(owner, 1, 1_000))  # type: ignore[arg-type]  # the signer is not stuck

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from chain.hashes import ZERO_HASH
 from chain.hashes import merkle_root as chain_merkle_root
+from chain.storageproof import proof_length
 from storage_market.errors import FormatError, IntegrityError, StorageError
 from storage_market.merkle import (
     MAX_CHALLENGE_LEAVES,
@@ -19,7 +20,6 @@ from storage_market.merkle import (
     check_root,
     leaf_count,
     merkle_root,
-    proof_length,
     verify_proof,
 )
 
