@@ -89,3 +89,22 @@ EventTooLarge = _rule("EventTooLarge", "event-too-large", "An event over the siz
 DuplicateEvent = _rule("DuplicateEvent", "duplicate-event", "An event already in the chain.")
 BadParent = _rule("BadParent", "bad-parent", "A block whose parent is unknown or invalid.")
 BadHeader = _rule("BadHeader", "bad-header", "A header field out of range (version, state root).")
+
+
+class PolicyError(ValidationError):
+    """An event the chain would take but this node does not relay or keep (node policy, not a
+    consensus rule: a miner may still include it)."""
+
+    code = "policy"
+
+
+class FeeTooLow(PolicyError):
+    """A fee below the relay minimum, or a replacement that does not pay more."""
+
+    code = "fee-too-low"
+
+
+class MempoolFull(PolicyError):
+    """The mempool is full of events that pay a higher fee rate."""
+
+    code = "mempool-full"

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chain.block import Block
-from chain.errors import BadNonce, DecodeError, DuplicateEvent, ValidationError
+from chain.errors import (
+    BadNonce,
+    DecodeError,
+    DuplicateEvent,
+    FeeTooLow,
+    MempoolFull,
+    ValidationError,
+)
 from chain.events import SignedEvent, decode_event, event_id
 from globaltree.fold import Fold
 from globaltree.view import StateView
@@ -41,14 +48,6 @@ def _nonce_order(raw: bytes) -> tuple[bytes, int]:
     except DecodeError:
         return (b"", 0)
     return (ev.signer_key, ev.nonce) if isinstance(ev, SignedEvent) else (b"", 0)
-
-
-class MempoolFull(ValidationError):
-    code = "mempool-full"
-
-
-class FeeTooLow(ValidationError):
-    code = "fee-too-low"
 
 
 @dataclass(order=True)

@@ -169,6 +169,7 @@ class HostAgent:
         self.trees: dict[bytes, HashTree] = {}
         self.address = ""
         self.height = 0
+        self.stepped = -1  # the last tip this agent has fully acted on
         self.balance = 0
         self.events: list[str] = []
         self._listener = proto.Listener(key, chain.chain_id, self._handle)
@@ -188,6 +189,10 @@ class HostAgent:
     @property
     def principal(self) -> Principal:
         return self.key.principal
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
 
     @property
     def payout(self) -> Principal:
@@ -294,6 +299,7 @@ class HostAgent:
         await self._refresh_contracts()
         await self._prove()
         self.state.mark()
+        self.stepped = self.height
 
     # --- offers and fetches ---------------------------------------------------------------
 

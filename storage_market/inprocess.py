@@ -13,6 +13,7 @@ decides when time passes on chain.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import contextlib
 import json
 from pathlib import Path
@@ -137,14 +138,22 @@ class InProcessChain:
             await asyncio.sleep(0)  # let waiters see each block
         return self.node.chain.tip.height
 
-    def start_mining(self, interval: float, recipient: Principal | None = None) -> None:
-        """Mine one block every ``interval`` seconds in the background, until stopped."""
+    def start_mining(self, interval: float, recipient: Principal | None = None,
+                     ready: Callable[[], bool] | None = None, max_wait: float = 5.0) -> None:
+        """Mine one block every ``interval`` seconds in the background, until stopped. With
+        ``ready``, each block also waits (at most ``max_wait`` seconds) until ``ready()`` holds:
+        tests use it to let agents act on a tip before the next block, as the minutes between
+        real blocks let them, instead of racing a fast miner on a busy machine."""
         if self._miner is not None:
             return
 
         async def loop() -> None:
+            loop_time = asyncio.get_running_loop().time
             while True:
                 await asyncio.sleep(interval)
+                deadline = loop_time() + max_wait
+                while ready is not None and not ready() and loop_time() < deadline:
+                    await asyncio.sleep(0.01)
                 self.node.mine_block(recipient)
 
         self._miner = asyncio.get_running_loop().create_task(loop())

@@ -221,6 +221,7 @@ class OwnerAgent:
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._writes: dict[str, asyncio.Future[None]] = {}
+        self._putting: set[str] = set()  # paths whose put is publishing its offers
         self._load()
 
     @property
@@ -318,6 +319,7 @@ class OwnerAgent:
         old = self.entries.get(path)
         if old is not None and any(s.state in (OFFERING, STORED, ACTIVE) for s in old.slots):
             raise StorageError(f"{path} is already stored; its contracts must end first")
+        await self._check_funds(opts)
         report = progress or (lambda stage, done, total: None)
         size = plaintext_length(data)
         report("seal", 0, size)
@@ -330,17 +332,31 @@ class OwnerAgent:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
         self.entries[path] = entry
+        self._putting.add(path)
         self.height = await self.chain.tip_height()
         # All offers go out together, so they land in one block: hosts racing for a new
         # block's offers then each name all of them in their own order and the owner hands
         # out distinct ones, where offers trickling in one by one had most hosts ask for the
         # same few. (Offering the data fragments before the parity exists saved nothing: the
         # put is CPU-bound by then, and their transfers only slowed the parity down.)
-        for slot in entry.slots:
-            await self._offer(entry, slot, save=False)
-        await self.state.flush()
+        try:
+            for slot in entry.slots:
+                await self._offer(entry, slot, save=False)
+        finally:  # offers that did not go out are made by the next steps
+            self._putting.discard(path)
+            await self.state.flush()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
         return entry
+
+    async def _check_funds(self, opts: StoreOptions) -> None:
+        """Refuse before any work a put whose offers the tree's account cannot escrow."""
+        need = opts.n * opts.price * opts.periods
+        acct = await self.chain.principal(self.signer.owner)
+        have = acct.balance if acct is not None else 0
+        if have < need:
+            raise StorageError(
+                f"{self.signer.owner} has {have}; the offers escrow {need} ({opts.n} fragments"
+                f" x {opts.price} x {opts.periods} periods)")
 
     async def _seal_and_encode(self, path: str, data: Plaintext, size: int, key: bytes,
                                parent_key: bytes | None, opts: StoreOptions, leaves: DataLeaves,
@@ -554,8 +570,11 @@ class OwnerAgent:
             self._changed.set()
 
     async def _follow(self, entry: BlockEntry, slot: Slot, h: int) -> bool:
-        if slot.state == ENDED or not slot.offer_id:  # ended, or put still offering
+        if slot.state == ENDED or entry.path in self._putting:
             return False
+        if not slot.offer_id:  # its put stopped before this offer went out
+            await self._offer(entry, slot, save=False)
+            return True
         info = await self.chain.contract(slot.offer_id)
         if slot.state == OFFERING:
             if slot.reserved_by is not None and slot.reserved_until > time.monotonic():

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from chain.chainstate import ChainState
-from chain.errors import BadNonce, DuplicateEvent, InsufficientFunds
+from chain.errors import BadNonce, DuplicateEvent, FeeTooLow, InsufficientFunds, MempoolFull
 from chain.events import Transfer
 from chain.keys import KeyPair
-from chain.mempool import FeeTooLow, Mempool, MempoolFull
+from chain.mempool import Mempool
 from chain.mining import solve_block
 from chain.template import build_template
 from tests.chainkit import DEV, make_block, open_chain, sign

@@ -21,7 +21,7 @@ from storage_market.crypto import (
     wrap_child_key,
 )
 from storage_market.errors import StorageError
-from storage_market.merkle import ChallengeResponse, MerkleTree
+from storage_market import protocol as proto
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = KeyPair.development(301)
@@ -31,7 +31,7 @@ KEY = new_block_key()
 VERSION = new_version()
 
 SAMPLE_READCAP = Readcap.issue(KEY, PATH, KEYS.public).encode()
-SAMPLE_RESPONSE = MerkleTree(os.urandom(700), 64).respond([0, 3, 10]).encode()
+SAMPLE_MESSAGE = proto.encode(proto.Receipt(os.urandom(64), KEYS.principal))
 SAMPLE_RECORD = bytes(
     StoredBlock.seal(PATH, b"fuzz me", KEY, parent_key=new_block_key(),
                      readers=[KEYS.public]).record
@@ -73,8 +73,8 @@ def test_readcap_decoder(data: st.DataObject) -> None:
 
 @FUZZ
 @given(st.data())
-def test_challenge_response_decoder(data: st.DataObject) -> None:
-    _only_storage_errors(ChallengeResponse.decode, data.draw(_random_or_mutated(SAMPLE_RESPONSE)))
+def test_protocol_message_decoder(data: st.DataObject) -> None:
+    _only_storage_errors(proto.decode, data.draw(_random_or_mutated(SAMPLE_MESSAGE)))
 
 
 @FUZZ

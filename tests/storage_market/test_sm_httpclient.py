@@ -14,6 +14,7 @@ import pytest
 from chain.errors import InsufficientFunds
 from chain.events import Announce, SignedEvent, Transfer
 from chain.keys import KeyPair
+from chain.writecap import Writecap
 from chain.params import REGTEST
 from storage_market.chainclient import Signer
 from storage_market.httpclient import HttpChain, NodeApiError
@@ -46,10 +47,14 @@ async def test_reads_writes_and_nonces_through_a_node(node: NodeProc) -> None:
         before = await http.next_nonce(dev.principal)
         eid = await Signer(dev).submit(http, Transfer(fresh.principal, 5))
         assert len(eid) == 32 and await http.next_nonce(dev.principal) == before + 1
-        # a signer with no record yet: its pending events still count
+        # a signer with no record yet (its events paid by dev's tree through a writecap):
+        # its pending events still count
         assert await http.next_nonce(fresh.principal) == 0
-        await http.submit(SignedEvent.create(REGTEST.chain_id, fresh, 0, 0,
-                                             Announce(fresh.public.x25519, "127.0.0.1:9")))
+        cap = Writecap.issue(REGTEST.chain_id, dev, dev.principal.root_path, fresh.principal,
+                             2**40)
+        await http.submit(SignedEvent.create_at_rate(
+            REGTEST.chain_id, fresh, 0, 1, Announce(fresh.public.x25519, "127.0.0.1:9"),
+            dev.principal, cap))
         assert await http.principal(fresh.principal) is None
         assert await http.next_nonce(fresh.principal) == 1
         assert await mine(node) == start + 1
@@ -66,7 +71,7 @@ async def test_reads_writes_and_nonces_through_a_node(node: NodeProc) -> None:
         assert await http.fragments(root + "/nothing") == {}
         assert await http.fragments(root + "/a dir/50% off/x.bin") == {}  # quoted, not refused
         with pytest.raises(InsufficientFunds):  # the consensus error class, through HTTP
-            await Signer(KeyPair.generate()).submit(http, Transfer(dev.principal, 10), fee=0)
+            await Signer(KeyPair.generate()).submit(http, Transfer(dev.principal, 10))
         with pytest.raises(NodeApiError, match="unauthorized"):
             await HttpChain(http.base, REGTEST, "0" * 64).submit(
                 SignedEvent.create(REGTEST.chain_id, dev, 0, 0, Transfer(fresh.principal, 1)))

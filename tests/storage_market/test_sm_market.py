@@ -1,5 +1,5 @@
 """End-to-end storage market on 127.0.0.1: an in-process regtest chain, an owner agent and host
-agents talking over real sockets and the Noise channel.
+agents talking over real sockets and the Noise channel, contracts run by the chain.
 
 Every wait is bounded (``until`` polls a condition with a deadline), the chain is mined by a
 background task every ``TICK`` seconds, and each test stops everything it started.
@@ -18,20 +18,23 @@ import pytest
 
 from chain.events import Transfer
 from chain.keys import KeyPair
+from chain.params import COIN
+from globaltree.records import HostRecord
 from storage_market import retrieve
 from storage_market.chainclient import Signer
 from storage_market.crypto import SEAL_PIECE
-from storage_market.errors import NoReadcap, NotEnoughFragments
-from storage_market.host import ACTIVE, DROPPED, HostAgent, HostPolicy
+from storage_market.errors import NoReadcap, NotEnoughFragments, StorageError
+from storage_market.host import ACTIVE, HostAgent, HostPolicy
 from storage_market.inprocess import InProcessChain
 from storage_market.owner import OwnerAgent, StoreOptions
 
 TICK = 0.08
 OWNER = KeyPair.development(0)
+BANK = KeyPair.development(1)  # funds the hosts' keys: they lock collateral and pay fees
 PATH = OWNER.principal.root_path + "/docs/report.bin"
 
 
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -53,17 +56,45 @@ class Market:
         await self.owner.start()
         return self.owner
 
-    async def start_host(self, i: int, capacity: int = 1 << 30, grace: int = 2) -> HostAgent:
-        while len(self.host_keys) <= i:
-            self.host_keys.append(KeyPair.generate())
+    async def fund_hosts(self, count: int) -> None:
+        """Give hosts ``0..count-1`` a key and coin (in the next block)."""
+        bank = Signer(BANK)
+        while len(self.host_keys) < count:
+            key = KeyPair.generate()
+            self.host_keys.append(key)
+            await bank.submit(self.chain, Transfer(key.principal, 10 * COIN))
+
+    async def start_host(self, i: int, capacity: int = 1 << 30) -> HostAgent:
         host = HostAgent(self.root / f"host{i}", self.host_keys[i], self.chain,
-                         HostPolicy(capacity=capacity, grace_periods=grace))
+                         HostPolicy(capacity=capacity))
         await host.start()
         if i < len(self.hosts):
             self.hosts[i] = host
         else:
             self.hosts.append(host)
         return host
+
+    def record(self, i: int) -> HostRecord:
+        tree = self.chain.node.chain.tree
+        return tree.host_record(self.host_keys[i].principal) or HostRecord()
+
+    def balance(self, i: int) -> int:
+        return self.chain.node.chain.tree.balance(self.host_keys[i].principal)
+
+    def start_mining(self) -> None:
+        """A block every TICK once every running host has acted on the tip (proofs included)."""
+        tip = self.chain.node.chain
+
+        def hosts_ready() -> bool:
+            return all(h.stepped >= tip.tip.height for h in self.hosts if h.running)
+
+        self.chain.start_mining(TICK, ready=hosts_ready)
+
+    def proven(self) -> int:
+        """The fewest periods proven by any active contract of PATH."""
+        live = [c for c in self.chain.node.chain.tree.contracts_by_owner(OWNER.principal)
+                if c.state.name == "ACTIVE"]
+        return min((c.proven for c in live), default=0) if len(live) >= 5 else 0
 
     async def stop(self) -> None:
         for h in self.hosts:
@@ -77,11 +108,13 @@ async def market(tmp_path: Path, hosts: int = 5, **opts: object) -> AsyncIterato
     chain = InProcessChain.open(tmp_path / "node")
     m = Market(tmp_path, chain)
     try:
+        await m.fund_hosts(hosts)
+        await chain.mine()
         await m.start_owner(**opts)
         for i in range(hosts):
             await m.start_host(i)
         await chain.mine()  # the announcements
-        chain.start_mining(TICK)
+        m.start_mining()
         yield m
     finally:
         await m.stop()
@@ -93,21 +126,26 @@ def holders(m: Market) -> dict[int, list[str]]:
     return {i: [str(h["host"]) for h in hs] for i, hs in raw.items()}
 
 
-async def test_put_place_challenge_pay_and_get_back(tmp_path: Path) -> None:
+async def test_hosts_prove_and_are_paid_after_the_owner_leaves(tmp_path: Path) -> None:
     data = os.urandom(300_000) + b"THE PLAINTEXT MARKER" * 50
     async with market(tmp_path, periods=6) as m:
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 20)
+        assert await owner.wait_placed(PATH, 30)
         placed = holders(m)
         assert sorted(placed) == [0, 1, 2, 3, 4]
         assert len({h for hs in placed.values() for h in hs}) == 5  # one fragment per host
-        # two periods of challenges, vouchers and payments on chain
-        await until(lambda: all(len(s.vouchers) >= 2 for s in entry.slots), what="two periods paid")
-        await until(lambda: all(h.status()["earned"] >= 2 * entry.price for h in m.hosts),
-                    what="payments on chain")
-        for h in m.hosts:
+        # the owner goes away; the chain keeps paying the hosts from escrow for their proofs
+        await owner.stop()
+        m.owner = None
+        start = [m.balance(i) for i in range(5)]
+        await until(lambda: m.proven() >= 2, what="two periods proven on chain")
+        for i, h in enumerate(m.hosts):
+            record = m.record(i)
+            assert record.periods_proven >= 2 and record.periods_missed == 0
+            assert record.earned >= 2 * entry.price
+            assert m.balance(i) > start[i]  # pay + collateral back, less the proofs' fees
             st = h.status()
             assert st["used"] == entry.fragment_size and st["future"] > 0
             # no host can read the plaintext: not in its files, and no readcap opens for it
@@ -146,114 +184,133 @@ async def test_a_file_sealed_in_pieces_is_placed_and_comes_back(tmp_path: Path) 
         assert bytes(await retrieve.get(m.chain, OWNER, PATH)) == src.read_bytes()
 
 
-async def test_deleting_or_corrupting_host_fails_is_unpaid_and_is_repaired(tmp_path: Path) -> None:
+async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
+        tmp_path: Path) -> None:
+    """The owner puts a file and leaves. One host deletes its fragment, another corrupts it:
+    each misses its next proof, the chain refunds the owner and burns that period's collateral,
+    and their public records show it. Once the owner's agent runs again it releases them and
+    the fragments are placed on spare hosts."""
     data = os.urandom(200_000)
-    async with market(tmp_path, hosts=5, periods=20, max_misses=1) as m:
+    async with market(tmp_path, hosts=7, periods=40) as m:
+        for spare in m.hosts[5:]:
+            await spare.stop()  # they come back after the placement
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 20)
-        await until(lambda: all(len(s.vouchers) >= 1 for s in entry.slots), what="first vouchers")
+        assert await owner.wait_placed(PATH, 30)
+        await owner.stop()
+        await until(lambda: m.proven() >= 1, what="a first period proven")
         before = holders(m)
-        # two spare hosts join; one placed host deletes its fragment, another corrupts it
-        await m.start_host(5)
-        await m.start_host(6)
-        deleter, corrupter = m.hosts[0], m.hosts[1]
+        deleter, corrupter = 0, 1
         lost = {}
-        for h, damage in ((deleter, "delete"), (corrupter, "corrupt")):
+        for i, damage in ((deleter, "delete"), (corrupter, "corrupt")):
+            h = m.hosts[i]
             (c,) = [c for c in h.contracts.values() if c.status == ACTIVE]
             f = h.store.file_for(c.offer_id)
             if damage == "delete":
                 f.unlink()
             else:
                 f.write_bytes(os.urandom(f.stat().st_size))
-            lost[c.offer.index] = (h, c, len(c.vouchers or {}))
+            lost[c.offer.index] = (i, c)
+        collateral = {i: m.balance(i) for i in (deleter, corrupter)}
+        await until(lambda: all(m.record(i).periods_missed >= 1 for i in (deleter, corrupter)),
+                    what="the damaged hosts' misses on chain")
+        for i in (deleter, corrupter):
+            assert m.record(i).collateral_locked < entry.options.collateral * entry.periods
+        # the healthy hosts keep proving meanwhile
+        assert all(m.record(i).periods_missed == 0 for i in (2, 3, 4))
+        # the owner comes back: it releases the failed contracts and repairs onto the spares
+        for i in (5, 6):
+            await m.start_host(i)
+        owner = await m.start_owner(periods=40)
+        entry = owner.entries[PATH]
         await until(lambda: all(s.failed_hosts for s in entry.slots if s.index in lost),
                     what="the damaged contracts to be released")
-        await until(lambda: entry.placed() == 5, what="repair onto the spare hosts")
+        await until(lambda: entry.placed() == 5, timeout=40, what="repair onto the spare hosts")
         after = holders(m)
-        spares = {str(m.hosts[5].principal), str(m.hosts[6].principal)}
-        for index, (h, c, paid_before) in lost.items():
-            assert str(h.principal) not in after.get(index, [])
+        spares = {str(m.host_keys[5].principal), str(m.host_keys[6].principal)}
+        for index, (i, c) in lost.items():
+            assert str(m.host_keys[i].principal) not in after.get(index, [])
             assert after[index][0] in spares and after[index] != before[index]
-            # no voucher was issued for the failed period
-            assert len(c.vouchers or {}) == paid_before
-        await until(lambda: all(c.status != ACTIVE for h, c, _ in lost.values()),
+            # the released host got its future collateral back, not the burned period's
+            assert m.balance(i) < collateral[i] + entry.options.collateral * entry.periods
+        await until(lambda: all(c.status != ACTIVE for _, c in lost.values()),
                     what="the failed hosts to see the release")
         assert bytes(await retrieve.get(m.chain, OWNER, PATH)) == data
 
 
-async def test_owner_who_cannot_pay_is_refused_and_dropped_after_grace(tmp_path: Path) -> None:
+async def test_an_owner_who_cannot_escrow_is_refused_before_any_work(tmp_path: Path) -> None:
     poor = KeyPair.generate()
     chain = InProcessChain.open(tmp_path / "node")
     m = Market(tmp_path, chain)
     try:
-        # just enough for the announcement, offers and receipts, nothing for the hosts
-        await Signer(KeyPair.development(1)).submit(chain, Transfer(poor.principal, 7_500))
+        await Signer(BANK).submit(chain, Transfer(poor.principal, 50_000))
         await chain.mine()
-        path = poor.principal.root_path + "/x"
-        owner = await m.start_owner(poor, k=2, n=3, periods=10, price=50_000, fee=500)
-        for i in range(3):
-            await m.start_host(i, grace=1)
+        owner = await m.start_owner(poor, k=2, n=3, periods=10, price=50_000)
         await chain.mine()
-        chain.start_mining(TICK)
-        await owner.put(path, os.urandom(50_000))
-        assert await owner.wait_placed(path, 20)
-        host = m.hosts[0]
-        await until(lambda: any(v.status == "refused" for c in host.contracts.values()
-                                for v in (c.vouchers or {}).values()), what="a refused claim")
-        (c,) = host.contracts.values()
-        (v,) = [v for v in (c.vouchers or {}).values() if v.status == "refused"]
-        assert "cannot pay" in v.error and str(poor.principal) in v.error
-        await until(lambda: poor.principal in host.delinquent, what="grace to run out")
-        assert c.status == DROPPED and not host.store.file_for(c.offer_id).exists()
-        assert host.status()["not_serving"]
-        with pytest.raises(NotEnoughFragments):  # all hosts stopped serving it
-            await until(lambda: all(poor.principal in h.delinquent for h in m.hosts),
-                        what="every host to stop")
-            await retrieve.get(chain, poor, path)
+        before = await chain.next_nonce(poor.principal)
+        with pytest.raises(StorageError, match=r"the offers escrow 1500000 \(3 fragments"):
+            await owner.put(poor.principal.root_path + "/x", os.urandom(50_000))
+        assert owner.entries == {} and await chain.next_nonce(poor.principal) == before
     finally:
         await m.stop()
         await chain.close()
 
 
-async def test_restarting_every_node_mid_contract_loses_nothing(tmp_path: Path) -> None:
+async def test_an_owner_extends_with_its_hosts_consent(tmp_path: Path) -> None:
+    async with market(tmp_path, hosts=3, k=2, n=3, periods=8) as m:
+        owner = m.owner
+        assert owner is not None
+        entry = await owner.put(PATH, os.urandom(40_000))
+        assert await owner.wait_placed(PATH, 30)
+        locked = [m.record(i).collateral_locked for i in range(3)]
+        assert sorted(await owner.extend(PATH, 4)) == [0, 1, 2]
+        await until(lambda: all(c.periods == 12 for c in m.chain.node.chain.tree
+                                .contracts_by_owner(OWNER.principal)), what="the extensions mined")
+        for i in range(3):  # each host locked the added periods' collateral
+            assert m.record(i).collateral_locked >= locked[i] + 4 * entry.options.collateral \
+                - 2 * entry.options.collateral  # a period or two may have been proven meanwhile
+
+
+async def test_restarting_every_node_mid_contract_loses_no_proof_or_pay(tmp_path: Path) -> None:
     data = os.urandom(150_000)
     chain = InProcessChain.open(tmp_path / "node")
     m = Market(tmp_path, chain)
     try:
-        await m.start_owner(periods=30)
+        await m.fund_hosts(5)
+        await chain.mine()
+        await m.start_owner(periods=40)
         for i in range(5):
             await m.start_host(i)
         await chain.mine()
-        chain.start_mining(TICK)
+        m.start_mining()
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 20)
-        await until(lambda: all(len(s.vouchers) >= 1 for s in entry.slots), what="first vouchers")
-        # stop everything, the chain node included, and start it all again from disk
+        assert await owner.wait_placed(PATH, 30)
+        await until(lambda: m.proven() >= 1, what="a first period proven")
+        # stop everything, the chain node included, and start it all again from disk (no block
+        # is mined meanwhile, as when a single node restarts between two blocks)
+        await chain.stop_mining()
         await m.stop()
         height = await chain.tip_height()
         await chain.close()
-        earned = {str(h.principal): h.status()["earned"] for h in m.hosts}
         chain = InProcessChain.open(tmp_path / "node")
         m.chain = chain
         assert await chain.tip_height() == height
-        owner = await m.start_owner(periods=30)
+        owner = await m.start_owner(periods=40)
         for i in range(5):
             await m.start_host(i)
         reloaded = owner.entries[PATH]
         assert [s.offer_id for s in reloaded.slots] == [s.offer_id for s in entry.slots]
         assert all(s.state == "active" for s in reloaded.slots)
         assert all(len(h.trees) == 1 for h in m.hosts)  # fragments checked again on start
-        chain.start_mining(TICK)
-        paid = {s.index: len(s.vouchers) for s in reloaded.slots}
-        await until(lambda: all(len(s.vouchers) > paid[s.index] for s in reloaded.slots),
-                    what="challenges to continue after the restart")
-        await until(lambda: all(h.status()["earned"] > earned[str(h.principal)] for h in m.hosts),
-                    what="payments to continue after the restart")
-        assert all(s.misses == 0 for s in reloaded.slots)
+        proven = m.proven()
+        earned = [m.record(i).earned for i in range(5)]
+        m.start_mining()
+        await until(lambda: m.proven() >= proven + 2, what="proofs to continue after the restart")
+        assert all(m.record(i).earned > earned[i] for i in range(5))
+        assert all(m.record(i).periods_missed == 0 for i in range(5))
         assert bytes(await retrieve.get(chain, OWNER, PATH)) == data
     finally:
         await m.stop()

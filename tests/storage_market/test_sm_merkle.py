@@ -10,18 +10,17 @@ from hypothesis import strategies as st
 
 from chain.hashes import ZERO_HASH
 from chain.hashes import merkle_root as chain_merkle_root
-from chain.storageproof import proof_length
-from storage_market.errors import FormatError, IntegrityError, StorageError
+from chain.storageproof import leaf_indexes, period_seed, proof_length, root_from_path
+from storage_market.errors import IntegrityError, StorageError
 from storage_market.merkle import (
-    MAX_CHALLENGE_LEAVES,
-    ChallengeResponse,
-    LeafProof,
+    HashTree,
     MerkleTree,
     check_root,
     leaf_count,
     merkle_root,
     verify_proof,
 )
+from storage_market.proving import proof_item
 
 LEAF = 64
 # Leaf counts 1 (single), 2, 3, 4, 5, 7, 8, 9, 16, 17; sizes with a short last leaf too.
@@ -115,47 +114,21 @@ def test_default_leaf_size_on_a_larger_fragment() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.binary(min_size=1, max_size=40 * LEAF), st.data())
-def test_challenge_response_round_trip(data: bytes, draw: st.DataObject) -> None:
-    tree = MerkleTree(data, LEAF)
-    picks = draw.draw(st.lists(st.integers(0, tree.leaf_count - 1), min_size=1, max_size=6))
-    response = tree.respond(picks)
-    encoded = response.encode()
-    assert ChallengeResponse.decode(encoded) == response
-    assert response.verify(tree.root, tree.leaf_count, picks)
-    assert not response.verify(tree.root, tree.leaf_count, [*picks, tree.leaf_count])
-    # Any flipped byte is refused at decode or at verify.
-    pos = draw.draw(st.integers(0, len(encoded) - 1))
-    mutated = bytearray(encoded)
-    mutated[pos] ^= draw.draw(st.integers(1, 255))
-    try:
-        decoded = ChallengeResponse.decode(bytes(mutated))
-    except FormatError:
-        return
-    assert not decoded.verify(tree.root, tree.leaf_count, picks)
-
-
-def test_challenge_response_canonical_form() -> None:
-    tree = MerkleTree(os.urandom(8 * LEAF), LEAF)
-    a, b = tree.respond([2]).proofs[0], tree.respond([5]).proofs[0]
-    with pytest.raises(FormatError):
-        ChallengeResponse((b, a)).encode()
-    with pytest.raises(FormatError):
-        ChallengeResponse(()).encode()
-    good = ChallengeResponse((a, b)).encode()
-    swapped = ChallengeResponse((a, b))
-    # Hand-build the out-of-order encoding and check the decoder refuses it.
-    body = good[2:]
-    first_len = len(ChallengeResponse((a,)).encode()) - 2
-    with pytest.raises(FormatError):
-        ChallengeResponse.decode(good[:2] + body[first_len:] + body[:first_len])
-    with pytest.raises(FormatError):
-        ChallengeResponse.decode(good + b"\x00")
-    with pytest.raises(FormatError):
-        ChallengeResponse.decode(b"\x02" + good[1:])
-    assert swapped.verify(tree.root, 8, [5, 2, 2])
-    too_many = ChallengeResponse(
-        tuple(LeafProof(i, b"x", ()) for i in range(MAX_CHALLENGE_LEAVES + 1))
-    )
-    with pytest.raises(FormatError):
-        too_many.encode()
+@given(st.binary(min_size=1, max_size=40 * LEAF), st.binary(min_size=32, max_size=32),
+       st.integers(1, 8), st.data())
+def test_a_period_proof_from_a_hash_tree_and_leaves_verifies_as_the_chain_checks_it(
+        data: bytes, opening: bytes, picks: int, draw: st.DataObject) -> None:
+    """What a host builds (paths from the hash tree it keeps, leaves read from its disk) is what
+    the fold accepts: the seed's leaves, each leading to the root; any flipped byte fails."""
+    light, full = HashTree.of(data, LEAF), MerkleTree(data, LEAF)
+    cid = b"\x09" * 32
+    item = proof_item(light, lambda idx: [full.leaf(i) for i in idx], cid, 3, opening, picks)
+    indexes = leaf_indexes(period_seed(opening, cid), light.leaf_count, picks)
+    assert (item.contract, item.period, len(item.leaves)) == (cid, 3, picks)
+    for index, proven in zip(indexes, item.leaves, strict=True):
+        assert root_from_path(proven.leaf, index, light.leaf_count, proven.path) == full.root
+    j = draw.draw(st.integers(0, picks - 1))
+    leaf = bytearray(item.leaves[j].leaf)
+    leaf[draw.draw(st.integers(0, len(leaf) - 1))] ^= draw.draw(st.integers(1, 255))
+    assert root_from_path(bytes(leaf), indexes[j], light.leaf_count,
+                          item.leaves[j].path) != full.root

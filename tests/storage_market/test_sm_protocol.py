@@ -21,22 +21,21 @@ from chain.net import SecureChannel
 from storage_market import protocol as proto
 from storage_market.chainclient import Signer
 from storage_market.errors import IntegrityError
-from storage_market.host import FragmentStore, HostAgent, HostPolicy
+from storage_market.fragmentstore import FragmentStore
+from storage_market.host import HostAgent, HostPolicy
 from storage_market.httpclient import HttpChain
 from storage_market.inprocess import InProcessChain, serve_api
-from storage_market.merkle import ChallengeResponse, HashTree, LeafProof, MerkleTree
+from storage_market.merkle import HashTree, MerkleTree
 
 CHAIN_ID = b"BLKR"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_messages_round_trip_and_decode_strictly() -> None:
-    tree = MerkleTree(os.urandom(5000), 1024)
     msgs: list[proto.Message] = [
         proto.Fetch((b"\x01" * 32, b"\x03" * 32)), proto.FragmentHeader(b"\x02" * 32, 123456),
-        proto.Receipt(b"\x03" * 64), proto.Stored(b"\x04" * 32),
-        proto.Challenge(b"\x05" * 32, 7, 10_000, (0, 3, 4)), proto.Response(tree.respond([1, 2])),
-        proto.Voucher(7, 100, b"\x06" * 64), proto.Ack(), proto.Retrieve(b"\x07" * 32),
+        proto.Receipt(b"\x03" * 64, KeyPair.generate().principal), proto.Stored(b"\x04" * 32),
+        proto.Extend(b"\x05" * 32, 17), proto.Consent(b"\x06" * 64), proto.Retrieve(b"\x07" * 32),
         proto.Error("busy", "try later"),
     ]
     for m in msgs:
@@ -48,10 +47,6 @@ def test_messages_round_trip_and_decode_strictly() -> None:
             proto.decode(raw[:-1] if len(raw) > 1 else b"")  # truncated
     with pytest.raises(proto.ProtocolError):
         proto.decode(b"\xff")
-    for bad in ((3, 1), (), (2, 2)):  # unsorted, empty, duplicate leaves
-        raw = bytes([5]) + b"\x05" * 32 + b"\x07\x10" + bytes([len(bad), *bad])
-        with pytest.raises(proto.ProtocolError):
-            proto.decode(raw)
 
 
 def test_hash_tree_matches_merkle_tree() -> None:
@@ -59,8 +54,6 @@ def test_hash_tree_matches_merkle_tree() -> None:
     full, light = MerkleTree(data, 1024), HashTree.of(data, 1024)
     assert light.root == full.root and light.leaf_count == full.leaf_count
     assert all(light.proof(i) == full.proof(i) for i in range(full.leaf_count))
-    resp = ChallengeResponse(tuple(LeafProof(i, full.leaf(i), tuple(light.proof(i))) for i in (0, 9)))
-    assert resp.verify(full.root, full.leaf_count, [0, 9])
 
 
 async def _pair(handler: proto.Handler) -> tuple[SecureChannel, proto.Listener]:
@@ -137,7 +130,7 @@ def test_fragment_store_is_atomic_and_checked(tmp_path: Path) -> None:
     data = os.urandom(5000)
     tree = MerkleTree(data, 1024)
     offer = FragmentOffer("/" + str(KeyPair.generate().principal) + "/f", b"\x00" * 32, 0, 5, 3,
-                          len(data), tree.root, 1024, 1, 5, 1, 100)
+                          len(data), tree.root, 1024, 1, 0, 5, 1, 100)
     store = FragmentStore(tmp_path / "frags")
 
     async def write(payload: bytes) -> HashTree:
@@ -186,7 +179,7 @@ async def test_http_client_speaks_the_node_api_and_keeps_error_types(tmp_path: P
         assert await http.fragments(dev.principal.root_path + "/nothing") == {}
         poor = Signer(fresh)
         with pytest.raises(InsufficientFunds):  # the consensus error class, through HTTP
-            await poor.submit(http, Transfer(dev.principal, 10), fee=0)
+            await poor.submit(http, Transfer(dev.principal, 10))
         with pytest.raises(Exception, match="unauthorized"):
             await HttpChain(url, chain.node.params, "wrong").submit(
                 SignedEvent.create(CHAIN_ID, fresh, 0, 0, Transfer(dev.principal, 1)))
@@ -196,16 +189,26 @@ async def test_http_client_speaks_the_node_api_and_keeps_error_types(tmp_path: P
         await chain.close()
 
 
-async def test_host_refuses_challenges_for_what_it_does_not_hold(tmp_path: Path) -> None:
+async def test_host_refuses_what_it_does_not_hold_and_a_new_key_must_be_funded(
+        tmp_path: Path) -> None:
     chain = InProcessChain.open(tmp_path / "node")
-    host = HostAgent(tmp_path / "h", KeyPair.generate(), chain, HostPolicy(1 << 20))
+    key = KeyPair.generate()
+    host = HostAgent(tmp_path / "h", key, chain, HostPolicy(1 << 20))
     try:
+        with pytest.raises(InsufficientFunds, match="has 0"):  # it cannot pay to announce
+            await host.start()
+        await host.stop()
+        await Signer(KeyPair.development(2)).submit(chain, Transfer(key.principal, 10**6))
+        await chain.mine()
+        host = HostAgent(tmp_path / "h", key, chain, HostPolicy(1 << 20))
         await host.start()
-        channel = await proto.dial(host.address, KeyPair.generate(), chain.chain_id, host.principal)
-        async with channel:
-            await proto.send(channel, proto.Challenge(b"\x01" * 32, 0, 1000, (0,)))
-            with pytest.raises(proto.PeerRefused, match="unknown-contract"):
-                await proto.recv(channel, 5)
+        for ask in (proto.Extend(b"\x01" * 32, 9), proto.Retrieve(b"\x01" * 32)):
+            channel = await proto.dial(host.address, KeyPair.generate(), chain.chain_id,
+                                       host.principal)
+            async with channel:
+                await proto.send(channel, ask)
+                with pytest.raises(proto.PeerRefused, match="unknown-contract"):
+                    await proto.recv(channel, 5)
     finally:
         await host.stop()
         await chain.close()
@@ -225,11 +228,14 @@ async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) ->
         return subprocess.run([sys.executable, "-m", "chain", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
-    # no owner runs between put and get to pay them, so give the hosts a grace this test
-    # cannot outlast (grace itself is tested in test_sm_market)
+    # each host's key is funded before it starts: it pays to announce and locks collateral
+    bank = Signer(KeyPair.development(3))
+    for i in range(3):
+        key = KeyPair.generate()
+        key.save(tmp_path / f"h{i}" / "host" / "host.key")
+        await bank.submit(chain, Transfer(key.principal, 10**9))
     hosts = [subprocess.Popen([sys.executable, "-m", "chain", "host", "start", "--capacity", "1M",
-                               "--grace", "1000", "--datadir", str(tmp_path / f"h{i}"), "--json",
-                               *common],
+                               "--datadir", str(tmp_path / f"h{i}"), "--json", *common],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
              for i in range(3)]
     try:
@@ -269,5 +275,5 @@ async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) ->
                            str(tmp_path / f"h{i}"), "--json").stdout) for i in range(3)]
     assert sum(len(h["contracts"]) for h in held) == 3
     assert all(h["capacity"] == 1 << 20 for h in held)
-    # nobody ran `store serve`, so nobody paid: after their grace the hosts stopped serving
-    assert all(h["used"] == 0 or not h["not_serving"] for h in held)
+    # nobody ran `store serve`: the hosts proved and were paid by the chain all the same
+    assert all(h["proven"] >= 1 and h["earned"] > 0 for h in held)
