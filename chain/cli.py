@@ -22,6 +22,7 @@ from chain.blockfile import read_blocks, write_blocks
 from chain.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, resolve_datadir
 from chain.errors import BlockcoinError, ConfigError
 from chain.events import SignedEvent, Transfer
+from chain.filemodes import private_umask
 from chain.header import hash_from_hex, hash_hex
 from chain.node import LocalNode, init_datadir
 from chain.params import network
@@ -39,6 +40,13 @@ app.add_typer(query_app, name="query")
 app.add_typer(store_app, name="store")
 app.add_typer(host_app, name="host")
 app.command("demo")(demo_command)
+
+
+@app.callback()
+def _private_files() -> None:
+    """Every command creates its files private to the user, whatever the umask."""
+    private_umask()
+
 
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="Mining threads (default: every core).")]

@@ -12,6 +12,7 @@ from chain.block import Block
 from chain.chainstate import AcceptResult, ChainState
 from chain.errors import ConfigError
 from chain.events import SignedEvent
+from chain.filemodes import private_umask, restrict_datadir
 from chain.keys import KeyPair
 from chain.mempool import Mempool
 from chain.mining import Solved, solve_block
@@ -26,7 +27,9 @@ def init_datadir(datadir: Path, params: NetworkParams,
     """Create the data directory, config and wallet key; on regtest the wallet is development
     key 0, funded at genesis. With a ``passphrase`` the key is kept encrypted (an existing
     plain key is encrypted in place). Returns the wallet and whether anything was created."""
+    private_umask()
     datadir.mkdir(parents=True, exist_ok=True)
+    restrict_datadir(datadir)
     config = datadir / "config.toml"
     created = False
     if config.exists():
@@ -56,6 +59,8 @@ class LocalNode:
             raise ConfigError(f"{datadir} is a {configured!r} data directory, not {params.name!r}")
         self.datadir = datadir
         self.params = params
+        private_umask()
+        restrict_datadir(datadir)
         self.chain = ChainState(datadir, params, verify_threads)
         self.mempool = Mempool(self.chain)
         self._wallet: Wallet | None = None
