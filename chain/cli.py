@@ -412,6 +412,9 @@ def node(
         help="Peer-to-peer address, HOST:PORT (default 0.0.0.0:<network p2p port>).")] = None,
     api: Annotated[str | None, typer.Option(
         help="HTTP API address, HOST:PORT (default 127.0.0.1:<network API port>).")] = None,
+    api_host: Annotated[list[str] | None, typer.Option(
+        "--api-host", help="A Host name the API answers besides loopback names and its own "
+                           "address (repeatable).")] = None,
     announce: Annotated[str | None, typer.Option(
         help="Address to publish in /global/principals (default: --listen unless a wildcard)."
     )] = None,
@@ -457,7 +460,8 @@ def node(
     options = NodeOptions(listen=listen, api=api, connect=list(connect or []), mine=mine,
                           mine_interval=mine_interval, target_outbound=outbound,
                           discover=discover, announce=announce, ban_seconds=ban_seconds,
-                          stall_timeout=stall_timeout, mine_threads=threads)
+                          stall_timeout=stall_timeout, mine_threads=threads,
+                          api_hosts=list(api_host or []))
     try:
         run_node(path, network(net), options)
     except OSError as exc:

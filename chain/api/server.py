@@ -42,6 +42,7 @@ from chain.events import SignedEvent, decode_event
 from chain.header import hash_from_hex, hash_hex
 from chain.net.addrman import parse_peer_spec
 from chain.net.core import NodeCore
+from chain.net.gate import ConnectionGate, Stage
 from chain.net.manager import PeerManager
 from chain.paths import check_path
 from chain.principal import Principal
@@ -88,6 +89,7 @@ class ApiContext:
     requests: Counter[str] = field(default_factory=Counter)
     subscribers: set[asyncio.Queue[str | None]] = field(default_factory=set)
     allowed_hosts: frozenset[str] = frozenset()  # Host names beyond loopback (lowercase)
+    gate: ConnectionGate | None = None  # the API port's: told when a connection is busy
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
@@ -132,6 +134,8 @@ async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     ctx = request.app[CTX]
+    if ctx.gate is not None:
+        ctx.gate.set_stage(request.transport, Stage.ACTIVE)
     try:
         if not host_allowed(request.headers.get("Host"), ctx.allowed_hosts):
             raise ApiError(403, "bad-host", "the Host header does not name this node's API "
@@ -151,6 +155,9 @@ async def error_middleware(
     except Exception as exc:  # a bug: report it, keep serving
         log.exception("API handler failed on %s %s", request.method, request.path)
         response = error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+    finally:
+        if ctx.gate is not None:
+            ctx.gate.set_stage(request.transport, Stage.IDLE)
     ctx.requests[str(response.status)] += 1
     return response
 
@@ -611,13 +618,23 @@ def render_metrics(ctx: ApiContext) -> str:
     out = manager.outbound
     metric("peers", "gauge", "Connected peers.",
            [('{direction="outbound"}', out), ('{direction="inbound"}', len(manager.peers) - out)])
+    metric("header_tree_size", "gauge", "Headers held in memory, with or without their block.",
+           [("", len(core.tree))])
+    metric("recent_rejects", "gauge", "Event ids refused recently (not checked again).",
+           [("", len(manager.rejects))])
+    if ctx.gate is not None and manager.gate is not None:
+        for gate in (manager.gate, ctx.gate):
+            metric(f"{gate.name}_connections", "gauge", "Open connections by stage and refusals.",
+                   [(f'{{what="{k}"}}', v) for k, v in sorted(gate.stats().items())])
     metric("known_addresses", "gauge", "Addresses in the address book.",
            [("", len(manager.addrman))])
     metric("bans_active", "gauge", "Active bans.", [("", len(manager.bans.to_json()))])
     for name, value in sorted(core.counters.items()):
         metric(f"{name}_total", "counter", f"Count of {name.replace('_', ' ')}.", [("", value)])
     for name in ("misbehaviour", "bans", "handshake_failures", "stalls", "low_work_headers",
-                 "blocks_downloaded", "announcements", "connections", "banned_refused"):
+                 "blocks_downloaded", "announcements", "connections", "banned_refused",
+                 "events_checked", "presync_headers", "blocks_unavailable", "evictions",
+                 "inbound_refused"):
         metric(f"p2p_{name}_total", "counter", f"Peer-to-peer {name.replace('_', ' ')}.",
                [("", manager.counters.get(name, 0))])
     metric("p2p_messages_received_total", "counter", "Messages received from peers, by type.",

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from chain.errors import BadParent, BadProofOfWork, DecodeError
 from chain.events import SignedEvent
 from chain.keys import KeyPair
-from chain.net.addrman import AddressBook, BanList, parse_address, parse_peer_spec
+from chain.net.addrman import AddressBook, parse_address, parse_peer_spec
+from chain.net.bans import BanList
 from chain.net.headers import HeaderTree
 from chain.net.messages import (
     MAX_HEADERS,
@@ -151,8 +152,8 @@ def test_addresses_and_bans() -> None:
     assert [b["principal"] for b in bans.to_json()] == [str(P)]
 
 
-def test_bans_outlive_a_restart_and_a_damaged_list_is_set_aside(tmp_path: Path) -> None:
-    path = tmp_path / "bans.json"
+def test_bans_outlive_a_restart_and_a_damaged_line_costs_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "bans.log"
     other = KeyPair.development(5).principal
     bans = BanList(60, path)
     bans.ban(P, None, "sent an invalid block")
@@ -164,9 +165,26 @@ def test_bans_outlive_a_restart_and_a_damaged_list_is_set_aside(tmp_path: Path) 
     assert {b["reason"] for b in again.to_json()} == {"sent an invalid block", "wrong key"}
     again.clear()
     assert not BanList(60, path).is_banned(P)
-    path.write_text("{not json")
-    fresh = BanList(60, path)  # starts, with no bans, the damaged file kept for a look
-    assert fresh.to_json() == [] and (tmp_path / "bans.json.bad").exists()
+    again.ban(P, None, "again")
+    with path.open("a") as fh:
+        fh.write('{"kind": "principal", "key": "torn')  # a crash in the middle of an append
+    assert BanList(60, path).is_banned(P)
+
+
+def test_bans_by_address_and_subnet_are_one_append_each(tmp_path: Path) -> None:
+    path = tmp_path / "bans.log"
+    bans = BanList(60, path)
+    bans.ban(P, None, "garbage", ip="10.1.2.3")
+    assert bans.is_banned(ip="10.1.2.3") and not bans.is_banned(ip="10.1.2.4")
+    bans.ban(ip="192.168.7.0/24", reason="operator")
+    assert bans.is_banned(ip="192.168.7.200") and not bans.is_banned(ip="192.168.8.1")
+    size = path.stat().st_size
+    bans.ban(KeyPair.development(6).principal, None, "x")
+    grown = path.read_bytes()[size:]
+    assert grown.count(b"\n") == 1  # one line appended, nothing rewritten
+    again = BanList(60, path)
+    assert again.is_banned(ip="192.168.7.9") and again.is_banned(ip="10.1.2.3")
+    assert {b["network"] for b in again.to_json()} >= {"10.1.2.3/32", "192.168.7.0/24"}
 
 
 def test_token_bucket_limits_bursts() -> None:
