@@ -428,6 +428,9 @@ def node(
     stall_timeout: Annotated[float, typer.Option(
         min=0.5, help="Drop a peer that holds block requests this long without answering.")
     ] = 5.0,
+    handshake_timeout: Annotated[float, typer.Option(
+        min=1.0, help="Close an inbound peer connection whose handshake is not done by then.")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     threads: ThreadsOpt = None,
     net: NetworkOpt = "main", datadir: DatadirOpt = None,
@@ -461,7 +464,7 @@ def node(
                           mine_interval=mine_interval, target_outbound=outbound,
                           discover=discover, announce=announce, ban_seconds=ban_seconds,
                           stall_timeout=stall_timeout, mine_threads=threads,
-                          api_hosts=list(api_host or []))
+                          api_hosts=list(api_host or []), handshake_timeout=handshake_timeout)
     try:
         run_node(path, network(net), options)
     except OSError as exc:

@@ -79,6 +79,7 @@ class NodeOptions:
     verify_threads: int | None = None
     mine_threads: int | None = None
     api_hosts: list[str] = field(default_factory=list)  # Host names the API answers beyond loopback
+    handshake_timeout: float = PENDING_TIMEOUT
 
 
 class Miner:
@@ -179,11 +180,12 @@ class Daemon:
         config = NetConfig(listen=listen, announce=opts.announce, seeds=seeds,
                            target_outbound=opts.target_outbound, discover=opts.discover,
                            ban_seconds=opts.ban_seconds, ban_file=self.datadir / "bans.log",
-                           stall_timeout=opts.stall_timeout)
+                           stall_timeout=opts.stall_timeout,
+                           handshake_timeout=opts.handshake_timeout)
         self.manager = PeerManager(self.core, config)
         self.manager.gate = p2p_gate = ConnectionGate(
             "p2p", port_budget(self.fd_limit, config.max_inbound + P2P_PENDING_SLOTS, 0.3),
-            P2P_MAX_PER_HOST, PENDING_TIMEOUT, PENDING_TIMEOUT,
+            P2P_MAX_PER_HOST, opts.handshake_timeout, opts.handshake_timeout,
             refuse=self.manager.bans.ip_banned)
 
         p2p_app = web.Application()

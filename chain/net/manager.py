@@ -924,8 +924,8 @@ class PeerManager:
     # --- events ------------------------------------------------------------------------
 
     async def _on_events(self, peer: Peer, events: list[SignedEvent]) -> None:
-        """Check relayed events new to us, once each: ids refused recently or being checked
-        right now (sent by another peer too) are skipped."""
+        """Check relayed events new to us, once each: ids refused recently are skipped, and
+        ids under check right now (sent by another peer too) wait for that check's verdict."""
         rejects = self.rejects
         fresh: list[SignedEvent] = []
         ids: list[bytes] = []
@@ -933,20 +933,24 @@ class PeerManager:
         for ev in events:
             eid = self.core.event_id(ev)
             peer.know_event(eid)
-            if eid in self.core.mempool.entries or eid in rejects.checking or eid in ids:
+            if eid in self.core.mempool.entries or eid in ids:
                 continue
-            if eid in rejects:
+            if eid in rejects.checking:
+                rejects.checking[eid].append(peer)
+            elif eid in rejects:
                 refused_again += 1
-                continue
-            fresh.append(ev)
-            ids.append(eid)
-        penalty = refused_again * POLICY_PENALTY
+            else:
+                fresh.append(ev)
+                ids.append(eid)
+        penalties: Counter[Peer] = Counter()
+        penalties[peer] += refused_again
         if fresh:
-            rejects.checking.update(ids)
+            for eid in ids:
+                rejects.checking[eid] = []
             try:
                 results = await self.core.add_events(fresh, source=peer)
             finally:
-                rejects.checking.difference_update(ids)
+                waiting = {eid: rejects.checking.pop(eid, []) for eid in ids}
             self.counters["events_checked"] += len(fresh)
             broken = None
             for eid, (_, accepted, err) in zip(ids, results, strict=True):
@@ -957,12 +961,17 @@ class PeerManager:
                 rejects.add(eid, permanent)
                 if permanent:
                     broken = err
-                elif not isinstance(err, (DuplicateEvent, BadNonce)):  # not merely a race
-                    penalty += POLICY_PENALTY
+                if not isinstance(err, (DuplicateEvent, BadNonce)):  # not merely a race
+                    penalties[peer] += not permanent
+                    for other in waiting[eid]:
+                        if isinstance(other, Peer):
+                            penalties[other] += 1
             if broken is not None:
                 self._misbehave(peer, 50, f"relayed a broken event: {broken}")
-        if penalty and not peer.closed:
-            self._misbehave(peer, penalty, "relayed events that policy refuses")
+        for who, count in penalties.items():
+            if count and not who.closed:
+                self._misbehave(who, count * POLICY_PENALTY,
+                                f"relayed {count} event(s) that policy refuses")
 
     def _on_event(self, ev: SignedEvent, eid: bytes, source: object) -> None:
         for peer in list(self.peers.values()):

@@ -5,8 +5,9 @@ the same refused events (unfunded, badly signed) could otherwise keep a core bus
 As Bitcoin Core's ``m_recent_rejects`` does, the node remembers the ids it refused: an event
 that can never become valid (a bad signature, over the size limit) stays remembered; one
 refused for the state of the chain (no funds yet, a nonce ahead) is forgotten when the tip
-moves, since it may be valid on the new tip. Ids under check are tracked too, so six peers
-sending the same message at once cause one check, not six.
+moves, since it may be valid on the new tip. Ids under check are tracked too, with the other
+peers that sent them meanwhile, so six peers sending the same message at once cause one check,
+not six, and each shares the verdict.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class RecentRejects:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
         self._ids: OrderedDict[bytes, bool] = OrderedDict()  # id -> refused for good
-        self.checking: set[bytes] = set()
+        self.checking: dict[bytes, list[object]] = {}  # id -> the others who sent it meanwhile
 
     def __len__(self) -> int:
         return len(self._ids)
