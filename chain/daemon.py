@@ -41,6 +41,7 @@ from chain.api.client import node_file
 from chain.api.server import ApiContext, make_app
 from chain.block import Block
 from chain.events import Announce
+from chain.filemodes import private_umask
 from chain.mining import mine_header, shared_miner, solve
 from chain.net.addrman import parse_address, parse_peer_spec
 from chain.net.core import NodeCore
@@ -318,6 +319,7 @@ class Daemon:
 
 def run_node(datadir: Path, params: NetworkParams, options: NodeOptions) -> None:
     """Run a node until SIGINT or SIGTERM."""
+    private_umask()
 
     async def main() -> None:
         daemon = Daemon(datadir, params, options)

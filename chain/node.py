@@ -12,7 +12,7 @@ from chain.block import Block
 from chain.chainstate import AcceptResult, ChainState
 from chain.errors import ConfigError
 from chain.events import SignedEvent
-from chain.filemodes import private_umask, restrict_datadir
+from chain.filemodes import restrict_datadir
 from chain.keys import KeyPair
 from chain.mempool import Mempool
 from chain.mining import Solved, solve_block
@@ -27,7 +27,6 @@ def init_datadir(datadir: Path, params: NetworkParams,
     """Create the data directory, config and wallet key; on regtest the wallet is development
     key 0, funded at genesis. With a ``passphrase`` the key is kept encrypted (an existing
     plain key is encrypted in place). Returns the wallet and whether anything was created."""
-    private_umask()
     datadir.mkdir(parents=True, exist_ok=True)
     restrict_datadir(datadir)
     config = datadir / "config.toml"
@@ -38,6 +37,7 @@ def init_datadir(datadir: Path, params: NetworkParams,
             raise ConfigError(f"{datadir} is a {existing!r} data directory, not {params.name!r}")
     else:
         config.write_text(f'network = "{params.name}"\n')
+        config.chmod(0o600)
         created = True
     key_path = datadir / "wallet.key"
     if not key_path.exists():
@@ -59,7 +59,6 @@ class LocalNode:
             raise ConfigError(f"{datadir} is a {configured!r} data directory, not {params.name!r}")
         self.datadir = datadir
         self.params = params
-        private_umask()
         restrict_datadir(datadir)
         self.chain = ChainState(datadir, params, verify_threads)
         self.mempool = Mempool(self.chain)
