@@ -41,6 +41,7 @@ from chain.errors import BlockcoinError, DecodeError
 from chain.events import SignedEvent, decode_event
 from chain.header import hash_from_hex, hash_hex
 from chain.net.addrman import parse_peer_spec
+from chain.net.bans import parse_network
 from chain.net.core import NodeCore
 from chain.net.gate import ConnectionGate, Stage
 from chain.net.manager import PeerManager
@@ -506,6 +507,29 @@ async def bans(request: web.Request) -> web.Response:
     return web.json_response({"bans": request.app[CTX].manager.bans.to_json()})
 
 
+async def ban_network(request: web.Request) -> web.Response:
+    """An operator's ban of an address or a whole subnet (peers from there are refused)."""
+    _auth(request)
+    data = await _json_body(request)
+    if set(data) - {"network", "seconds", "reason"}:
+        raise ApiError(400, "bad-request", "only network, seconds and reason may be given")
+    text, seconds, reason = data.get("network"), data.get("seconds"), data.get("reason", "")
+    if not isinstance(text, str) or len(text) > 64:
+        raise ApiError(400, "bad-network", "network is an address or a subnet, a.b.c.0/24")
+    if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)
+                                or not 1 <= seconds <= 10**8):
+        raise ApiError(400, "bad-request", "seconds is an integer in 1..100000000")
+    if not isinstance(reason, str) or len(reason) > 200:
+        raise ApiError(400, "bad-request", "reason is text of at most 200 characters")
+    try:
+        parse_network(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad-network", str(exc)) from None
+    bans = request.app[CTX].manager.bans
+    bans.ban(reason=reason or "operator", seconds=seconds, ip=text)
+    return web.json_response({"bans": bans.to_json()})
+
+
 async def clear_bans(request: web.Request) -> web.Response:
     _auth(request)
     request.app[CTX].manager.bans.clear()
@@ -685,6 +709,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_get("/peers", peers)
     r.add_post("/peers", connect_peer)
     r.add_get("/bans", bans)
+    r.add_post("/bans", ban_network)
     r.add_delete("/bans", clear_bans)
     r.add_post("/mine", mine)
     r.add_get("/state/digest", state_digest)

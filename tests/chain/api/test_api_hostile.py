@@ -153,3 +153,13 @@ def test_the_cli_sends_the_token_only_to_a_loopback_api(tmp_path: Path,
     (datadir / "node.json").write_text(json.dumps({"api": "http://10.1.2.3:28634"}))
     assert ApiClient.for_datadir(datadir).token == "secret"
 
+
+
+def test_an_operator_bans_a_subnet(node: NodeProc) -> None:
+    auth = {"Authorization": f"Bearer {token(node)}"}
+    body = json.dumps({"network": "198.51.100.0/24", "seconds": 60, "reason": "spam"}).encode()
+    status, answer = raw(node, "POST", "/bans", body, auth)
+    assert status == 200 and "198.51.100.0/24" in {b["network"] for b in answer["bans"]}
+    bad = json.dumps({"network": "198.51.100.0/99"}).encode()
+    assert raw(node, "POST", "/bans", bad, auth)[0] == 400
+    assert raw(node, "POST", "/bans", body)[0] == 401

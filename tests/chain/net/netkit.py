@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -302,3 +303,69 @@ class Hostile:
         if self.channel is not None:
             await self.channel.close()
         await self.session.close()
+
+
+# --- attacks shared by the attack tests and the soak ------------------------------------
+
+
+CLAIM = 1 << 60  # the work a hostile peer claims in its hello
+
+
+def tip_block(node: NodeProc) -> tuple[Block, int]:
+    height = int(node.get("/tip")["height"])
+    return Block.decode(node.get(f"/blocks/{height}/raw")), height
+
+
+def metric(node: NodeProc, name: str) -> float:
+    text = node.get("/metrics").decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    raise AssertionError(f"no metric {name}")
+
+
+def banned(node: NodeProc, key: KeyPair) -> bool:
+    return str(key.principal) in {b["principal"] for b in node.get("/bans")["bans"]}
+
+
+async def drain(h: Hostile) -> None:
+    """Read and ignore whatever the node sends, until it hangs up."""
+    with contextlib.suppress(ChannelError):
+        while True:
+            await h.recv()
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@contextlib.contextmanager
+def idle_sockets(port: int, count: int, sources: list[str],
+                 request: bytes = b"") -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``port`` from ``sources`` in turn, each sending ``request``
+    (nothing by default) and then nothing more."""
+    socks: list[socket.socket] = []
+    try:
+        for i in range(count):
+            s = socket.socket()
+            socks.append(s)
+            s.settimeout(5)
+            s.bind((sources[i % len(sources)], 0))
+            with contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+                if request:
+                    s.sendall(request)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def open_fds(node: NodeProc) -> int:
+    assert node.proc is not None
+    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+UPGRADE = (b"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n\r\n")

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import resource
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -29,43 +25,25 @@ from chain.net import ChannelError
 from chain.net.messages import BlockMsg, Events, GetBlocks, GetHeaders, Headers, decode_message
 from chain.params import REGTEST
 from tests.chain.net.netkit import (
+    CLAIM,
+    UPGRADE,
     Hostile,
     NodeProc,
+    banned,
+    drain,
+    idle_sockets,
     init_node_dir,
     make_blocks,
+    metric,
     next_source,
+    open_fds,
+    raise_nofile,
     running,
+    tip_block,
     wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-CLAIM = 1 << 60  # the work a hostile peer claims in its hello
-
-
-def tip_block(node: NodeProc) -> tuple[Block, int]:
-    height = int(node.get("/tip")["height"])
-    return Block.decode(node.get(f"/blocks/{height}/raw")), height
-
-
-def metric(node: NodeProc, name: str) -> float:
-    text = node.get("/metrics").decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    raise AssertionError(f"no metric {name}")
-
-
-def banned(node: NodeProc, key: KeyPair) -> bool:
-    return str(key.principal) in {b["principal"] for b in node.get("/bans")["bans"]}
-
-
-async def drain(h: Hostile) -> None:
-    """Read and ignore whatever the node sends, until it hangs up."""
-    with contextlib.suppress(ChannelError):
-        while True:
-            await h.recv()
-
 
 async def off_thread(fn, *args):  # type: ignore[no-untyped-def]
     return await asyncio.to_thread(fn, *args)
@@ -151,39 +129,6 @@ async def test_the_miner_goes_on_while_blocks_are_withheld(tmp_path: Path) -> No
         assert status["mining"] and status["height"] >= height + 5
 
 
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-@contextlib.contextmanager
-def idle_sockets(port: int, count: int, sources: list[str],
-                 request: bytes = b"") -> Iterator[list[socket.socket]]:
-    """``count`` connections to ``port`` from ``sources`` in turn, each sending ``request``
-    (nothing by default) and then nothing more."""
-    socks: list[socket.socket] = []
-    try:
-        for i in range(count):
-            s = socket.socket()
-            socks.append(s)
-            s.settimeout(5)
-            s.bind((sources[i % len(sources)], 0))
-            with contextlib.suppress(OSError):
-                s.connect(("127.0.0.1", port))
-                if request:
-                    s.sendall(request)
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
-
-
-def open_fds(node: NodeProc) -> int:
-    assert node.proc is not None
-    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
-
-
 def timed_status(node: NodeProc) -> float:
     started = time.monotonic()
     node.get("/status")
@@ -210,11 +155,6 @@ def test_idle_connections_are_capped_and_closed_while_the_api_answers(tmp_path: 
             assert timed_status(node) < 1.0
         text = node.get("/metrics").decode()
         assert 'blockcoin_p2p_connections{what="timed_out"}' in text
-
-
-UPGRADE = (b"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-           b"Sec-WebSocket-Version: 13\r\n\r\n")
 
 
 def test_an_honest_peer_connects_while_500_handshakes_stall(tmp_path: Path) -> None:
