@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench lint typecheck clean
+.PHONY: venv test soak demo bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not soak"
+
+# A 3-node devnet mining for SOAK_SECONDS (default 600) while a hostile peer cycles attacks.
+soak: venv
+	$(BIN)/python -m pytest -q -m soak tests/chain/net/test_soak.py
 
 demo: venv
 	$(BIN)/blockcoin demo

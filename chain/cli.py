@@ -22,6 +22,7 @@ from chain.blockfile import read_blocks, write_blocks
 from chain.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, resolve_datadir
 from chain.errors import BlockcoinError, ConfigError
 from chain.events import SignedEvent, Transfer
+from chain.filemodes import private_umask
 from chain.header import hash_from_hex, hash_hex
 from chain.node import LocalNode, init_datadir
 from chain.params import network
@@ -39,6 +40,13 @@ app.add_typer(query_app, name="query")
 app.add_typer(store_app, name="store")
 app.add_typer(host_app, name="host")
 app.command("demo")(demo_command)
+
+
+@app.callback()
+def _private_files() -> None:
+    """Every command creates its files private to the user, whatever the umask."""
+    private_umask()
+
 
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="Mining threads (default: every core).")]
@@ -409,6 +417,9 @@ def node(
         help="Peer-to-peer address, HOST:PORT (default 0.0.0.0:<network p2p port>).")] = None,
     api: Annotated[str | None, typer.Option(
         help="HTTP API address, HOST:PORT (default 127.0.0.1:<network API port>).")] = None,
+    api_host: Annotated[list[str] | None, typer.Option(
+        "--api-host", help="A Host name the API answers besides loopback names and its own "
+                           "address (repeatable).")] = None,
     announce: Annotated[str | None, typer.Option(
         help="Address to publish in /global/principals (default: --listen unless a wildcard)."
     )] = None,
@@ -422,6 +433,9 @@ def node(
     stall_timeout: Annotated[float, typer.Option(
         min=0.5, help="Drop a peer that holds block requests this long without answering.")
     ] = 5.0,
+    handshake_timeout: Annotated[float, typer.Option(
+        min=1.0, help="Close an inbound peer connection whose handshake is not done by then.")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     threads: ThreadsOpt = None,
     net: NetworkOpt = "main", datadir: DatadirOpt = None,
@@ -454,7 +468,8 @@ def node(
     options = NodeOptions(listen=listen, api=api, connect=list(connect or []), mine=mine,
                           mine_interval=mine_interval, target_outbound=outbound,
                           discover=discover, announce=announce, ban_seconds=ban_seconds,
-                          stall_timeout=stall_timeout, mine_threads=threads)
+                          stall_timeout=stall_timeout, mine_threads=threads,
+                          api_hosts=list(api_host or []), handshake_timeout=handshake_timeout)
     try:
         run_node(path, network(net), options)
     except OSError as exc:

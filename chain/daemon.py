@@ -11,9 +11,14 @@ nonces with the numba miner (:func:`chain.mining.mine_header`, ``--threads`` of 
 hands a solved block to the peer manager, which connects and announces it. The search stops,
 within a millisecond, when the tip moves (the next template builds on the new tip) and, at most
 once a second, when new events arrive that the next template can include. A hash-rate line is
-logged every ten seconds. It pauses while the node is downloading a better chain. On regtest, where a block
+logged every ten seconds. It pauses while the node is downloading a better chain whose blocks
+are arriving, and only then: blocks withheld or refused never stop it. On regtest, where a block
 takes a few hashes, it waits ``mine_interval`` seconds between blocks (default: the network's
 target spacing).
+
+Both listening ports pass every connection through a :class:`~chain.net.gate.ConnectionGate`
+(caps per address and in total, deadlines until a connection is useful), and the open-file
+limit is raised to the hard limit at start.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from chain.api.client import node_file
 from chain.api.server import ApiContext, make_app
 from chain.block import Block
 from chain.events import Announce
+from chain.filemodes import private_umask
 from chain.mining import mine_header, shared_miner, solve
 from chain.net.addrman import parse_address, parse_peer_spec
 from chain.net.core import NodeCore
+from chain.net.gate import ConnectionGate, GatedSite, port_budget, raise_fd_limit
 from chain.net.manager import NetConfig, PeerManager
 from chain.node import LocalNode
 from chain.params import NetworkParams
@@ -51,6 +58,11 @@ log = logging.getLogger("blockcoin.node")
 TEMPLATE_MAX_AGE = 30.0
 TEMPLATE_REFRESH = 1.0  # at most this often, a template takes in newly arrived events
 HASHRATE_REPORT = 10.0
+PENDING_TIMEOUT = 10.0  # a connection that has not become useful by then is closed
+API_IDLE_TIMEOUT = 15.0  # an API keep-alive connection between requests
+P2P_PENDING_SLOTS = 128  # handshakes under way, on top of the inbound peers
+P2P_MAX_PER_HOST = 16
+API_MAX_CONNECTIONS = 1024
 
 
 @dataclass
@@ -67,6 +79,8 @@ class NodeOptions:
     stall_timeout: float = 5.0
     verify_threads: int | None = None
     mine_threads: int | None = None
+    api_hosts: list[str] = field(default_factory=list)  # Host names the API answers beyond loopback
+    handshake_timeout: float = PENDING_TIMEOUT
 
 
 class Miner:
@@ -91,7 +105,7 @@ class Miner:
         threads = d.options.mine_threads
         last_report = _time.monotonic()
         while not self.stop_event.is_set():
-            if core.syncing:
+            if d.manager.downloading:
                 self.stop_event.wait(0.2)
                 continue
             try:
@@ -146,6 +160,8 @@ class Daemon:
         self.p2p_address = ""
         self._announce_warned = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.fd_limit = raise_fd_limit()
+        self.gates: list[ConnectionGate] = []
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -164,14 +180,19 @@ class Daemon:
         listen = opts.listen or f"0.0.0.0:{params.p2p_port}"
         config = NetConfig(listen=listen, announce=opts.announce, seeds=seeds,
                            target_outbound=opts.target_outbound, discover=opts.discover,
-                           ban_seconds=opts.ban_seconds, ban_file=self.datadir / "bans.json",
-                           stall_timeout=opts.stall_timeout)
+                           ban_seconds=opts.ban_seconds, ban_file=self.datadir / "bans.log",
+                           stall_timeout=opts.stall_timeout,
+                           handshake_timeout=opts.handshake_timeout)
         self.manager = PeerManager(self.core, config)
+        self.manager.gate = p2p_gate = ConnectionGate(
+            "p2p", port_budget(self.fd_limit, config.max_inbound + P2P_PENDING_SLOTS, 0.3),
+            P2P_MAX_PER_HOST, opts.handshake_timeout, opts.handshake_timeout,
+            refuse=self.manager.bans.ip_banned)
 
         p2p_app = web.Application()
         p2p_app.router.add_get("/p2p", self.manager.handle_inbound)
         host, port = parse_address(listen, allow_zero=True)
-        port = await self._serve(p2p_app, host, port)
+        port = await self._serve(p2p_app, host, port, p2p_gate)
         config.listen = f"{host}:{port}"
         self.p2p_address = config.listen
 
@@ -180,7 +201,10 @@ class Daemon:
                          mining=lambda: self.miner is not None)
         api_host, api_port = parse_address(opts.api or f"127.0.0.1:{params.api_port}",
                                            allow_zero=True)
-        api_port = await self._serve(make_app(ctx), api_host, api_port)
+        budget = port_budget(self.fd_limit, API_MAX_CONNECTIONS, 0.5)
+        ctx.gate = ConnectionGate("api", budget, budget, PENDING_TIMEOUT, API_IDLE_TIMEOUT)
+        ctx.allowed_hosts = frozenset(h.lower() for h in [*opts.api_hosts, api_host])
+        api_port = await self._serve(make_app(ctx), api_host, api_port, ctx.gate)
         url_host = f"[{api_host}]" if ":" in api_host else api_host
         self.api_url = f"http://{url_host}:{api_port}"
         await self.manager.start()
@@ -196,12 +220,16 @@ class Daemon:
         log.info("node %s on %s: tip %d; p2p %s; api %s%s", self.core.principal, params.name,
                  tip.height, self.p2p_address, self.api_url, "; mining" if opts.mine else "")
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    async def _serve(self, app: web.Application, host: str, port: int,
+                     gate: ConnectionGate) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+                               keepalive_timeout=API_IDLE_TIMEOUT)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = GatedSite(runner, host, port, gate, reuse_address=True, backlog=512)
         await site.start()
+        self.gates.append(gate)
+        self._tasks.append(asyncio.ensure_future(gate.run()))
         sockets = getattr(site._server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
@@ -291,6 +319,7 @@ class Daemon:
 
 def run_node(datadir: Path, params: NetworkParams, options: NodeOptions) -> None:
     """Run a node until SIGINT or SIGTERM."""
+    private_umask()
 
     async def main() -> None:
         daemon = Daemon(datadir, params, options)

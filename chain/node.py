@@ -12,6 +12,7 @@ from chain.block import Block
 from chain.chainstate import AcceptResult, ChainState
 from chain.errors import ConfigError
 from chain.events import SignedEvent
+from chain.filemodes import restrict_datadir
 from chain.keys import KeyPair
 from chain.mempool import Mempool
 from chain.mining import Solved, solve_block
@@ -27,6 +28,7 @@ def init_datadir(datadir: Path, params: NetworkParams,
     key 0, funded at genesis. With a ``passphrase`` the key is kept encrypted (an existing
     plain key is encrypted in place). Returns the wallet and whether anything was created."""
     datadir.mkdir(parents=True, exist_ok=True)
+    restrict_datadir(datadir)
     config = datadir / "config.toml"
     created = False
     if config.exists():
@@ -35,6 +37,7 @@ def init_datadir(datadir: Path, params: NetworkParams,
             raise ConfigError(f"{datadir} is a {existing!r} data directory, not {params.name!r}")
     else:
         config.write_text(f'network = "{params.name}"\n')
+        config.chmod(0o600)
         created = True
     key_path = datadir / "wallet.key"
     if not key_path.exists():
@@ -56,6 +59,7 @@ class LocalNode:
             raise ConfigError(f"{datadir} is a {configured!r} data directory, not {params.name!r}")
         self.datadir = datadir
         self.params = params
+        restrict_datadir(datadir)
         self.chain = ChainState(datadir, params, verify_threads)
         self.mempool = Mempool(self.chain)
         self._wallet: Wallet | None = None

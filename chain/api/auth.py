@@ -2,18 +2,33 @@
 
 At start the node writes a fresh random token to ``<datadir>/api.cookie`` with mode 0600, so
 only the node's user can read it. Requests that spend or change node state must carry it as
-``Authorization: Bearer <token>``; the node deletes the file when it stops.
+``Authorization: Bearer <token>``; the node deletes the file when it stops. The command line
+sends the token only to an API on the loopback interface (unless ``BLOCKCOIN_API_REMOTE=1``),
+so a ``node.json`` pointing elsewhere cannot collect it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 
 COOKIE_NAME = "api.cookie"
+REMOTE_ENV = "BLOCKCOIN_API_REMOTE"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1), in any case, brackets allowed."""
+    host = host.strip().lower().removeprefix("[").removesuffix("]")
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cookie_path(datadir: Path) -> Path:
@@ -47,6 +62,8 @@ def remove_cookie(datadir: Path, token: str) -> None:
 
 
 def check_token(header: str | None, token: str) -> bool:
-    if not header or not header.startswith("Bearer "):
+    """Whether ``header`` carries the token. Anything that is not ASCII (an invalid UTF-8
+    header arrives with surrogates) is simply not the token, never an exception."""
+    if not header or not header.isascii() or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())

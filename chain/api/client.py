@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from chain.api.auth import read_cookie
+from chain.api.auth import REMOTE_ENV, is_loopback, read_cookie
 from chain.errors import BlockcoinError
 
 NODE_FILE = "node.json"
@@ -27,6 +28,12 @@ class ApiError(BlockcoinError):
 
 class NodeNotRunning(BlockcoinError):
     code = "node-not-running"
+
+
+class RemoteApiRefused(BlockcoinError):
+    """``node.json`` names an API off the loopback interface: the token stays here."""
+
+    code = "remote-api"
 
 
 def node_file(datadir: Path) -> Path:
@@ -54,7 +61,13 @@ class ApiClient:
             raise NodeNotRunning(
                 f"the data directory {datadir} is locked but has no readable {NODE_FILE}: is a "
                 "node starting or stopping?") from exc
-        return cls(url, read_cookie(datadir))
+        client = cls(url)
+        if not is_loopback(client.host) and os.environ.get(REMOTE_ENV) != "1":
+            raise RemoteApiRefused(
+                f"{node_file(datadir)} names the API at {client.host}, not on this machine's "
+                f"loopback: the API token is not sent there (set {REMOTE_ENV}=1 to allow it)")
+        client.token = read_cookie(datadir)
+        return client
 
     def close(self) -> None:
         if self._conn is not None:

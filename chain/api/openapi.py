@@ -204,6 +204,16 @@ PATHS: dict[str, Any] = {
                                "400": _err("bad address"), "401": UNAUTHORIZED}}},
     "/bans": {
         **_get("Active bans.", _json(_ref("Bans"), "bans"), op="bans"),
+        "post": {"summary": "Ban an address or subnet (a.b.c.d, a.b.c.0/24, IPv6 likewise).",
+                 "operationId": "banNetwork", "security": AUTH,
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": {**_obj(["network"], network={"type": "string", "maxLength": 64},
+                                       seconds={"type": "integer", "minimum": 1,
+                                                "maximum": 10**8},
+                                       reason={"type": "string", "maxLength": 200}),
+                                "additionalProperties": False}}}},
+                 "responses": {"200": _json(_ref("Bans"), "banned"),
+                               "400": _err("bad network"), "401": UNAUTHORIZED}},
         "delete": {"summary": "Lift every ban.", "operationId": "clearBans", "security": AUTH,
                    "responses": {"200": _json(_ref("Bans"), "bans lifted"),
                                  "401": UNAUTHORIZED}}},

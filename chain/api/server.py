@@ -4,6 +4,11 @@ Reads (tip, blocks, events, the global tree, mempool, peers) are open; anything 
 changes node state (submitting an event, mining, connecting a peer, lifting bans) requires the
 cookie token (see :mod:`chain.api.auth`), else 401 and nothing changes. Every error is JSON
 ``{"error": code, "message": text}`` with a 4xx status; bad input never gives a 500.
+Every parameter is parsed strictly (ASCII digits only, within bounds) and a JSON body is bounded
+in size and nesting depth, so odd input is a 400, not an exception. The ``Host`` header must
+name the loopback interface, the address the API is bound to, or a name the operator allowed
+(``--api-host``): a web page whose name an attacker re-points at 127.0.0.1 (DNS rebinding)
+cannot read the node through a browser.
 ``GET /tip?after=H&wait=S`` long-polls: agents beside the node (the storage market's) follow the
 chain with one request per block instead of polling. The OpenAPI document at ``/openapi.json``
 (:mod:`chain.api.openapi`) describes every route here.
@@ -17,7 +22,7 @@ import binascii
 import contextlib
 import json
 import logging
-import math
+import re
 import time as _time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -28,7 +33,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from chain.aio import stop_tasks
-from chain.api.auth import check_token
+from chain.api.auth import check_token, is_loopback
 from chain.api.openapi import openapi_document
 from chain.api.views import block_json, event_json, header_json
 from chain.block import Block
@@ -36,7 +41,9 @@ from chain.errors import BlockcoinError, DecodeError
 from chain.events import SignedEvent, decode_event
 from chain.header import hash_from_hex, hash_hex
 from chain.net.addrman import parse_peer_spec
+from chain.net.bans import parse_network
 from chain.net.core import NodeCore
+from chain.net.gate import ConnectionGate, Stage
 from chain.net.manager import PeerManager
 from chain.paths import check_path
 from chain.principal import Principal
@@ -48,6 +55,9 @@ MAX_LIST = 1000
 MAX_MINE = 100
 SUBSCRIBER_QUEUE = 1000
 MAX_TIP_WAIT = 5.0
+MAX_BODY = 1 << 20
+MAX_JSON_DEPTH = 16
+_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 MineFn = Callable[[int, Principal | None], Awaitable[list[Block]]]
 
@@ -64,7 +74,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
-_STATUS_CODES = {400: "bad-request", 401: "unauthorized", 404: "not-found",
+_STATUS_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
                  405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
 
 
@@ -78,7 +88,9 @@ class ApiContext:
     mining: Callable[[], bool] = lambda: False
     started: float = field(default_factory=_time.time)
     requests: Counter[str] = field(default_factory=Counter)
-    subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    subscribers: set[asyncio.Queue[str | None]] = field(default_factory=set)
+    allowed_hosts: frozenset[str] = frozenset()  # Host names beyond loopback (lowercase)
+    gate: ConnectionGate | None = None  # the API port's: told when a connection is busy
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
@@ -105,12 +117,30 @@ class TipWatch:
 TIP_WATCH: web.AppKey[TipWatch] = web.AppKey("tip_watch", TipWatch)
 
 
+def host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` names this node: a loopback name or address, or one of
+    ``allowed`` (the bound address and the operator's ``--api-host`` names)."""
+    if not host_header or not host_header.isascii():
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host in allowed or is_loopback(host)
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     ctx = request.app[CTX]
+    if ctx.gate is not None:
+        ctx.gate.set_stage(request.transport, Stage.ACTIVE)
     try:
+        if not host_allowed(request.headers.get("Host"), ctx.allowed_hosts):
+            raise ApiError(403, "bad-host", "the Host header does not name this node's API "
+                           "(allow other names with --api-host)")
         response = await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message)
@@ -126,6 +156,9 @@ async def error_middleware(
     except Exception as exc:  # a bug: report it, keep serving
         log.exception("API handler failed on %s %s", request.method, request.path)
         response = error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+    finally:
+        if ctx.gate is not None:
+            ctx.gate.set_stage(request.transport, Stage.IDLE)
     ctx.requests[str(response.status)] += 1
     return response
 
@@ -137,11 +170,17 @@ def _auth(request: web.Request) -> None:
                        "with the token from the api.cookie file in the data directory")
 
 
+def _digits(text: str, max_len: int = 20) -> bool:
+    """ASCII decimal digits only: ``str.isdigit`` also accepts '²' and '①', which ``int``
+    then refuses."""
+    return 0 < len(text) <= max_len and text.isascii() and text.isdigit()
+
+
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 20:
+    if not _digits(raw):
         raise ApiError(400, "bad-parameter", f"{name} must be an integer in {lo}..{hi}")
     value = int(raw)
     if not lo <= value <= hi:
@@ -160,18 +199,41 @@ def _seconds_param(request: web.Request, name: str, hi: float) -> float:
     raw = request.query.get(name)
     if raw is None:
         return 0.0
-    try:
-        value = float(raw) if len(raw) <= 32 else math.nan
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= hi:  # also refuses nan
+    value = float(raw) if _SECONDS.fullmatch(raw) and raw.isascii() else -1.0
+    if not 0.0 <= value <= hi:
         raise ApiError(400, "bad-parameter", f"{name} must be a number of seconds in 0..{hi:g}")
     return value
 
 
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``raw`` (brackets inside strings do not
+    count), found without parsing: the parser is recursive, so depth is bounded first."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # bounded by the app's client_max_size (413 past it)
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad-json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data = await request.json()
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         raise ApiError(400, "bad-json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -229,7 +291,7 @@ async def tip(request: web.Request) -> web.Response:
 
 def _block_hash(ctx: ApiContext, ident: str) -> bytes:
     chain = ctx.core.chain
-    if ident.isdigit() and len(ident) <= 12:
+    if _digits(ident, 12):
         found = chain.best_chain_hash(int(ident))
         if found is None:
             raise ApiError(404, "not-found", f"no block at height {ident} (tip {chain.tip.height})")
@@ -445,6 +507,29 @@ async def bans(request: web.Request) -> web.Response:
     return web.json_response({"bans": request.app[CTX].manager.bans.to_json()})
 
 
+async def ban_network(request: web.Request) -> web.Response:
+    """An operator's ban of an address or a whole subnet (peers from there are refused)."""
+    _auth(request)
+    data = await _json_body(request)
+    if set(data) - {"network", "seconds", "reason"}:
+        raise ApiError(400, "bad-request", "only network, seconds and reason may be given")
+    text, seconds, reason = data.get("network"), data.get("seconds"), data.get("reason", "")
+    if not isinstance(text, str) or len(text) > 64:
+        raise ApiError(400, "bad-network", "network is an address or a subnet, a.b.c.0/24")
+    if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)
+                                or not 1 <= seconds <= 10**8):
+        raise ApiError(400, "bad-request", "seconds is an integer in 1..100000000")
+    if not isinstance(reason, str) or len(reason) > 200:
+        raise ApiError(400, "bad-request", "reason is text of at most 200 characters")
+    try:
+        parse_network(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad-network", str(exc)) from None
+    bans = request.app[CTX].manager.bans
+    bans.ban(reason=reason or "operator", seconds=seconds, ip=text)
+    return web.json_response({"bans": bans.to_json()})
+
+
 async def clear_bans(request: web.Request) -> web.Response:
     _auth(request)
     request.app[CTX].manager.bans.clear()
@@ -491,7 +576,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "websocket-expected",
                        "open /subscribe as a WebSocket to receive new blocks and events")
     await ws.prepare(request)
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+    queue: asyncio.Queue[str | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
     ctx.subscribers.add(queue)
 
     async def reader() -> None:
@@ -506,7 +591,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
             item = await queue.get()
             if item is None or ws.closed:
                 break
-            await ws.send_json(item)
+            await ws.send_str(item)
     except (ConnectionError, RuntimeError):
         pass
     finally:
@@ -517,9 +602,11 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
 
 
 def publish(ctx: ApiContext, item: dict[str, Any]) -> None:
+    """Queue ``item`` for every subscriber, serialised once for all of them."""
+    text = json.dumps(item)
     for queue in list(ctx.subscribers):
         try:
-            queue.put_nowait(item)
+            queue.put_nowait(text)
         except asyncio.QueueFull:  # a subscriber too slow to keep up is dropped
             ctx.subscribers.discard(queue)
             with contextlib.suppress(asyncio.QueueEmpty):
@@ -555,13 +642,23 @@ def render_metrics(ctx: ApiContext) -> str:
     out = manager.outbound
     metric("peers", "gauge", "Connected peers.",
            [('{direction="outbound"}', out), ('{direction="inbound"}', len(manager.peers) - out)])
+    metric("header_tree_size", "gauge", "Headers held in memory, with or without their block.",
+           [("", len(core.tree))])
+    metric("recent_rejects", "gauge", "Event ids refused recently (not checked again).",
+           [("", len(manager.rejects))])
+    if ctx.gate is not None and manager.gate is not None:
+        for gate in (manager.gate, ctx.gate):
+            metric(f"{gate.name}_connections", "gauge", "Open connections by stage and refusals.",
+                   [(f'{{what="{k}"}}', v) for k, v in sorted(gate.stats().items())])
     metric("known_addresses", "gauge", "Addresses in the address book.",
            [("", len(manager.addrman))])
     metric("bans_active", "gauge", "Active bans.", [("", len(manager.bans.to_json()))])
     for name, value in sorted(core.counters.items()):
         metric(f"{name}_total", "counter", f"Count of {name.replace('_', ' ')}.", [("", value)])
     for name in ("misbehaviour", "bans", "handshake_failures", "stalls", "low_work_headers",
-                 "blocks_downloaded", "announcements", "connections", "banned_refused"):
+                 "blocks_downloaded", "announcements", "connections", "banned_refused",
+                 "events_checked", "presync_headers", "blocks_unavailable", "evictions",
+                 "inbound_refused"):
         metric(f"p2p_{name}_total", "counter", f"Peer-to-peer {name.replace('_', ' ')}.",
                [("", manager.counters.get(name, 0))])
     metric("p2p_messages_received_total", "counter", "Messages received from peers, by type.",
@@ -578,7 +675,7 @@ def render_metrics(ctx: ApiContext) -> str:
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CTX] = ctx
     watch = app[TIP_WATCH] = TipWatch()
 
@@ -612,6 +709,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_get("/peers", peers)
     r.add_post("/peers", connect_peer)
     r.add_get("/bans", bans)
+    r.add_post("/bans", ban_network)
     r.add_delete("/bans", clear_bans)
     r.add_post("/mine", mine)
     r.add_get("/state/digest", state_digest)

@@ -1,28 +1,18 @@
-"""Where peers can be found, and who is banned.
+"""Where peers can be found.
 
 Addresses come from four sources: ``--connect`` seeds, the ``Announce`` events nodes publish in
 ``/global/principals`` (an address signed by its principal's key, so dialling it expects that
 principal and a man in the middle is refused), peer exchange (``addr`` messages) and the listen
 address peers state in their ``hello``. Each address keeps the principal expected there when one
 is known, and a retry backoff that grows with failures.
-
-Bans are by principal (the authenticated identity of a misbehaving peer) and by address (a
-dialled address whose key was wrong); they expire after a set time. They are kept in
-``DATADIR/bans.json`` (written atomically on every change), so a restart does not forgive a
-peer that was just cut off; a file that cannot be read is set aside and the node starts with
-no bans rather than not at all.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time as _time
 from dataclasses import dataclass
-from pathlib import Path
 
-from chain.errors import BlockcoinError
 from chain.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -149,95 +139,3 @@ class AddressBook:
         good = [i for i in self.entries.values() if i.principal is not None and i.failures < 3]
         good.sort(key=lambda i: -i.last_seen)
         return good[:limit]
-
-
-@dataclass(slots=True)
-class Ban:
-    until: float
-    reason: str
-
-
-class BanList:
-    def __init__(self, seconds: float, path: Path | None = None) -> None:
-        self.seconds = seconds
-        self.path = path
-        self.principals: dict[Principal, Ban] = {}
-        self.addresses: dict[str, Ban] = {}
-        if path is not None:
-            self._load(path)
-
-    def ban(self, principal: Principal | None, address: str | None, reason: str,
-            seconds: float | None = None) -> None:
-        until = _time.time() + (self.seconds if seconds is None else seconds)
-        if principal is not None:
-            self.principals[principal] = Ban(until, reason)
-        if address:
-            self.addresses[address] = Ban(until, reason)
-        self._save()
-
-    def _live(self, ban: Ban | None) -> bool:
-        return ban is not None and ban.until > _time.time()
-
-    def is_banned(self, principal: Principal | None = None, address: str | None = None) -> bool:
-        return (principal is not None and self._live(self.principals.get(principal))) or (
-            address is not None and self._live(self.addresses.get(address)))
-
-    def clear(self) -> None:
-        self.principals.clear()
-        self.addresses.clear()
-        self._save()
-
-    def _load(self, path: Path) -> None:
-        try:
-            raw = path.read_text()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("cannot read %s (%s): starting with no bans", path, exc)
-            return
-        now = _time.time()
-        try:
-            for item in json.loads(raw):
-                ban = Ban(float(item["until"]), str(item["reason"]))
-                if ban.until <= now:
-                    continue
-                if item.get("principal"):
-                    self.principals[Principal.parse(str(item["principal"]))] = ban
-                if item.get("address"):
-                    self.addresses[str(item["address"])] = ban
-        except (ValueError, TypeError, KeyError, BlockcoinError) as exc:
-            aside = path.with_name(path.name + ".bad")
-            log.warning("%s is damaged (%s): moved to %s, starting with no bans", path, exc, aside)
-            self.principals.clear()
-            self.addresses.clear()
-            os.replace(path, aside)
-
-    def _save(self) -> None:
-        """Write the live bans to a temporary file and rename it over the list."""
-        if self.path is None:
-            return
-        now = _time.time()
-        items: list[dict[str, object]] = [
-            {"principal": str(p), "until": b.until, "reason": b.reason}
-            for p, b in self.principals.items() if b.until > now]
-        items += [{"address": a, "until": b.until, "reason": b.reason}
-                  for a, b in self.addresses.items() if b.until > now]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(items, indent=1))
-            os.replace(tmp, self.path)
-        except OSError as exc:  # a full disk must not take the node down: bans still hold
-            log.warning("cannot save bans to %s: %s", self.path, exc)
-
-    def to_json(self) -> list[dict[str, object]]:
-        now = _time.time()
-        out: list[dict[str, object]] = []
-        for p, ban in self.principals.items():
-            if ban.until > now:
-                out.append({"principal": str(p), "address": None, "reason": ban.reason,
-                            "seconds_left": round(ban.until - now, 1)})
-        for a, ban in self.addresses.items():
-            if ban.until > now:
-                out.append({"principal": None, "address": a, "reason": ban.reason,
-                            "seconds_left": round(ban.until - now, 1)})
-        return out

@@ -7,6 +7,11 @@ state's block index and grows with headers from peers; each is checked against i
 exactly as the consensus engine would (:func:`chain.validation.check_header`) before it is
 kept. It also keeps the best header chain as an array by height, so "is this header on the
 best chain" and "which block comes next" are O(1).
+
+The best header is the most-work one that is still a candidate: a header whose block failed
+validation is *invalid* with all its descendants (as Bitcoin Core's ``BLOCK_FAILED_VALID``),
+and one whose block nobody delivered is *unavailable* with its descendants
+(:mod:`chain.net.fetchwait`) until new work is built on it or its block arrives.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class HeaderNode:
     work: int
     prev: HeaderNode | None = field(repr=False)
     invalid: bool = False
+    unavailable: bool = False
     seq: int = 0
     children: list[HeaderNode] = field(default_factory=list, repr=False)
 
@@ -78,9 +84,12 @@ class HeaderTree:
     def _insert(self, header: Header, block_hash: bytes, parent: HeaderNode) -> HeaderNode:
         self._seq += 1
         node = HeaderNode(header, block_hash, parent.height + 1,
-                          parent.work + work_of(header.target), parent, parent.invalid, self._seq)
+                          parent.work + work_of(header.target), parent, parent.invalid,
+                          seq=self._seq)
         self.nodes[block_hash] = node
         parent.children.append(node)
+        if parent.unavailable:
+            self.revive(parent)  # new work on top: worth asking for the blocks again
         return node
 
     def median_time_past(self, node: HeaderNode) -> int:
@@ -121,7 +130,7 @@ class HeaderTree:
             check_header(self.params, header, h, node.header, node.height,
                          self.median_time_past(node), now)
             node = self._insert(header, h, node)
-            if node.work > self.best.work:
+            if node.work > self.best.work and not node.unavailable:
                 self._set_best(node)
         return node
 
@@ -130,12 +139,14 @@ class HeaderTree:
         h = header.hash
         known = self.nodes.get(h)
         if known is not None:
+            if known.unavailable:
+                self.revive(known)  # its block arrived after all
             return known
         parent = self.nodes.get(header.prev)
         if parent is None:
             return None
         node = self._insert(header, h, parent)
-        if node.work > self.best.work and not node.invalid:
+        if node.work > self.best.work and not node.invalid and not node.unavailable:
             self._set_best(node)
         return node
 
@@ -147,6 +158,7 @@ class HeaderTree:
         return parent.work + sum(work_of(h.target) for h in headers)
 
     def mark_invalid(self, block_hash: bytes) -> None:
+        """The block failed validation: it and its descendants are never candidates again."""
         node = self.nodes.get(block_hash)
         if node is None or node.invalid:
             return
@@ -157,12 +169,33 @@ class HeaderTree:
             stack.extend(cur.children)
         self._recompute_best()
 
+    def mark_unavailable(self, block_hash: bytes) -> None:
+        """Nobody delivers the block: drop it and its descendants from the candidates."""
+        node = self.nodes.get(block_hash)
+        if node is None or node.unavailable:
+            return
+        stack = [node]
+        while stack:
+            cur = stack.pop()
+            cur.unavailable = True
+            stack.extend(cur.children)
+        self._recompute_best()
+
+    def revive(self, node: HeaderNode) -> None:
+        """Make ``node`` and its unavailable ancestors candidates again."""
+        cur: HeaderNode | None = node
+        while cur is not None and cur.unavailable:
+            cur.unavailable = False
+            cur = cur.prev
+        if not node.invalid and node.work > self.best.work:
+            self._set_best(node)
+
     # --- best chain ---------------------------------------------------------------------
 
     def _recompute_best(self) -> None:
         best = self.genesis
         for node in self.nodes.values():
-            if not node.invalid and (node.work > best.work or
+            if not node.invalid and not node.unavailable and (node.work > best.work or
                                      (node.work == best.work and node.seq < best.seq)):
                 best = node
         self._set_best(best)

@@ -17,8 +17,12 @@ requests go to others. New blocks are announced by sending the last headers of t
 
 Defence. Messages above the channel's maximum, garbage, invalid headers or blocks, and floods
 past the per-peer rate limits add misbehaviour points (they decay by one per second); at 100
-the peer is disconnected and its principal banned for ``ban_seconds``. Unrequested headers that
-do not add work are ignored (and cost points), so a peer cannot make us store a low-work chain.
+the peer is disconnected and its principal and address banned for ``ban_seconds``
+(:mod:`chain.net.bans`). Unrequested headers that do not add work are ignored (and cost
+points); requested ones go through a pre-sync (:mod:`chain.net.presync`) and are stored only
+once they show more work than ours. A block nobody delivers stops being waited for
+(:mod:`chain.net.fetchwait`); refused events are remembered (:mod:`chain.net.rejects`). When
+every inbound slot is taken, a newcomer may evict a less useful peer (:mod:`chain.net.eviction`).
 """
 
 from __future__ import annotations
@@ -40,19 +44,25 @@ from aiohttp import web
 from chain.aio import stop_tasks
 from chain.block import Block
 from chain.errors import (
+    BadNonce,
     BadSignature,
     BlockcoinError,
     DecodeError,
+    DuplicateEvent,
     EventTooLarge,
     TimeTooNew,
     ValidationError,
 )
 from chain.events import Announce, SignedEvent
 from chain.header import Header
-from chain.net.addrman import AddressBook, AddrInfo, BanList, parse_address
+from chain.net.addrman import AddressBook, AddrInfo, parse_address
+from chain.net.bans import BanList
 from chain.net.channel import SecureChannel
 from chain.net.core import NodeCore
 from chain.net.errors import ChannelError, FrameTooLarge, HandshakeError, PeerAuthError
+from chain.net.eviction import Candidate, select_victim
+from chain.net.fetchwait import BlockWaits
+from chain.net.gate import ConnectionGate, Stage
 from chain.net.headers import HeaderNode
 from chain.net.messages import (
     MAX_ADDRS,
@@ -78,6 +88,8 @@ from chain.net.messages import (
     message_name,
 )
 from chain.net.peer import Peer
+from chain.net.presync import HeaderPreSync, Phase
+from chain.net.rejects import RecentRejects
 from chain.net.transport import WS_MAX_MSG_SIZE, WebSocketTransport
 from chain.principal import Principal
 from globaltree.records import ACCOUNT, Account
@@ -91,6 +103,8 @@ HEADERS_TIMEOUT = 30.0
 PING_TIMEOUT = 30.0
 ANNOUNCE_DEPTH = 16
 MAX_BUFFERED_BYTES = 256 << 20
+POLICY_PENALTY = 0.2  # per relayed event that policy refuses (500 of them: a ban)
+DOWNLOAD_QUIET = 10.0  # seconds without a downloaded block after which the miner goes on
 
 
 @dataclass
@@ -100,6 +114,7 @@ class NetConfig:
     seeds: list[tuple[Principal | None, str]] = field(default_factory=list)
     target_outbound: int = 8
     max_inbound: int = 64
+    handshake_timeout: float = 10.0  # TCP accept to Noise handshake done
     discover: bool = True
     ban_seconds: float = 600.0
     ban_file: Path | None = None  # where bans outlive a restart
@@ -134,6 +149,10 @@ class PeerManager:
         self.peers: dict[Principal, Peer] = {}
         self.addrman = AddressBook()
         self.bans = BanList(config.ban_seconds, config.ban_file)
+        self.rejects = RecentRejects()
+        self.waits = BlockWaits(config.stall_timeout)
+        self.gate: ConnectionGate | None = None  # the p2p port's, set by whoever serves it
+        self.last_block_in = 0.0
         self.dialing: set[str] = set()
         self.self_addresses: set[str] = set()
         self.inflight: dict[bytes, Peer] = {}
@@ -146,7 +165,6 @@ class PeerManager:
         self._stopping = False
         self._announced_tip: bytes = self.chain.tip.hash
         self._announce_pending = False
-        self._inbound = 0
         self._progress_at = 0.0
         self._progress_height = self.chain.tip.height
         self._sync_logged = False
@@ -217,25 +235,26 @@ class PeerManager:
     async def handle_inbound(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler of ``GET /p2p``."""
         ws = web.WebSocketResponse(max_msg_size=WS_MAX_MSG_SIZE, heartbeat=None)
-        if self._stopping or self._inbound >= self.config.max_inbound:
-            raise web.HTTPServiceUnavailable(text="too many peers")
-        await ws.prepare(request)
-        self._inbound += 1
         peername = request.transport.get_extra_info("peername") if request.transport else None
         address = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self._stopping:
+            raise web.HTTPServiceUnavailable(text="stopping")
+        if peername and self.bans.ip_banned(str(peername[0])):
+            self.counters["banned_refused"] += 1
+            raise web.HTTPForbidden(text="banned")
+        await ws.prepare(request)
         try:
-            try:
-                channel = await SecureChannel.accept(
-                    WebSocketTransport(ws), self.core.key, self.params.chain_id,
-                    max_message=self.config.max_message)
-            except HandshakeError as exc:
-                self.counters["handshake_failures"] += 1
-                log.info("inbound handshake from %s failed: %s", address, exc)
-                return ws
-            await self._run_peer(Peer(channel, True, address, self.config.msg_rate,
-                                      self.config.byte_rate))
-        finally:
-            self._inbound -= 1
+            channel = await SecureChannel.accept(
+                WebSocketTransport(ws), self.core.key, self.params.chain_id,
+                max_message=self.config.max_message, timeout=self.config.handshake_timeout)
+        except HandshakeError as exc:
+            self.counters["handshake_failures"] += 1
+            log.info("inbound handshake from %s failed: %s", address, exc)
+            return ws
+        if self.gate is not None:
+            self.gate.set_stage(request.transport, Stage.ACTIVE)
+        await self._run_peer(Peer(channel, True, address, self.config.msg_rate,
+                                  self.config.byte_rate))
         return ws
 
     def connect(self, address: str, principal: Principal | None = None) -> None:
@@ -311,7 +330,8 @@ class PeerManager:
             self.self_addresses.add(peer.address)
             await peer.aclose("connected to ourselves")
             return
-        if self.bans.is_banned(peer.principal, None if peer.inbound else peer.address):
+        if self.bans.is_banned(peer.principal, None if peer.inbound else peer.address,
+                               peer.host if peer.inbound else None):
             self.counters["banned_refused"] += 1
             await peer.aclose("banned")
             return
@@ -371,6 +391,7 @@ class PeerManager:
         peer.version = version
         peer.hello = hello
         peer.claimed_height = hello.best_height
+        peer.claimed_work = hello.best_work
         return True
 
     def _register(self, peer: Peer) -> bool:
@@ -385,10 +406,30 @@ class PeerManager:
                 return False
             existing.close_soon("replaced by a crossed connection")
             self._unregister(existing)
+        if peer.inbound and not self._make_inbound_room():
+            self.counters["inbound_refused"] += 1
+            return False
         self.peers[peer.principal] = peer
         self.counters["connections"] += 1
         log.info("connected %s %s (height %d)", "from" if peer.inbound else "to", peer.label,
                  peer.claimed_height)
+        return True
+
+    def _make_inbound_room(self) -> bool:
+        """Whether an inbound slot is free, evicting a less useful inbound peer if needed."""
+        inbound = [p for p in self.peers.values() if p.inbound and not p.closed]
+        if len(inbound) < self.config.max_inbound:
+            return True
+        victim = select_victim([
+            Candidate(p.principal, p.host, p.connected_at, p.rtt, p.useful_block_at,
+                      p.useful_event_at) for p in inbound])
+        if victim is None:
+            return False
+        evicted = next(p for p in inbound if p.principal == victim)
+        self.counters["evictions"] += 1
+        log.info("evicting %s to make room for a new inbound peer", evicted.label)
+        evicted.close_soon("evicted for a new inbound peer")
+        self._unregister(evicted)
         return True
 
     def _unregister(self, peer: Peer) -> None:
@@ -411,6 +452,7 @@ class PeerManager:
         known = self.tree.get(hello.best_hash)
         if known is not None and not known.invalid:
             peer.best = known
+            self._offered(known)
         if hello.best_work > self.tree.best.work:
             self._request_headers(peer)
         if not peer.inbound and self.config.discover:
@@ -431,7 +473,8 @@ class PeerManager:
         for hook in list(self.on_misbehaviour):
             hook(peer, reason)
         if score >= BAN_SCORE:
-            self.bans.ban(peer.principal, None if peer.inbound else peer.address, reason)
+            self.bans.ban(peer.principal, None if peer.inbound else peer.address, reason,
+                          ip=peer.host if peer.inbound else None)
             self.counters["bans"] += 1
             log.warning("banned %s for %gs: %s", peer.label, self.bans.seconds, reason)
             peer.close_soon(f"banned: {reason}")
@@ -484,8 +527,10 @@ class PeerManager:
                 peer.ping_nonce = None
         elif isinstance(msg, NotFound):
             for h in msg.hashes:
-                if peer.inflight.pop(h, None) is not None and self.inflight.get(h) is peer:
-                    del self.inflight[h]
+                if peer.inflight.pop(h, None) is not None:
+                    self.waits.failed(h)
+                    if self.inflight.get(h) is peer:
+                        del self.inflight[h]
             self._schedule()
         elif isinstance(msg, GetAddr):
             if not peer.getaddr_answered:
@@ -518,12 +563,16 @@ class PeerManager:
             if headers[i].prev != headers[i - 1].hash:
                 self._misbehave(peer, BAN_SCORE, "headers that are not a chain")
                 return
+        if peer.presync is not None and solicited and peer.presync.follows(headers):
+            self._on_presync_headers(peer, peer.presync, headers)
+            return
         last_known = self.tree.get(headers[-1].hash)
         if last_known is not None:
             if last_known.invalid:
                 self._misbehave(peer, BAN_SCORE, "headers of a block known to be invalid")
                 return
             self._update_peer_best(peer, last_known)
+            self._offered(last_known)
             if len(headers) == MAX_HEADERS:
                 self._request_headers(peer, last_known)
             self._schedule()
@@ -534,23 +583,91 @@ class PeerManager:
             self._misbehave(peer, 10, "headers that do not connect")
             self._request_headers(peer)
             return
-        if work <= self.tree.best.work and (not solicited or len(headers) == MAX_HEADERS):
+        if work <= self.tree.best.work:
             self.counters["low_work_headers"] += 1
-            self._misbehave(peer, 5 if not solicited else 10, "low-work headers")
             if not solicited:
+                self._misbehave(peer, 5, "unrequested low-work headers")
                 return
+            fork = self.tree.get(headers[0].prev)
+            assert fork is not None
+            peer.presync = HeaderPreSync(self.tree, fork)
+            self._on_presync_headers(peer, peer.presync, headers)
+            return
+        self._store_headers(peer, headers)
+
+    def _store_headers(self, peer: Peer, headers: list[Header]) -> HeaderNode | None:
+        """Check and keep ``headers`` (their first one's parent is known), then ask for more."""
         try:
             last = self.tree.add_headers(headers)
         except TimeTooNew as exc:
             self._misbehave(peer, 20, f"header from the future: {exc}")
-            return
+            return None
         except ValidationError as exc:
             self._misbehave(peer, BAN_SCORE, f"invalid header: {exc}")
-            return
+            return None
         self._update_peer_best(peer, last)
         if len(headers) == MAX_HEADERS:
             self._request_headers(peer, last)
         self._schedule()
+        return last
+
+    def _on_presync_headers(self, peer: Peer, ps: HeaderPreSync, headers: list[Header]) -> None:
+        """Headers of a chain that has not (yet) shown more work than ours."""
+        if ps.phase is Phase.REDOWNLOAD:
+            try:
+                ps.verify(headers)
+            except ValidationError as exc:
+                peer.presync = None
+                self._misbehave(peer, BAN_SCORE, f"redownloaded headers: {exc}")
+                return
+            if ps.redownload_done:
+                peer.presync = None
+            elif len(headers) < MAX_HEADERS:
+                peer.presync = None
+                self._misbehave(peer, BAN_SCORE, "stopped short of the headers it pre-synced")
+                return
+            self._store_headers(peer, headers)
+            return
+        try:
+            ps.feed(headers, int(_time.time()))
+        except TimeTooNew as exc:
+            peer.presync = None
+            self._misbehave(peer, 20, f"header from the future: {exc}")
+            return
+        except ValidationError as exc:
+            peer.presync = None
+            self._misbehave(peer, BAN_SCORE, f"invalid header: {exc}")
+            return
+        self.counters["presync_headers"] += len(headers)
+        if ps.work > self.tree.best.work:
+            ps.start_redownload()  # it has the work: fetch the same headers again to keep them
+            peer.headers_requested_at = _time.monotonic()
+            peer.send(GetHeaders([ps.fork.hash]))
+        elif len(headers) == MAX_HEADERS:
+            peer.headers_requested_at = _time.monotonic()
+            peer.send(GetHeaders([ps.last_hash]))
+        else:
+            # Its chain ends with less work than ours: nothing to store. Less than it claimed
+            # is a lie (asked again at once, so a liar is soon banned); else it is merely behind.
+            peer.presync = None
+            if ps.work < peer.claimed_work:
+                self._misbehave(peer, BAN_SCORE / 2, "headers with less work than it claimed")
+                if not peer.closed:
+                    self._request_headers(peer)
+            else:
+                peer.claimed_work = ps.work
+
+    def _offered(self, node: HeaderNode) -> None:
+        """A peer offers a chain we stopped waiting for: try it again, unless its blocks have
+        failed to arrive too often (then only new work on top brings it back)."""
+        if not node.unavailable:
+            return
+        cur: HeaderNode | None = node
+        while cur is not None and cur.unavailable:
+            if self.waits.exhausted(cur.hash):
+                return
+            cur = cur.prev
+        self.tree.revive(node)
 
     def _serve_headers(self, peer: Peer, msg: GetHeaders) -> None:
         chain = self.chain
@@ -602,7 +719,7 @@ class PeerManager:
             return
         if self.inflight.get(h) is peer:
             del self.inflight[h]
-        peer.last_block_at = _time.monotonic()
+        peer.last_block_at = self.last_block_in = _time.monotonic()
         peer.blocks_in += 1
         self.counters["blocks_downloaded"] += 1
         if h not in self.chain.index and h not in self.received and h not in self.processing:
@@ -725,9 +842,14 @@ class PeerManager:
                     self.processing.difference_update(hashes)
                 senders = {b.hash: p for b, p in batch}
                 for outcome in outcomes:
+                    sender = senders[outcome.block.hash]
                     if outcome.invalid:
-                        sender = senders[outcome.block.hash]
+                        if outcome.mutated:  # someone else may hold the real block
+                            self.waits.failed(outcome.block.hash)
                         self._misbehave(sender, BAN_SCORE, f"invalid block: {outcome.error}")
+                    elif outcome.error is None and outcome.result is not None and (
+                            not outcome.result.already_known):
+                        sender.useful_block_at = _time.monotonic()
                 self._schedule()
                 self._progress()
             self._trim_received()
@@ -754,6 +876,7 @@ class PeerManager:
     # --- announcing --------------------------------------------------------------------
 
     def _on_block(self, action: str, block: Block, height: int) -> None:
+        self.rejects.tip_changed()
         if action == "connect":
             # Listeners run before accept_blocks returns: record the header now so that the
             # announcement below finds it.
@@ -801,18 +924,54 @@ class PeerManager:
     # --- events ------------------------------------------------------------------------
 
     async def _on_events(self, peer: Peer, events: list[SignedEvent]) -> None:
+        """Check relayed events new to us, once each: ids refused recently are skipped, and
+        ids under check right now (sent by another peer too) wait for that check's verdict."""
+        rejects = self.rejects
         fresh: list[SignedEvent] = []
+        ids: list[bytes] = []
+        refused_again = 0
         for ev in events:
             eid = self.core.event_id(ev)
             peer.know_event(eid)
-            if eid not in self.core.mempool.entries:
+            if eid in self.core.mempool.entries or eid in ids:
+                continue
+            if eid in rejects.checking:
+                rejects.checking[eid].append(peer)
+            elif eid in rejects:
+                refused_again += 1
+            else:
                 fresh.append(ev)
-        if not fresh:
-            return
-        results = await self.core.add_events(fresh, source=peer)
-        for _, _, err in results:
-            if isinstance(err, (BadSignature, EventTooLarge)):
-                self._misbehave(peer, 50, f"relayed a broken event: {err}")
+                ids.append(eid)
+        penalties: Counter[Peer] = Counter()
+        penalties[peer] += refused_again
+        if fresh:
+            for eid in ids:
+                rejects.checking[eid] = []
+            try:
+                results = await self.core.add_events(fresh, source=peer)
+            finally:
+                waiting = {eid: rejects.checking.pop(eid, []) for eid in ids}
+            self.counters["events_checked"] += len(fresh)
+            broken = None
+            for eid, (_, accepted, err) in zip(ids, results, strict=True):
+                if accepted is not None:
+                    peer.useful_event_at = _time.monotonic()
+                    continue
+                permanent = isinstance(err, (BadSignature, EventTooLarge))
+                rejects.add(eid, permanent)
+                if permanent:
+                    broken = err
+                if not isinstance(err, (DuplicateEvent, BadNonce)):  # not merely a race
+                    penalties[peer] += not permanent
+                    for other in waiting[eid]:
+                        if isinstance(other, Peer):
+                            penalties[other] += 1
+            if broken is not None:
+                self._misbehave(peer, 50, f"relayed a broken event: {broken}")
+        for who, count in penalties.items():
+            if count and not who.closed:
+                self._misbehave(who, count * POLICY_PENALTY,
+                                f"relayed {count} event(s) that policy refuses")
 
     def _on_event(self, ev: SignedEvent, eid: bytes, source: object) -> None:
         for peer in list(self.peers.values()):
@@ -869,6 +1028,8 @@ class PeerManager:
                 oldest = min(peer.inflight.values())
                 if now - max(oldest, peer.last_block_at) > self.config.stall_timeout:
                     self.counters["stalls"] += 1
+                    for h in peer.inflight:
+                        self.waits.failed(h)
                     self._release(peer)
                     peer.close_soon("stalled block download")
                     continue
@@ -876,15 +1037,40 @@ class PeerManager:
                 if now - peer.headers_requested_at > HEADERS_TIMEOUT:
                     peer.close_soon("no answer to getheaders")
                     continue
-            elif peer.hello is not None and peer.hello.best_work > self.tree.best.work and (
-                    peer.best is None or peer.best.work < peer.hello.best_work) and (
+            elif peer.presync is None and peer.claimed_work > self.tree.best.work and (
+                    peer.best is None or peer.best.work < peer.claimed_work) and (
                     random.random() < 0.1):
                 self._request_headers(peer)
         self._dial_more()
+        self._stop_waiting(now)
         self._schedule()
         if self.received and not self._draining:
             self._spawn(self._drain())
         self._progress()
+
+    def _stop_waiting(self, now: float) -> None:
+        """Drop the best header chain's first missing block from the candidates when nobody
+        delivers it (:mod:`chain.net.fetchwait`); the tip then counts as the best again."""
+        start = self._first_missing()
+        if start is None:
+            return
+        h = self.tree.best_chain[start]
+        if h in self.inflight or h in self.received or h in self.processing:
+            return
+        has_source = any(self._peer_has_up_to(p) >= start for p in self.peers.values()
+                         if not p.closed and p.hello is not None)
+        if self.waits.give_up(h, has_source, now):
+            self.waits.forget(h)
+            self.counters["blocks_unavailable"] += 1
+            log.info("giving up on block %s at height %d: no peer delivers it", h[::-1].hex(),
+                     start)
+            self.tree.mark_unavailable(h)
+
+    @property
+    def downloading(self) -> bool:
+        """A better chain exists and its blocks are arriving: mining on the old tip now would
+        likely be wasted. Blocks withheld or refused do not count: then the miner goes on."""
+        return self.core.syncing and _time.monotonic() - self.last_block_in < DOWNLOAD_QUIET
 
     def _progress(self) -> None:
         now = _time.monotonic()

@@ -14,10 +14,12 @@ import contextlib
 import time as _time
 from collections import OrderedDict
 
+from chain.net.addrman import parse_address
 from chain.net.channel import SecureChannel
 from chain.net.errors import ChannelError
 from chain.net.headers import HeaderNode
 from chain.net.messages import Hello, Message, encode_message
+from chain.net.presync import HeaderPreSync
 from chain.principal import Principal
 
 QUEUE_SOFT_LIMIT = 8 << 20
@@ -54,6 +56,10 @@ class Peer:
         self.connected_at = _time.time()
         self.best: HeaderNode | None = None
         self.claimed_height = 0
+        self.claimed_work = 0  # from its hello; lowered when its headers show less, honestly
+        self.presync: HeaderPreSync | None = None
+        self.useful_block_at = 0.0  # when it last delivered a block new to us (eviction)
+        self.useful_event_at = 0.0  # when it last relayed an event new to our mempool
         self.inflight: dict[bytes, float] = {}
         self.last_block_at = _time.monotonic()
         self.headers_requested_at: float | None = None
@@ -82,6 +88,14 @@ class Peer:
     def __repr__(self) -> str:
         way = "in" if self.inbound else "out"
         return f"<Peer {way} {self.address} {str(self.principal)[:16]}>"
+
+    @property
+    def host(self) -> str:
+        """The remote IP address (the address without its port)."""
+        try:
+            return parse_address(self.address)[0]
+        except ValueError:
+            return self.address
 
     @property
     def label(self) -> str:

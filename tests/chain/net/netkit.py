@@ -1,12 +1,20 @@
 """Helpers for multi-process network tests: regtest chains built fast in memory, node processes
-on free loopback ports, and a small API client. Every wait is bounded in time."""
+on free loopback ports, a small API client, and a hostile peer speaking the protocol only as far
+as it chooses to. Every wait is bounded in time.
+
+Hostile connections come from their own loopback addresses (127.77.x.y; Linux answers on all of
+127.0.0.0/8), because a node bans a misbehaving peer's address: an attacker banned on 127.0.0.1
+would lock the honest test nodes out too."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -16,6 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+
 from chain.api.client import ApiClient
 from chain.block import Block, events_root
 from chain.chainstate import ChainState
@@ -24,12 +34,32 @@ from chain.hashes import ZERO_HASH
 from chain.header import Header
 from chain.keys import KeyPair
 from chain.mining import solve
+from chain.net import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
+from chain.net.messages import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    Hello,
+    decode_message,
+    encode_message,
+)
 from chain.node import init_datadir
 from chain.params import HEADER_VERSION, REGTEST
 from chain.validation import expected_bits
 
 ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
+_SOURCES = itertools.count(os.getpid() % 200 * 250)
+
+
+def next_source() -> str:
+    """A loopback address no other hostile connection of this process has used."""
+    n = next(_SOURCES) % (250 * 250)
+    return f"127.77.{n // 250}.{n % 250 + 1}"
+
+
+def source_connector(source: str) -> aiohttp.TCPConnector:
+    """Connections from ``source`` instead of 127.0.0.1."""
+    return aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
 
 
 def free_port() -> int:
@@ -221,3 +251,121 @@ def converged(nodes: list[NodeProc], min_height: int = 0) -> tuple[int, str] | N
         if tip[0] >= min_height:
             return tip
     return None
+
+
+class Hostile:
+    """One authenticated connection to the node, speaking the protocol only as far as it
+    chooses to."""
+
+    def __init__(self, port: int, key: KeyPair, source: str | None = None) -> None:
+        self.port = port
+        self.key = key
+        self.source = source or next_source()
+        self.session = aiohttp.ClientSession(connector=source_connector(self.source))
+        self.channel: SecureChannel | None = None
+
+    async def open(self, best_height: int = 0, best_work: int = 1) -> Hello:
+        ws = await self.session.ws_connect(f"http://127.0.0.1:{self.port}/p2p",
+                                           max_msg_size=WS_MAX_MSG_SIZE)
+        self.channel = await SecureChannel.initiate(WebSocketTransport(ws), self.key,
+                                                    REGTEST.chain_id)
+        await self.send(Hello(PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, REGTEST.chain_id,
+                              REGTEST.genesis_hash, self.key.principal, best_height, best_work,
+                              REGTEST.genesis_hash, "", "hostile/1", int(time.time())))
+        hello = decode_message(await self.recv())
+        assert isinstance(hello, Hello)
+        return hello
+
+    async def send(self, msg: Any) -> None:
+        assert self.channel is not None
+        await self.channel.send(encode_message(msg))
+
+    async def send_raw(self, data: bytes) -> None:
+        assert self.channel is not None
+        await self.channel.send(data)
+
+    async def recv(self) -> bytes:
+        assert self.channel is not None
+        return await self.channel.recv()
+
+    async def closed_by_peer(self, timeout: float = 20.0) -> bool:
+        """Read until the node hangs up; True if it did within ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.recv()
+        except ChannelError:
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        await self.session.close()
+
+
+# --- attacks shared by the attack tests and the soak ------------------------------------
+
+
+CLAIM = 1 << 60  # the work a hostile peer claims in its hello
+
+
+def tip_block(node: NodeProc) -> tuple[Block, int]:
+    height = int(node.get("/tip")["height"])
+    return Block.decode(node.get(f"/blocks/{height}/raw")), height
+
+
+def metric(node: NodeProc, name: str) -> float:
+    text = node.get("/metrics").decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    raise AssertionError(f"no metric {name}")
+
+
+def banned(node: NodeProc, key: KeyPair) -> bool:
+    return str(key.principal) in {b["principal"] for b in node.get("/bans")["bans"]}
+
+
+async def drain(h: Hostile) -> None:
+    """Read and ignore whatever the node sends, until it hangs up."""
+    with contextlib.suppress(ChannelError):
+        while True:
+            await h.recv()
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@contextlib.contextmanager
+def idle_sockets(port: int, count: int, sources: list[str],
+                 request: bytes = b"") -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``port`` from ``sources`` in turn, each sending ``request``
+    (nothing by default) and then nothing more."""
+    socks: list[socket.socket] = []
+    try:
+        for i in range(count):
+            s = socket.socket()
+            socks.append(s)
+            s.settimeout(5)
+            s.bind((sources[i % len(sources)], 0))
+            with contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+                if request:
+                    s.sendall(request)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def open_fds(node: NodeProc) -> int:
+    assert node.proc is not None
+    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+UPGRADE = (b"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n\r\n")

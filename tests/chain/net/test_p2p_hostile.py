@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -28,80 +26,28 @@ from chain.keys import KeyPair
 from chain.mining import solve
 from chain.net import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
 from chain.net.messages import (
-    MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
     BlockMsg,
     GetBlocks,
     Headers,
-    Hello,
     NotFound,
     Ping,
     decode_message,
-    encode_message,
 )
 from chain.params import REGTEST
 from tests.chain.net.netkit import (
+    Hostile,
     NodeProc,
     converged,
     import_blocks,
     init_node_dir,
     make_blocks,
+    next_source,
     running,
+    source_connector,
     wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-class Hostile:
-    """One authenticated connection to the node, speaking the protocol only as far as it
-    chooses to."""
-
-    def __init__(self, port: int, key: KeyPair) -> None:
-        self.port = port
-        self.key = key
-        self.session = aiohttp.ClientSession()
-        self.channel: SecureChannel | None = None
-
-    async def open(self, best_height: int = 0, best_work: int = 1) -> Hello:
-        ws = await self.session.ws_connect(f"http://127.0.0.1:{self.port}/p2p",
-                                           max_msg_size=WS_MAX_MSG_SIZE)
-        self.channel = await SecureChannel.initiate(WebSocketTransport(ws), self.key,
-                                                    REGTEST.chain_id)
-        await self.send(Hello(PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, REGTEST.chain_id,
-                              REGTEST.genesis_hash, self.key.principal, best_height, best_work,
-                              REGTEST.genesis_hash, "", "hostile/1", int(time.time())))
-        hello = decode_message(await self.recv())
-        assert isinstance(hello, Hello)
-        return hello
-
-    async def send(self, msg: Any) -> None:
-        assert self.channel is not None
-        await self.channel.send(encode_message(msg))
-
-    async def send_raw(self, data: bytes) -> None:
-        assert self.channel is not None
-        await self.channel.send(data)
-
-    async def recv(self) -> bytes:
-        assert self.channel is not None
-        return await self.channel.recv()
-
-    async def closed_by_peer(self, timeout: float = 20.0) -> bool:
-        """Read until the node hangs up; True if it did within ``timeout``."""
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    await self.recv()
-        except ChannelError:
-            return True
-        except TimeoutError:
-            return False
-
-    async def close(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        await self.session.close()
 
 
 @contextlib.asynccontextmanager
@@ -226,7 +172,7 @@ async def test_hostile_peers_are_cut_off_and_banned_while_sync_goes_on(tmp_path:
                     20, "the wrong-key address to be banned")
 
             # A dialler whose handshake is garbage.
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(connector=source_connector(next_source())) as session:
                 ws = await session.ws_connect(f"http://127.0.0.1:{port}/p2p",
                                               max_msg_size=WS_MAX_MSG_SIZE)
                 await ws.send_bytes(os.urandom(200))

@@ -14,7 +14,11 @@ from hypothesis import strategies as st
 from chain.errors import BadParent, BadProofOfWork, DecodeError
 from chain.events import SignedEvent
 from chain.keys import KeyPair
-from chain.net.addrman import AddressBook, BanList, parse_address, parse_peer_spec
+from chain.net.addrman import AddressBook, parse_address, parse_peer_spec
+from chain.net.bans import BanList
+from chain.net.eviction import Candidate, select_victim
+from chain.net.fetchwait import BlockWaits
+from chain.net.gate import ConnectionGate, Stage
 from chain.net.headers import HeaderTree
 from chain.net.messages import (
     MAX_HEADERS,
@@ -34,6 +38,7 @@ from chain.net.messages import (
     encode_message,
 )
 from chain.net.peer import TokenBucket
+from chain.net.presync import HeaderPreSync, Phase, PreSyncError
 from chain.params import REGTEST
 from tests.chain.net.netkit import make_blocks
 from tests.chainkit import unsolved_nonce
@@ -151,8 +156,8 @@ def test_addresses_and_bans() -> None:
     assert [b["principal"] for b in bans.to_json()] == [str(P)]
 
 
-def test_bans_outlive_a_restart_and_a_damaged_list_is_set_aside(tmp_path: Path) -> None:
-    path = tmp_path / "bans.json"
+def test_bans_outlive_a_restart_and_a_damaged_line_costs_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "bans.log"
     other = KeyPair.development(5).principal
     bans = BanList(60, path)
     bans.ban(P, None, "sent an invalid block")
@@ -164,11 +169,98 @@ def test_bans_outlive_a_restart_and_a_damaged_list_is_set_aside(tmp_path: Path) 
     assert {b["reason"] for b in again.to_json()} == {"sent an invalid block", "wrong key"}
     again.clear()
     assert not BanList(60, path).is_banned(P)
-    path.write_text("{not json")
-    fresh = BanList(60, path)  # starts, with no bans, the damaged file kept for a look
-    assert fresh.to_json() == [] and (tmp_path / "bans.json.bad").exists()
+    again.ban(P, None, "again")
+    with path.open("a") as fh:
+        fh.write('{"kind": "principal", "key": "torn')  # a crash in the middle of an append
+    assert BanList(60, path).is_banned(P)
+
+
+def test_bans_by_address_and_subnet_are_one_append_each(tmp_path: Path) -> None:
+    path = tmp_path / "bans.log"
+    bans = BanList(60, path)
+    bans.ban(P, None, "garbage", ip="10.1.2.3")
+    assert bans.is_banned(ip="10.1.2.3") and not bans.is_banned(ip="10.1.2.4")
+    bans.ban(ip="192.168.7.0/24", reason="operator")
+    assert bans.is_banned(ip="192.168.7.200") and not bans.is_banned(ip="192.168.8.1")
+    size = path.stat().st_size
+    bans.ban(KeyPair.development(6).principal, None, "x")
+    grown = path.read_bytes()[size:]
+    assert grown.count(b"\n") == 1  # one line appended, nothing rewritten
+    again = BanList(60, path)
+    assert again.is_banned(ip="192.168.7.9") and again.is_banned(ip="10.1.2.3")
+    assert {b["network"] for b in again.to_json()} >= {"10.1.2.3/32", "192.168.7.0/24"}
 
 
 def test_token_bucket_limits_bursts() -> None:
     bucket = TokenBucket(rate=10, burst=20)
     assert sum(bucket.take() for _ in range(100)) <= 21
+
+
+def test_presync_keeps_commitments_only_and_checks_the_redownload() -> None:
+    tree = HeaderTree(REGTEST)
+    ours = make_blocks(3, events_per_block=0, seed=40)
+    tree.add_headers([b.header for b in ours])
+    theirs = [b.header for b in make_blocks(5, events_per_block=0, seed=41)]
+    ps = HeaderPreSync(tree, tree.genesis)
+    ps.feed(theirs[:2], int(time.time()))
+    assert ps.work < tree.best.work and len(tree) == 4  # checked, not stored
+    ps.feed(theirs[2:], int(time.time()))
+    assert ps.work > tree.best.work and len(ps.commitments) == 5
+    ps.start_redownload()
+    assert ps.phase is Phase.REDOWNLOAD and ps.follows(theirs)
+    ps.verify(theirs[:3])
+    assert ps.follows(theirs[3:]) and not ps.redownload_done
+    other = [b.header for b in make_blocks(5, events_per_block=0, seed=42)]
+    with pytest.raises(PreSyncError):  # 1 in 256 per header to pass by luck: two must match
+        ps.verify(other[3:])
+        ps.verify(other[3:])
+
+
+def test_blocks_nobody_delivers_stop_being_candidates_until_new_work() -> None:
+    tree = HeaderTree(REGTEST)
+    chain = make_blocks(4, events_per_block=0, seed=43)
+    tree.add_headers([b.header for b in chain[:3]])
+    waits = BlockWaits(grace=5.0, max_failures=2)
+    first = chain[0].hash
+    assert not waits.give_up(first, has_source=False, now=100.0)
+    assert waits.give_up(first, has_source=False, now=105.0)
+    tree.mark_unavailable(first)
+    assert tree.best is tree.genesis
+    tree.add_headers([chain[3].header])  # new work on top: worth trying again
+    assert tree.best.hash == chain[3].hash and not tree.get(first).unavailable  # type: ignore[union-attr]
+    waits.failed(first)
+    waits.failed(first)
+    assert waits.give_up(first, has_source=True, now=0.0)
+
+
+def test_eviction_protects_useful_peers_and_picks_the_busiest_group() -> None:
+    useful = [Candidate(f"fast{i}", f"10.0.{i}.1", 0.0, 0.001, 0.0, 0.0) for i in range(4)]
+    useful += [Candidate(f"blocks{i}", f"10.1.{i}.1", 0.0, None, 50.0 + i, 0.0) for i in range(4)]
+    flood = [Candidate(f"flood{i}", f"203.0.113.{i}", 100.0 + i, None, 0.0, 0.0)
+             for i in range(40)]
+    assert select_victim(useful) is None
+    victim = select_victim(useful + flood)
+    assert victim == "flood39"  # the youngest of the busiest group
+
+
+def test_the_gate_caps_per_address_and_evicts_the_busiest_idle() -> None:
+    class FakeTransport:
+        def __init__(self, host: str) -> None:
+            self.host, self.aborted = host, False
+
+        def get_extra_info(self, name: str) -> tuple[str, int]:
+            return (self.host, 1)
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    gate = ConnectionGate("t", max_total=4, max_per_host=3, pending_timeout=10,
+                          idle_timeout=10)
+    flood = [FakeTransport("10.9.9.9") for _ in range(4)]
+    assert [gate.admit(t) for t in flood] == [True, True, True, False]  # type: ignore[arg-type]
+    honest = FakeTransport("10.0.0.1")
+    assert gate.admit(honest)  # type: ignore[arg-type]
+    assert gate.admit(FakeTransport("10.0.0.2"))  # type: ignore[arg-type]
+    assert sum(t.aborted for t in flood) == 1 and not honest.aborted  # full: the flood gives way
+    gate.set_stage(honest, Stage.ACTIVE)  # type: ignore[arg-type]
+    assert gate.sweep(now=1e12) == 3 and not honest.aborted
