@@ -13,9 +13,9 @@ decides when time passes on chain.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 

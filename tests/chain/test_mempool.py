@@ -141,7 +141,7 @@ def test_events_below_the_minimum_fee_rate_are_not_admitted(chain: ChainState) -
     pool = Mempool(chain)
     free = pay(DEV[0], 0, 0)
     size = len(free.raw)  # type: ignore[attr-defined]
-    with pytest.raises(FeeTooLow, match=f"below the minimum of 1 per byte"):
+    with pytest.raises(FeeTooLow, match="below the minimum of 1 per byte"):
         pool.add(free)  # type: ignore[arg-type]
     with pytest.raises(FeeTooLow):
         pool.add(pay(DEV[0], 0, size - 1))  # type: ignore[arg-type]

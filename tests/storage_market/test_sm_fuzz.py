@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from chain.keys import KeyPair
 from storage_market import fragments
+from storage_market import protocol as proto
 from storage_market.blockstore import StoredBlock
 from storage_market.crypto import (
     Readcap,
@@ -21,7 +22,6 @@ from storage_market.crypto import (
     wrap_child_key,
 )
 from storage_market.errors import StorageError
-from storage_market import protocol as proto
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = KeyPair.development(301)

@@ -14,8 +14,8 @@ import pytest
 from chain.errors import InsufficientFunds
 from chain.events import Announce, SignedEvent, Transfer
 from chain.keys import KeyPair
-from chain.writecap import Writecap
 from chain.params import REGTEST
+from chain.writecap import Writecap
 from storage_market.chainclient import Signer
 from storage_market.httpclient import HttpChain, NodeApiError
 from tests.chain.net.netkit import NodeProc, init_node_dir

@@ -229,7 +229,7 @@ async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
         await until(lambda: entry.placed() == 5, timeout=40, what="repair onto the spare hosts")
         after = holders(m)
         spares = {str(m.host_keys[5].principal), str(m.host_keys[6].principal)}
-        for index, (i, c) in lost.items():
+        for index, (i, _) in lost.items():
             assert str(m.host_keys[i].principal) not in after.get(index, [])
             assert after[index][0] in spares and after[index] != before[index]
             # the released host got its future collateral back, not the burned period's
