@@ -205,40 +205,42 @@ def propose(rng: random.Random, db: DictDB, nonces: dict[bytes, int], height: in
     acct = Account.decode(raw) if raw else Account()
     nonce = nonces.get(key.principal.digest, acct.nonce)
     contracts = [Contract.decode(db.data[k]) for k in sorted(db.data) if k.startswith(CONTRACT)]
+    offered = [c for c in contracts if c.state == ContractState.OFFERED]
     active = [c for c in contracts if c.state == ContractState.ACTIVE]
     kind = rng.randrange(9)
     body: Body
-    if kind == 0 or not contracts and kind >= 4:
+    if kind == 4 and offered:
+        c = rng.choice(offered)
+        host = rng.choice(KEYS)
+        receipt = host.sign(receipt_message(P.chain_id, c.id, host.principal, c.offer.root,
+                                            host.principal))
+        body = FragmentStored(c.id, host.public.ed25519, host.principal, receipt)
+        key = next(k for k in KEYS if k.principal == c.owner)
+    elif kind in (5, 6, 7) and active:
+        # a proof: usually of the period whose window is open, sometimes of another
+        c = rng.choice(active)
+        period = c.window_of(height) + (0 if kind < 7 else rng.choice([-1, 1]))
+        item = (prove(c, period, hash_at) if 0 <= period < c.periods and c.start + period
+                * c.offer.period_blocks < height else ProofItem(c.id, max(period, 0), ()))
+        body = StorageProof((item,))
+        key = next(k for k in KEYS if k.principal == c.host)
+    elif kind == 8 and contracts:
+        c = rng.choice(active + offered or contracts)
+        body = FragmentReleased(c.id)
+        key = next(k for k in KEYS if k.principal == c.owner)
+    elif kind in (0, 4, 5, 6, 7, 8):
         body = Transfer(rng.choice(KEYS).principal, rng.choice([1, 10**6, 10**13, 10**15]))
     elif kind == 1:
         body = Announce(key.public.x25519, f"127.0.0.1:{rng.randrange(1, 65535)}")
     elif kind == 2:
         body = Revoke(rng.choice(KEYS).principal, rng.choice([0, 2**40]))
-    elif kind == 3:
+    else:
         size = rng.randrange(1, 10_000)
         body = FragmentOffer(key.principal.root_path + f"/f{rng.randrange(3)}", b"\x01" * 32,
                              rng.randrange(5), 5, 3, size, fragment_tree(size).root, LEAF,
                              rng.choice([10, 10**9]), rng.choice([0, 7, 10**14]),
                              rng.randrange(1, 4), rng.randrange(1, 4),
                              height + rng.randrange(0, 4))
-    elif kind in (5, 6) and active:
-        # a proof: usually of the period whose window is open, sometimes of another
-        c = rng.choice(active)
-        period = c.window_of(height) + (0 if kind == 5 else rng.choice([-1, 1]))
-        item = (prove(c, period, hash_at) if 0 <= period < c.periods and c.start + period
-                * c.offer.period_blocks < height else ProofItem(c.id, max(period, 0), ()))
-        body = StorageProof((item,))
-        key = next(k for k in KEYS if k.principal == c.host)
-    else:
-        c = rng.choice(contracts)
-        host = rng.choice(KEYS)
-        if kind == 4:
-            receipt = host.sign(receipt_message(P.chain_id, c.id, host.principal, c.offer.root,
-                                                host.principal))
-            body = FragmentStored(c.id, host.public.ed25519, host.principal, receipt)
-        else:
-            body = FragmentReleased(c.id)
-        key = next(k for k in KEYS if k.principal == c.owner)
     raw = db.get(account_key(key.principal))
     nonce = nonces.get(key.principal.digest, Account.decode(raw).nonce if raw else 0)
     return sign(key, nonce, body, fee=rng.randrange(0, 500))

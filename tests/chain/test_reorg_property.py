@@ -34,8 +34,7 @@ def test_state_always_equals_fresh_fold(steps: list[str], seed: int) -> None:
         path = Path(tmp) / "node"
         chain = open_chain(path)
         try:
-            chain.listeners.append(lambda action, b, h: stats.update(
-                {action: stats.get(action, 0) + 1}))
+            chain.listeners.append(lambda action, b, h: count(stats, action, b))
             known = [chain.tip.hash]
             for op in steps:
                 if op in ("extend", "fork"):
@@ -52,8 +51,7 @@ def test_state_always_equals_fresh_fold(steps: list[str], seed: int) -> None:
                 elif op == "restart":
                     chain.close()
                     chain = open_chain(path)
-                    chain.listeners.append(lambda action, b, h: stats.update(
-                        {action: stats.get(action, 0) + 1}))
+                    chain.listeners.append(lambda action, b, h: count(stats, action, b))
                 else:
                     before = state_dump(chain)
                     chain.reindex()
@@ -69,9 +67,22 @@ def test_state_always_equals_fresh_fold(steps: list[str], seed: int) -> None:
 TOTALS: dict[str, int] = {}
 
 
+def count(stats: dict[str, int], action: str, block: Block) -> None:
+    """Blocks connected and disconnected, and the storage events among those connected."""
+    stats[action] = stats.get(action, 0) + 1
+    if action == "connect":
+        for ev in block.events[1:]:
+            kind = ev.kind.name.lower()
+            stats[kind] = stats.get(kind, 0) + 1
+
+
 def test_the_property_test_exercised_reorgs_and_invalid_blocks() -> None:
-    """Guards the generator: the random trees above did disconnect and reject blocks."""
+    """Guards the generator: the random trees above did disconnect and reject blocks, and their
+    blocks carried every storage event (escrow, collateral, proofs, releases), so the fold's
+    money moves and the windows closing were compared against fresh folds too."""
     if not TOTALS:
         test_state_always_equals_fresh_fold()
     assert TOTALS.get("disconnect", 0) > 0
     assert TOTALS.get("invalid", 0) > 0
+    for kind in ("fragment_offer", "fragment_stored", "storage_proof", "fragment_released"):
+        assert TOTALS.get(kind, 0) > 0, (kind, TOTALS)
