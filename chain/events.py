@@ -189,10 +189,11 @@ class FragmentStored:
 
 @dataclass(frozen=True, slots=True)
 class ProvenLeaf:
-    """One challenged leaf and its sibling path, bottom-up (its index follows from the seed)."""
+    """One challenged leaf and its sibling path: the bottom-up sibling hashes, concatenated
+    (its index follows from the seed, so the path's length does too)."""
 
     leaf: bytes
-    path: tuple[bytes, ...]
+    path: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +207,10 @@ class ProofItem:
     def write(self, w: Writer) -> None:
         w.fixed(self.contract, 32).varint(self.period).varint(len(self.leaves))
         for proven in self.leaves:
-            w.var_bytes(proven.leaf).u8(len(proven.path))
-            for h in proven.path:
-                w.fixed(h, 32)
+            depth, odd = divmod(len(proven.path), 32)
+            if odd or depth > MAX_PATH_HASHES:
+                raise BadEvent("a Merkle path is whole 32-byte hashes, at most 64")
+            w.var_bytes(proven.leaf).u8(depth).raw(proven.path)
 
     @classmethod
     def read(cls, r: Reader) -> ProofItem:
@@ -220,7 +222,7 @@ class ProofItem:
             depth = r.u8()
             if depth > MAX_PATH_HASHES:
                 raise DecodeError(f"a Merkle path has at most {MAX_PATH_HASHES} hashes")
-            leaves.append(ProvenLeaf(leaf, tuple(r.fixed(32) for _ in range(depth))))
+            leaves.append(ProvenLeaf(leaf, r.fixed(32 * depth)))
         return cls(contract, period, tuple(leaves))
 
 

@@ -42,7 +42,7 @@ class NetworkParams:
     retarget: bool
     allocations: tuple[tuple[Principal, int], ...] = field(default=())
     max_block_bytes: int = 2 << 20
-    max_event_bytes: int = 16 << 10
+    max_event_bytes: int = 64 << 10  # room for ten storage proof items under one signature
     max_events_per_block: int = 20_000
     max_future_seconds: int = 2 * 60 * 60
     median_window: int = 11

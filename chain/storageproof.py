@@ -16,7 +16,6 @@ knows the leaf count (from the size and leaf size on chain) refuses any other le
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 
 from chain.hashes import leaf_hash
 
@@ -45,26 +44,26 @@ def proof_length(index: int, count: int) -> int:
 
 
 def root_from_path(leaf: bytes | bytearray | memoryview, index: int, count: int,
-                   path: Sequence[bytes]) -> bytes | None:
-    """The root that ``leaf`` at ``index`` with sibling ``path`` implies, or None if the path
-    does not fit the shape of a ``count``-leaf tree."""
+                   path: bytes) -> bytes | None:
+    """The root that ``leaf`` at ``index`` with sibling ``path`` (the bottom-up sibling hashes,
+    concatenated) implies, or None if the path does not fit the shape of a ``count``-leaf
+    tree. The path stays one byte string: a proof is checked as it arrives, without cutting it
+    into a list first."""
     if not isinstance(index, int) or not isinstance(count, int) or not 0 <= index < count:
-        return None
-    if len(path) != proof_length(index, count):
         return None
     sha = hashlib.sha256
     node = leaf_hash(bytes(leaf))
-    step = 0
+    pos, end = 0, len(path)
     while count > 1:
         if index ^ 1 < count:
-            sibling = path[step]
-            if not isinstance(sibling, bytes) or len(sibling) != 32:
+            if pos + 32 > end:
                 return None
-            step += 1
+            sibling = path[pos : pos + 32]
+            pos += 32
             node = sha(b"\x01" + sibling + node if index & 1 else b"\x01" + node + sibling).digest()
         index >>= 1
         count = (count + 1) >> 1
-    return node
+    return node if pos == end else None
 
 
 def period_seed(opening_block_hash: bytes, contract_id: bytes) -> bytes:

@@ -169,7 +169,8 @@ class Fold:
             check_writecap(self.chain_id, ev.writecap, signer, plan.path or owner.root_path, owner,
                            self.time, lambda p: self.is_revoked(owner, p))
             allowances = self._check_allowances(ev, outflow)
-        balance = self.balance(payer)
+        pacct = sacct if ev.account is None else view.peek_account(payer)
+        balance = pacct.balance if pacct is not None else 0
         if balance < plan.spend + ev.fee:
             raise InsufficientFunds(
                 f"{payer} has {balance}, needs {plan.spend + ev.fee}"
@@ -180,7 +181,7 @@ class Fold:
         sacct.nonce += 1
         if sacct.ed25519 is None:
             sacct.ed25519 = ev.signer_key
-        view.account(payer).balance -= plan.spend + ev.fee
+        (sacct if ev.account is None else view.account(payer)).balance -= plan.spend + ev.fee
         self.fees += ev.fee
         for key, spent in allowances:
             view.put(key, spent.to_bytes(16, "big"))
@@ -311,30 +312,30 @@ class Fold:
         credit = 0
         for contract in contracts:
             if contract.payout == payer:
-                credit += contract.offer.price
+                credit += contract.price
             if host == payer:
-                credit += contract.offer.collateral
+                credit += contract.collateral
 
         def commit() -> None:
             view = self.view
             record = self.host_record(host)
             for item, contract in zip(body.items, contracts, strict=True):
-                offer = contract.offer
-                contract.escrow -= offer.price
-                contract.collateral_locked -= offer.collateral
+                price, collateral = contract.price, contract.collateral
+                contract.escrow -= price
+                contract.collateral_locked -= collateral
                 contract.last_proven = item.period
                 contract.proven += 1
-                contract.paid_total += offer.price
+                contract.paid_total += price
                 view.store(contract_key(contract.id), contract)
                 assert contract.payout is not None
                 if contract.payout != payer:
-                    view.account(contract.payout).balance += offer.price
+                    view.account(contract.payout).balance += price
                 if host != payer:
-                    view.account(host).balance += offer.collateral
+                    view.account(host).balance += collateral
                 record.periods_proven += 1
-                record.earned += offer.price
-                record.collateral_locked -= offer.collateral
-                self.proven_bytes += offer.size
+                record.earned += price
+                record.collateral_locked -= collateral
+                self.proven_bytes += contract.size
 
         # the payer is credited what comes back to it, so a host can pay the fee out of its pay
         return Plan(None, -credit, commit)
@@ -358,18 +359,18 @@ class Fold:
                                      f" {contract.opening_height(period + 1)}")
         if contract.last_proven == period:
             raise DuplicateProof(f"period {period} of contract {short} is already proven")
-        offer = contract.offer
         picks = self.params.proof_leaves
         if len(item.leaves) != picks:
             raise BadProof(f"a proof carries {picks} leaves, not {len(item.leaves)}")
-        count = leaf_count(offer.size, offer.leaf_size)
+        size, leaf_size, root = contract.size, contract.leaf_size, contract.root
+        count = leaf_count(size, leaf_size)
         seed = period_seed(self._seed_block(contract.opening_height(period)), contract.id)
         for j, (index, proven) in enumerate(
                 zip(leaf_indexes(seed, count, picks), item.leaves, strict=True)):
-            if len(proven.leaf) != leaf_length(index, offer.size, offer.leaf_size):
+            if len(proven.leaf) != leaf_length(index, size, leaf_size):
                 raise BadProof(f"leaf {j} of contract {short} (index {index}) has"
                                f" {len(proven.leaf)} bytes")
-            if root_from_path(proven.leaf, index, count, proven.path) != offer.root:
+            if root_from_path(proven.leaf, index, count, proven.path) != root:
                 raise BadProof(f"leaf {j} of contract {short} (index {index}) does not prove"
                                " its root")
         return contract
@@ -478,20 +479,19 @@ class Fold:
                     continue
             if period + 1 < contract.periods:
                 view.delete(key)
-                contract.closes = self.height + contract.offer.period_blocks
+                contract.closes = self.height + contract.period_blocks
                 view.put(closing_key(contract.closes, contract.id), b"")
                 view.store(contract_key(contract.id), contract)
             else:
                 self._close(contract, ContractState.ENDED)
 
     def _miss(self, contract: Contract) -> None:
-        offer = contract.offer
-        self.view.account(contract.owner).balance += offer.price
-        contract.escrow -= offer.price
+        self.view.account(contract.owner).balance += contract.price
+        contract.escrow -= contract.price
         contract.missed += 1
         assert contract.host is not None
         self.host_record(contract.host).periods_missed += 1
-        self._burn(contract, offer.collateral)
+        self._burn(contract, contract.collateral)
         self.view.store(contract_key(contract.id), contract)
 
     def _burn(self, contract: Contract, amount: int) -> None:

@@ -21,7 +21,13 @@ class GlobalTree:
     """Queries over a database (or a snapshot of it) holding the folded state."""
 
     def __init__(self, db: KeyValueReader) -> None:
-        self.view = StateView(db)
+        self.db = db
+
+    @property
+    def view(self) -> StateView:
+        """A fresh view per query: a view remembers what it read (for a block's undo record),
+        and the database moves on under a long-lived reader."""
+        return StateView(self.db)
 
     def principal(self, p: Principal) -> Account | None:
         return self.view.peek_account(p)

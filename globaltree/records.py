@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
+from typing import ClassVar
 
 from chain.encoding import Reader, Writer, decode_all
+from chain.errors import DecodeError
 from chain.events import FragmentOffer
 from chain.principal import Principal
 
@@ -112,74 +114,118 @@ class ContractState(IntEnum):
     FAILED = 5  # the host missed too many periods
 
 
-@dataclass(slots=True)
+def _offer_bytes(offer: FragmentOffer) -> bytes:
+    w = Writer()
+    offer.write(w)
+    return bytes(w)
+
+
 class Contract:
     """An offer and, once stored, the contract it became: who holds the fragment, the owner's
-    escrow still to pay out, the host's collateral still locked, and each period's outcome."""
+    escrow still to pay out, the host's collateral still locked, and each period's outcome.
 
-    id: bytes
-    owner: Principal
-    owner_key: bytes
-    offer: FragmentOffer
-    offer_height: int
-    state: ContractState = ContractState.OFFERED
-    host_key: bytes | None = None  # its Ed25519 key: the host signs proofs and extensions
-    payout: Principal | None = None
-    start: int = 0
-    periods: int = 0  # in all, extensions included
-    escrow: int = 0
-    collateral_locked: int = 0
-    proven: int = 0
-    missed: int = 0
-    last_proven: int = -1
-    paid_total: int = 0
-    closes: int = 0  # the height of its entry in the closing index; 0: none
-    host: Principal | None = field(default=None, init=False)
+    Every proof reads and rewrites its contract, so the record is a fixed binary layout
+    (one ``struct`` call each way) followed by the offer's own bytes; the terms a proof needs
+    (size, leaf size, root, price, collateral, period length) are copied into the fixed part,
+    and the full :attr:`offer` is decoded only when asked for.
+    """
 
-    def __post_init__(self) -> None:
-        self.host = Principal.of_public_key(self.host_key) if self.host_key else None
+    __slots__ = (
+        "_offer", "closes", "collateral", "collateral_locked", "escrow", "host", "host_key",
+        "id", "last_proven", "leaf_size", "missed", "offer_height", "offer_raw", "owner",
+        "owner_key", "paid_total", "payout", "period_blocks", "periods", "price", "proven",
+        "root", "size", "start", "state",
+    )
+    # id, owner, owner key, host key, payout, state, flags, then eleven u64 (offer height,
+    # start, periods, escrow, collateral locked, proven, missed, last proven + 1, paid total,
+    # closes, size), leaf size u32, price, collateral, period blocks, root
+    _FIXED = struct.Struct(">32s32s32s32s32sBB11QI3Q32s")
+    _HAS_HOST, _HAS_PAYOUT = 1, 2
+
+    def __init__(self, id: bytes, owner: Principal, owner_key: bytes, offer: FragmentOffer,
+                 offer_height: int, state: ContractState = ContractState.OFFERED,
+                 host_key: bytes | None = None, payout: Principal | None = None, start: int = 0,
+                 periods: int = 0, escrow: int = 0, collateral_locked: int = 0, proven: int = 0,
+                 missed: int = 0, last_proven: int = -1, paid_total: int = 0,
+                 closes: int = 0) -> None:
+        self.id, self.owner, self.owner_key = id, owner, owner_key
+        self._offer: FragmentOffer | None = offer
+        self.offer_raw = _offer_bytes(offer)
+        self.size, self.leaf_size, self.root = offer.size, offer.leaf_size, offer.root
+        self.price, self.collateral = offer.price, offer.collateral
+        self.period_blocks = offer.period_blocks
+        self.offer_height, self.state = offer_height, state
+        self.host_key: bytes | None = None
+        self.host: Principal | None = None
+        if host_key is not None:
+            self.set_host(host_key)
+        self.payout = payout
+        self.start, self.periods, self.escrow = start, periods, escrow
+        self.collateral_locked, self.proven, self.missed = collateral_locked, proven, missed
+        self.last_proven, self.paid_total, self.closes = last_proven, paid_total, closes
 
     def set_host(self, host_key: bytes) -> None:
         self.host_key = host_key
         self.host = Principal.of_public_key(host_key)
 
     @property
+    def offer(self) -> FragmentOffer:
+        if self._offer is None:
+            self._offer = decode_all(self.offer_raw, FragmentOffer.read)
+        return self._offer
+
+    @property
     def end(self) -> int:
-        return self.start + self.offer.period_blocks * self.periods
+        return self.start + self.period_blocks * self.periods
 
     def window_of(self, height: int) -> int:
         """The period whose proof window holds ``height``: ``(start + p·P, start + (p+1)·P]``."""
-        return (height - self.start - 1) // self.offer.period_blocks
+        return (height - self.start - 1) // self.period_blocks
 
     def opening_height(self, period: int) -> int:
         """The block whose hash seeds ``period``'s proof (its window opens right after it)."""
-        return self.start + period * self.offer.period_blocks
+        return self.start + period * self.period_blocks
 
     def encode(self) -> bytes:
-        w = Writer().fixed(self.id, 32).fixed(self.owner.digest, 32).fixed(self.owner_key, 32)
-        self.offer.write(w)
-        w.varint(self.offer_height).u8(self.state)
-        w.var_bytes(self.host_key or b"")
-        w.var_bytes(self.payout.digest if self.payout else b"")
-        for value in (self.start, self.periods, self.escrow, self.collateral_locked, self.proven,
-                      self.missed, self.last_proven + 1, self.paid_total, self.closes):
-            w.varint(value)
-        return bytes(w)
+        flags = (self._HAS_HOST if self.host_key else 0) | (self._HAS_PAYOUT if self.payout else 0)
+        return self._FIXED.pack(
+            self.id, self.owner.digest, self.owner_key, self.host_key or bytes(32),
+            self.payout.digest if self.payout else bytes(32), self.state, flags,
+            self.offer_height, self.start, self.periods, self.escrow, self.collateral_locked,
+            self.proven, self.missed, self.last_proven + 1, self.paid_total, self.closes,
+            self.size, self.leaf_size, self.price, self.collateral, self.period_blocks,
+            self.root) + self.offer_raw
 
     @classmethod
     def decode(cls, data: bytes) -> Contract:
-        def read(r: Reader) -> Contract:
-            cid, owner, key = r.fixed(32), Principal(r.fixed(32)), r.fixed(32)
-            offer = FragmentOffer.read(r)
-            height, state = r.varint(), ContractState(r.u8())
-            host_raw, payout_raw = r.var_bytes(32), r.var_bytes(32)
-            start, periods, escrow, locked, proven, missed, last, paid, closes = (
-                r.varint() for _ in range(9))
-            return cls(cid, owner, key, offer, height, state, host_raw or None,
-                       Principal(payout_raw) if payout_raw else None,
-                       start, periods, escrow, locked, proven, missed, last - 1, paid, closes)
+        fixed = cls._FIXED
+        if len(data) <= fixed.size:
+            raise DecodeError("contract record too short")
+        (cid, owner, owner_key, host_key, payout, state, flags, offer_height, start, periods,
+         escrow, locked, proven, missed, last, paid, closes, size, leaf_size, price, collateral,
+         period_blocks, root) = fixed.unpack_from(data)
+        if state not in ContractState._value2member_map_ or flags & ~3:
+            raise DecodeError("contract record has an unknown state")
+        c = cls.__new__(cls)
+        c.id, c.owner, c.owner_key = cid, Principal(owner), owner_key
+        c._offer, c.offer_raw = None, data[fixed.size:]
+        c.size, c.leaf_size, c.root, c.price, c.collateral = size, leaf_size, root, price, collateral
+        c.period_blocks, c.offer_height, c.state = period_blocks, offer_height, ContractState(state)
+        c.host_key = c.host = None
+        if flags & cls._HAS_HOST:
+            c.set_host(host_key)
+        c.payout = Principal(payout) if flags & cls._HAS_PAYOUT else None
+        c.start, c.periods, c.escrow, c.collateral_locked = start, periods, escrow, locked
+        c.proven, c.missed, c.last_proven = proven, missed, last - 1
+        c.paid_total, c.closes = paid, closes
+        return c
 
-        return decode_all(data, read)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Contract) and other.encode() == self.encode()
+
+    def __repr__(self) -> str:
+        return (f"Contract({self.id.hex()[:16]}, {self.state.name.lower()}, host={self.host},"
+                f" period {self.proven + self.missed}/{self.periods})")
 
     def to_json(self) -> dict[str, object]:
         o = self.offer
@@ -229,17 +275,18 @@ class HostRecord:
     earned: int = 0
     collateral_locked: int = 0
 
+    _FIXED: ClassVar[struct.Struct] = struct.Struct(">7Q")
+
     def encode(self) -> bytes:
-        w = Writer()
-        for value in (self.bytes_stored, self.contracts_active, self.contracts_failed,
-                      self.periods_proven, self.periods_missed, self.earned,
-                      self.collateral_locked):
-            w.varint(value)
-        return bytes(w)
+        return self._FIXED.pack(self.bytes_stored, self.contracts_active, self.contracts_failed,
+                                self.periods_proven, self.periods_missed, self.earned,
+                                self.collateral_locked)
 
     @classmethod
     def decode(cls, data: bytes) -> HostRecord:
-        return decode_all(data, lambda r: cls(*(r.varint() for _ in range(7))))
+        if len(data) != cls._FIXED.size:
+            raise DecodeError("a host record is seven 8-byte numbers")
+        return cls(*cls._FIXED.unpack(data))
 
     def to_json(self) -> dict[str, int]:
         return {

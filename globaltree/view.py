@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from chain.encoding import Reader, Writer, decode_all
 from chain.principal import Principal
-from globaltree.records import Account, account_key
+from globaltree.records import ACCOUNT, Account
 
 
 class KeyValueReader(Protocol):
@@ -35,12 +35,19 @@ class StateView:
     while a block is folded: each is decoded once, mutated in place by later events, and
     encoded once when the view is committed."""
 
-    __slots__ = ("_changes", "_db", "_objects")
+    __slots__ = ("_changes", "_db", "_objects", "_read")
 
     def __init__(self, db: KeyValueReader) -> None:
         self._db = db
         self._changes: dict[bytes, bytes | None] = {}
         self._objects: dict[bytes, Any] = {}
+        self._read: dict[bytes, bytes | None] = {}  # database values read, kept for the undo
+
+    def _fetch(self, key: bytes) -> bytes | None:
+        if key in self._read:
+            return self._read[key]
+        value = self._read[key] = self._db.get(key)
+        return value
 
     def get(self, key: bytes) -> bytes | None:
         obj = self._objects.get(key)
@@ -48,7 +55,7 @@ class StateView:
             return cast(bytes, obj.encode())
         if key in self._changes:
             return self._changes[key]
-        return self._db.get(key)
+        return self._fetch(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._objects.pop(key, None)
@@ -94,13 +101,27 @@ class StateView:
             self.store(key, obj)
         return cast(R, obj)
 
+    # Accounts are touched two or three times by every event: their two accessors are
+    # :meth:`peek` and :meth:`writable` written out, without the generic calls.
+
     def peek_account(self, p: Principal) -> Account | None:
         """The account as it stands, or None; the caller must not mutate it."""
-        return self.peek(account_key(p), Account.decode)
+        key = ACCOUNT + p.digest
+        obj = self._objects.get(key)
+        if obj is not None:
+            return cast(Account, obj)
+        raw = self._changes[key] if key in self._changes else self._fetch(key)
+        return Account.decode(raw) if raw is not None else None
 
     def account(self, p: Principal) -> Account:
         """The account for writing: created empty if new, written back at commit."""
-        return self.writable(account_key(p), Account.decode, Account)
+        key = ACCOUNT + p.digest
+        obj = self._objects.get(key)
+        if obj is None:
+            raw = self._changes.pop(key, None) if key in self._changes else self._fetch(key)
+            obj = Account.decode(raw) if raw is not None else Account()
+            self._objects[key] = obj
+        return cast(Account, obj)
 
     def changes(self) -> dict[bytes, bytes | None]:
         for key, obj in self._objects.items():
@@ -114,7 +135,7 @@ class StateView:
         changes = self.changes()
         undo.varint(len(changes))
         for key, value in changes.items():
-            old = self._db.get(key)
+            old = self._fetch(key)
             undo.var_bytes(key).flag(old is not None)
             if old is not None:
                 undo.var_bytes(old)
@@ -123,6 +144,7 @@ class StateView:
             else:
                 batch.put(key, value)
         self._changes = {}
+        self._read = {}
         return bytes(undo)
 
 

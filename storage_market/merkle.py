@@ -63,7 +63,9 @@ def leaf_digests(data: Bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> bytearray:
 
 def verify_proof(root: bytes, leaf: Bytes, index: int, count: int, path: Sequence[bytes]) -> bool:
     """True iff ``leaf`` is leaf ``index`` of the ``count``-leaf tree with root ``root``."""
-    implied = root_from_path(leaf, index, count, path)
+    if any(not isinstance(h, bytes) or len(h) != DIGEST for h in path):
+        return False
+    implied = root_from_path(leaf, index, count, b"".join(path))
     return implied is not None and implied == root
 
 

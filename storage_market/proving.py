@@ -23,4 +23,5 @@ def proof_item(tree: HashTree, read_leaves: ReadLeaves, contract_id: bytes, peri
     indexes = leaf_indexes(period_seed(opening_hash, contract_id), tree.leaf_count, picks)
     leaves = read_leaves(indexes)
     return ProofItem(contract_id, period, tuple(
-        ProvenLeaf(bytes(leaf), tuple(tree.proof(i))) for i, leaf in zip(indexes, leaves, strict=True)))
+        ProvenLeaf(bytes(leaf), b"".join(tree.proof(i)))
+        for i, leaf in zip(indexes, leaves, strict=True)))

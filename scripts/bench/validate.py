@@ -1,11 +1,14 @@
 """Block validation throughput: import a regtest chain of signed transfers into a fresh node
-and compare with a bare loop verifying the same signatures, in the same run.
+and compare with a bare loop verifying the same signatures, in the same run; then a chain of
+storage contracts, timing its blocks of ``FragmentStored`` events (a small and a large block:
+the cost per event must not grow with the block) and its blocks full of ``StorageProof`` items
+against a bare loop verifying the same Merkle paths.
 
 Stages run in separate processes so that each one's peak RSS is its own:
   build   -> writes the blocks file (not timed; it loads the miner)
   import  -> a fresh node imports it with N verification threads; prints events/s, RSS
   reindex -> refolds the imported chain from genesis
-The verify-only baseline runs in this process over the same events.
+The verify-only baselines run in this process over the same events.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # before this directory, whose miner.py is a bench
 
 from chain.block import Block, events_root
 from chain.blockfile import read_blocks, write_blocks
@@ -77,13 +81,17 @@ def stage_import(path: Path, datadir: Path, threads: int) -> dict[str, float]:
 
     chain = ChainState(datadir, REGTEST, verify_threads=threads)
     n = 0
+    per_block = []
     start = time.perf_counter()
     for block in read_blocks(path):  # decoding is part of importing
+        began = time.perf_counter()
         chain.accept_block(block, now=block.header.time)
+        per_block.append(time.perf_counter() - began)
         n += len(block.events) - 1
     elapsed = time.perf_counter() - start
     chain.close()
-    return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed, "peak_rss_mb": rss_mb()}
+    return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed, "peak_rss_mb": rss_mb(),
+            "block_seconds": per_block}
 
 
 def stage_reindex(datadir: Path) -> dict[str, float]:
@@ -97,7 +105,7 @@ def stage_reindex(datadir: Path) -> dict[str, float]:
     return {"seconds": elapsed, "peak_rss_mb": rss_mb()}
 
 
-def run_stage(*args: str) -> dict[str, float]:
+def run_stage(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--stage", *args], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -117,12 +125,54 @@ def verify_only(path: Path) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
+def storage_figures(tmp: Path, stored: tuple[int, int], proofs: int,
+                    rounds: int = 3) -> dict[str, Any]:
+    """Import the storage chain on one core; rates of its stored and proof blocks. The import
+    and the bare loop take turns ``rounds`` times and each keeps its best: on a shared
+    machine the two must see the same conditions for their ratio to mean anything."""
+    from _storage_chain import Layout, bare_verify_rate
+
+    blocks = tmp / "storage.dat"
+    out = subprocess.run([sys.executable, __file__, "--stage", "build-storage", str(blocks),
+                          str(stored[0]), str(stored[1]), str(proofs)],
+                         check=True, capture_output=True, text=True)
+    raw = json.loads(out.stdout)
+    layout = Layout(tuple(raw["stored_small"]), tuple(raw["stored_large"]),  # type: ignore[arg-type]
+                    raw["proof_heights"], raw["proof_items"])
+    small = large = items_per_s = bare = 0.0
+    for i in range(rounds):
+        seconds = run_stage("import", str(blocks), str(tmp / f"storage{i}"), "1")["block_seconds"]
+
+        def rate(height_events: tuple[int, int], seconds: list[float] = seconds) -> float:
+            height, events = height_events
+            return events / seconds[height - 1]
+
+        small = max(small, rate(layout.stored_small))
+        large = max(large, rate(layout.stored_large))
+        proof_seconds = sum(seconds[h - 1] for h in layout.proof_heights)
+        items_per_s = max(items_per_s, layout.proof_items / proof_seconds)
+        bare = max(bare, bare_verify_rate(blocks, layout))
+    return {
+        "stored_events_per_s_small_block": round(small),
+        "stored_events_per_s_large_block": round(large),
+        "stored_scaling": round(large / small, 3),  # ~1: time grows with the events, no faster
+        "proof_items": layout.proof_items,
+        "proof_blocks": len(layout.proof_heights),
+        "proof_items_per_s": round(items_per_s),
+        "bare_merkle_items_per_s": round(bare),
+        "proof_ratio": round(items_per_s / bare, 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--per-block", type=int, default=1_000)
     ap.add_argument("--threads", type=int, default=0, help="verification threads (0: all cores)")
+    ap.add_argument("--stored", type=int, nargs=2, default=(2_000, 6_000), metavar=("SMALL", "LARGE"),
+                    help="FragmentStored events in the small and the large block")
+    ap.add_argument("--proofs", type=int, default=4_000, help="StorageProof items to import")
     ap.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
@@ -133,6 +183,11 @@ def main() -> None:
             print(json.dumps(stage_import(Path(rest[0]), Path(rest[1]), int(rest[2]))))
         elif kind == "reindex":
             print(json.dumps(stage_reindex(Path(rest[0]))))
+        elif kind == "build-storage":
+            from _storage_chain import build as build_storage
+
+            layout = build_storage(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
+            print(json.dumps(layout.__dict__))
         return
     import os
 
@@ -146,6 +201,7 @@ def main() -> None:
         many = run_stage("import", str(blocks), str(Path(tmp) / "many"), str(threads))
         verify = verify_only(blocks)
         reindex = run_stage("reindex", str(Path(tmp) / "one"))
+        storage = storage_figures(Path(tmp), args.stored, args.proofs)
     result = {
         "events": int(one["events"]),
         "events_per_s": round(many["events_per_s"]),
@@ -156,6 +212,7 @@ def main() -> None:
         "threads": threads,
         "peak_rss_mb": round(max(one["peak_rss_mb"], many["peak_rss_mb"]), 1),
         "reindex_s": round(reindex["seconds"], 2),
+        **storage,
     }
     if args.json:
         print(json.dumps(result))

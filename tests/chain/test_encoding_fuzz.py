@@ -64,7 +64,7 @@ offers = st.builds(FragmentOffer, st.just(DEV[0].principal.root_path + "/a"), b3
 proofs = st.builds(StorageProof, st.lists(st.builds(
     ProofItem, b32, u64, st.lists(st.builds(
         ProvenLeaf, st.binary(min_size=1, max_size=1024),
-        st.lists(b32, max_size=20).map(tuple)), min_size=1, max_size=4).map(tuple)),
+        st.lists(b32, max_size=20).map(b"".join)), min_size=1, max_size=4).map(tuple)),
     min_size=1, max_size=3, unique_by=lambda item: item.contract).map(tuple))
 bodies = st.one_of(
     st.builds(Transfer, st.builds(Principal, b32), st.integers(1, 2**64 - 1)),

@@ -262,7 +262,7 @@ def test_proofs_outside_their_window_twice_or_wrong_are_refused(market: Market) 
     flipped = ProvenLeaf(bytes([first.leaf[0] ^ 1]) + first.leaf[1:], first.path)
     other = next(i for i in range(tree.leaf_count) if tree.leaf(i) != first.leaf
                  and len(tree.leaf(i)) == len(first.leaf))
-    moved = ProvenLeaf(tree.leaf(other), tuple(tree.proof(other)))
+    moved = ProvenLeaf(tree.leaf(other), b"".join(tree.proof(other)))
     for leaves, match in (((flipped, *item.leaves[1:]), "does not prove its root"),
                           ((moved, *item.leaves[1:]), "does not prove its root"),
                           (item.leaves[1:], "carries 4 leaves, not 3")):
