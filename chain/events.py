@@ -189,7 +189,7 @@ class FragmentStored:
 
 @dataclass(frozen=True, slots=True)
 class ProvenLeaf:
-    """One challenged leaf and its sibling path: the bottom-up sibling hashes, concatenated
+    """One picked leaf and its sibling path: the bottom-up sibling hashes, concatenated
     (its index follows from the seed, so the path's length does too)."""
 
     leaf: bytes

@@ -1,4 +1,4 @@
-"""The storage market: local blocktrees buy storage, hosts sell it, challenges pay.
+"""The storage market: local blocktrees buy storage, hosts sell it and prove it on chain.
 
 Data plane: a blocktree client encrypts each block under a random block key and hands that key
 out as readcaps (to principals, and to children under their parent's key) (:mod:`.crypto`,
@@ -7,9 +7,10 @@ rebuild it (:mod:`.fragments`); and commits to each fragment with a Merkle tree 
 leaves whose root goes on chain (:mod:`.merkle`, hashed by the multi-buffer SHA-256 kernel of
 :mod:`.sha256x`, which runs without the GIL).
 
-Market: the owner agent (:mod:`.owner`) offers fragments, hands them to hosts, publishes their
-receipts, challenges them every period, signs vouchers and repairs; the host agent
-(:mod:`.host`) takes offers, stores fragments durably, answers challenges and claims payments;
+Market: the owner agent (:mod:`.owner`) offers fragments (escrowing their pay on chain), hands
+them to hosts, publishes their receipts, extends contracts and repairs after missed proofs; the
+host agent (:mod:`.host`) takes offers, stores fragments durably (:mod:`.fragmentstore`) and
+proves them every period from the block that opens it (:mod:`.proving`), paid by the chain;
 :mod:`.retrieve` gets a block back from any ``k`` hosts. They talk over the node channel with
 the messages of :mod:`.protocol`, and reach the chain only through the small
 :class:`~.chainclient.ChainClient` protocol: in process (:mod:`.inprocess`, the one module that

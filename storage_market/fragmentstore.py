@@ -4,7 +4,8 @@ A fragment streams in chunk by chunk; :class:`FragmentWriter` writes each chunk 
 leaves in a worker thread while the next one arrives, and makes the file durable under its final
 name only if the whole fragment matches the Merkle root on chain, so a host never signs a receipt
 for bytes it does not hold. The root is also the file's checksum: a host re-hashes every fragment
-on start, and reads challenged leaves from disk (never from memory) to prove them.
+on start, and reads the leaves a period's seed picks from disk (never from memory) to prove
+them.
 """
 
 from __future__ import annotations

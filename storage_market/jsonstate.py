@@ -1,6 +1,6 @@
 """Small JSON state files, replaced atomically and durably.
 
-The owner's and the host's bookkeeping (which contracts, which vouchers, how many misses) is a
+The owner's and the host's bookkeeping (which contracts, which proofs, how many misses) is a
 few kilobytes, rewritten whole after every change: write a temporary file, fsync it, rename it
 over the old one, fsync the directory. A crash at any point leaves the old file or the new one,
 never a torn one, so a restarted agent resumes exactly where it stopped. A file that does not
@@ -180,8 +180,8 @@ class StateFile:
       bookkeeping that a restart can recompute or that only trails an action already safe on
       chain; an agent following a fast chain marks on every block);
     * ``await`` :meth:`flush` returns once the state as it is *now* is on disk, for the points
-      where the agent must not act before its decision is durable (a receipt, a voucher
-      acknowledgement, a published fragment);
+      where the agent must not act before its decision is durable (a receipt, a published
+      fragment);
     * :meth:`write_now` writes synchronously (on shutdown).
 
     The state is serialised on the event loop (where it is mutated), so every write is a

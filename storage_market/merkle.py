@@ -94,9 +94,9 @@ def check_root(data: Bytes, root: bytes, leaf_size: int = DEFAULT_LEAF_SIZE) -> 
 class HashTree:
     """The levels of a fragment's Merkle tree, without the fragment.
 
-    A host keeps this in memory for each fragment it stores and reads challenged leaves from
+    A host keeps this in memory for each fragment it stores and reads the picked leaves from
     disk: proofs then cost no hashing, yet a leaf lost or altered on disk still fails the
-    owner's check (its hash no longer leads to the root). Built from the flat leaf digests,
+    chain's check (its hash no longer leads to the root). Built from the flat leaf digests,
     which a host computes chunk by chunk while a fragment streams in.
     """
 
