@@ -79,9 +79,15 @@ def _writing(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except plyvel.Error as exc:
-            raise LedgerError(f"database write failed: {exc}") from exc
+            raise LedgerError(f"database write failed: {reason(exc)}") from exc
 
     return guarded
+
+
+def reason(exc: BaseException) -> str:
+    """LevelDB's message as text: plyvel carries it as bytes, which ``str`` shows as ``b'…'``."""
+    arg = exc.args[0] if len(exc.args) == 1 else None
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(exc)
 
 
 class Batch:
@@ -113,9 +119,9 @@ class LedgerStore:
                 raise DatadirLocked(
                     f"the database at {path} is in use by another process (is a node running?)"
                 ) from exc
-            raise LedgerError(f"cannot open the database at {path}: {exc}") from exc
+            raise LedgerError(f"cannot open the database at {path}: {reason(exc)}") from exc
         except plyvel.Error as exc:
-            raise LedgerError(f"cannot open the database at {path}: {exc}") from exc
+            raise LedgerError(f"cannot open the database at {path}: {reason(exc)}") from exc
         stored = self.db.get(b"Mnetwork")
         if stored is None:
             self.put_meta(b"Mnetwork", network.encode())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -179,7 +180,7 @@ def store_put(
                     def report(stage: str, done: int, total: int) -> None:
                         bar.update(task, description=stage, completed=done, total=total)
 
-                    entry = await owner.put(full, data, options, report)
+                    entry = await owner.put(full, data, options, report, _source_of(data))
                     sent = bar.add_task("to hosts", total=entry.fragment_size * entry.n)
                     owner.on_sent = lambda nbytes: bar.advance(sent, nbytes)
                     placed = await owner.wait_placed(full, wait)
@@ -198,6 +199,12 @@ def store_put(
     _emit_store(as_json, result)
     if not result["placed"]:
         raise typer.Exit(1)
+
+
+def _source_of(data: Any) -> str:
+    """Size, mtime and inode of the file being put: a second put of the same file resumes."""
+    st = os.fstat(data.fileno())
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def _emit_store(as_json: bool, result: dict[str, Any]) -> None:
@@ -281,6 +288,35 @@ def store_get(
         typer.echo(f"wrote {result['size']} bytes of {result['path']} to {result['output']}"
                    + (f" ({len(result['skipped'])} bad or unreachable holders skipped)"
                       if result["skipped"] else ""))
+
+
+@store_app.command("release")
+@friendly
+def store_release(
+    path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
+    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+) -> None:
+    """End PATH's contracts and open offers: the escrow left comes back to the tree."""
+    params = network(net)
+    home = resolve_datadir(net, datadir)
+    key = _owner_key(home)
+
+    async def go() -> dict[str, Any]:
+        async with connect(params, home, api, token, node, 0.0) as chain:
+            owner = OwnerAgent(home, Signer(key), chain)
+            full = _full_path(key.principal.root_path, path)
+            try:
+                released = await owner.release(full)
+            finally:
+                await owner.state.close()
+            return {"path": full, "released": released}
+
+    result = run(go())
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{result['path']}: released {result['released']} contract(s)")
 
 
 @store_app.command("extend")

@@ -67,6 +67,7 @@ log = logging.getLogger("blockcoin.host")
 FETCH_TIMEOUT = 30.0
 MAX_PARALLEL_FETCHES = 4
 RESCAN_BLOCKS = 64
+RETRY_BLOCKS = 2  # an unreachable owner's offers are tried again this many blocks later
 #: Room left in a proof event for its envelope, signature and fee.
 PROOF_EVENT_MARGIN = 512
 
@@ -179,6 +180,7 @@ class HostAgent:
         self._reserved = 0  # bytes of fetches in flight
         self._reserved_collateral = 0  # collateral of fetches in flight
         self._skip: set[bytes] = set()
+        self._retry_at: dict[bytes, int] = {}  # offers whose owner was unreachable: not before
         self._fetches: set[asyncio.Task[None]] = set()
         self._fetch_slots = asyncio.Semaphore(MAX_PARALLEL_FETCHES)
         self._wake = asyncio.Event()
@@ -335,6 +337,9 @@ class HostAgent:
         for oid, owner_key, offer in self._pending_offers:
             if offer.expiry_height < self.height or oid in self._skip or oid in self.contracts:
                 continue
+            if self._retry_at.get(oid, 0) > self.height:
+                keep.append((oid, owner_key, offer))
+                continue
             key = (owner_key, offer.path, offer.version)
             group = groups.get(key)
             if group is None and not self._acceptable(owner_key, offer):
@@ -384,6 +389,13 @@ class HostAgent:
             try:
                 async with self._fetch_slots:
                     await self._fetch(owner_key, group, served)
+            except proto.PeerUnreachable as exc:
+                # the owner is down or hung up (a put interrupted, to be run again): try its
+                # offers again a few blocks later, until they expire
+                for oid, contract in group:
+                    self._retry_at[oid] = self.height + RETRY_BLOCKS
+                    self._pending_offers.append((oid, owner_key, contract.offer))
+                self._note(f"{offer.path}: owner unreachable, trying again later: {exc}")
             except (BlockcoinError, OSError) as exc:
                 # the offer that failed is not tried again; if the owner refused them all
                 # (taken by other hosts), none is
@@ -486,14 +498,18 @@ class HostAgent:
         """Active contracts whose open window (for the next block) is not proven yet and whose
         last proof is neither pending nor confirmed."""
         due = []
+        seen: dict[bytes, str | None] = {}  # one proof event covers several contracts
         for c in self.contracts.values():
             if c.status != ACTIVE:
                 continue
             period = c.window_of(self.height + 1)
             if not 0 <= period < c.periods or c.last_proven >= period:
                 continue
-            if c.proof_period == period and await self.chain.event_status(c.proof_event):
-                continue
+            if c.proof_period == period and c.proof_event:
+                if c.proof_event not in seen:
+                    seen[c.proof_event] = await self.chain.event_status(c.proof_event)
+                if seen[c.proof_event] is not None:
+                    continue
             due.append((c, period))
         return due
 

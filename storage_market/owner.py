@@ -164,11 +164,13 @@ class BlockEntry:
     roots: list[bytes]
     slots: list[Slot]
     options: StoreOptions
+    source: str = ""  # what the data was read from (size, mtime, inode), to know a rerun
 
     def to_json(self) -> dict[str, Any]:
         o = self.options
         return {
             "path": self.path, "version": self.version.hex(), "k": self.k, "n": self.n,
+            "source": self.source,
             "record_size": self.record_size, "fragment_size": self.fragment_size,
             "leaf_size": self.leaf_size, "price": self.price, "periods": self.periods,
             "period_blocks": self.period_blocks, "roots": [r.hex() for r in self.roots],
@@ -188,10 +190,14 @@ class BlockEntry:
         return cls(d["path"], bytes.fromhex(d["version"]), d["k"], d["n"], d["record_size"],
                    d["fragment_size"], d["leaf_size"], d["price"], d["periods"],
                    d["period_blocks"], [bytes.fromhex(r) for r in d["roots"]],
-                   [Slot.from_json(s) for s in d["slots"]], options)
+                   [Slot.from_json(s) for s in d["slots"]], options, str(d.get("source", "")))
 
     def placed(self) -> int:
         return sum(1 for s in self.slots if s.state == ACTIVE)
+
+    def live(self) -> bool:
+        """Whether any of its fragments is offered, being stored or under contract."""
+        return any(s.state in (OFFERING, STORED, ACTIVE) for s in self.slots)
 
 
 class OwnerAgent:
@@ -308,17 +314,32 @@ class OwnerAgent:
         return self.blocks.block_key(parent, self.key)
 
     async def put(self, path: str, data: Plaintext, options: StoreOptions | None = None,
-                  progress: ProgressFn | None = None) -> BlockEntry:
+                  progress: ProgressFn | None = None, source: str = "") -> BlockEntry:
         """Seal ``data`` (bytes, or a file open for reading) as the block at ``path`` and publish
-        its fragment offers."""
+        its fragment offers.
+
+        ``source`` names what the data was read from (a file's size, mtime and inode). A put of
+        the same source to a path whose earlier put was interrupted carries on with that one
+        (its offers, its fragments already placed) instead of starting again; an earlier put
+        that placed nothing, or whose record is lost with fewer than ``k`` fragments placed, is
+        released (its escrow comes back) and the data put anew. A path holding placed
+        fragments of other data must be released first (:meth:`release`)."""
         opts = options or self.defaults
         opts.check()
         valid_path(path)
         if check_path(path) != self.signer.owner:
             raise StorageError(f"{path} is outside this owner's blocktree /{self.signer.owner}")
         old = self.entries.get(path)
-        if old is not None and any(s.state in (OFFERING, STORED, ACTIVE) for s in old.slots):
-            raise StorageError(f"{path} is already stored; its contracts must end first")
+        if old is not None and old.live():
+            same = bool(source) and old.source == source
+            if same and (old.placed() >= old.k or await self._record_intact(old)):
+                self._note(f"resuming the put of {path}: {old.placed()} of {old.n} placed")
+                return old
+            if not same and old.placed() > 0:
+                raise StorageError(
+                    f"{path} holds other data with {old.placed()} of {old.n} fragments placed;"
+                    f" release it first (blockcoin store release {path})")
+            await self.release(path)
         await self._check_funds(opts)
         report = progress or (lambda stage, done, total: None)
         size = plaintext_length(data)
@@ -331,6 +352,7 @@ class OwnerAgent:
         if old is not None:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
+        entry.source = source
         self.entries[path] = entry
         self._putting.add(path)
         self.height = await self.chain.tip_height()
@@ -347,6 +369,38 @@ class OwnerAgent:
             await self.state.flush()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
         return entry
+
+    async def _record_intact(self, entry: BlockEntry) -> bool:
+        """Whether the local record of the entry's version can still serve its fragments."""
+        try:
+            block = await asyncio.to_thread(self.blocks.get, entry.path)
+        except (BlockNotFound, IntegrityError):
+            return False
+        return block.version == entry.version
+
+    async def release(self, path: str) -> int:
+        """End every contract and open offer of ``path`` (the escrow left comes back, the
+        hosts' collateral too); the number of contracts released."""
+        entry = self.entries.get(path)
+        if entry is None:
+            raise BlockNotFound(f"{path} is not stored by this owner")
+        released = 0
+        for slot in entry.slots:
+            if slot.state not in (OFFERING, STORED, ACTIVE) or not slot.offer_id:
+                slot.state = ENDED
+                continue
+            try:
+                await self.signer.submit(self.chain, FragmentReleased(slot.offer_id),
+                                         entry.options.fee_rate)
+                released += 1
+            except ValidationError as exc:  # already expired, ended or released on chain
+                self._note(f"{path} #{slot.index}: nothing to release ({exc})")
+            slot.state = ENDED
+            self._record(slot, "released by the owner")
+        self._frags.pop(path, None)
+        await self.state.flush()
+        self._note(f"released {released} contract(s) of {path}")
+        return released
 
     async def _check_funds(self, opts: StoreOptions) -> None:
         """Refuse before any work a put whose offers the tree's account cannot escrow."""
@@ -579,6 +633,11 @@ class OwnerAgent:
         if slot.state == OFFERING:
             if slot.reserved_by is not None and slot.reserved_until > time.monotonic():
                 return False
+            if info is not None and info.state == "active" and info.host is not None:
+                # stored, but this agent stopped before it wrote that down: take it back
+                slot.state, slot.host, slot.start = ACTIVE, info.host, info.start
+                self._note(f"{entry.path} #{slot.index} found stored by {info.host}")
+                return True
             lost = info is None and h > slot.offered_height + 3
             expired = info is not None and (h > info.offer.expiry_height or info.state != "offered")
             if lost or expired:

@@ -41,6 +41,7 @@ def test_full_disk_during_import_is_one_clear_error_and_loses_nothing(tmp_path: 
     err = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 1, proc.stderr.decode()
     assert len(err) == 1 and "database write failed" in err[0], err  # no traceback
+    assert "b'" not in err[0] and "b\"" not in err[0], err  # the message as text, not bytes
     reported = [json.loads(line)["connected"] for line in proc.stdout.decode().splitlines()
                 if "connected" in line]
     assert reported, "the limit should strike after some blocks, not before the first"

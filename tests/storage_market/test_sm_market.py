@@ -315,3 +315,21 @@ async def test_restarting_every_node_mid_contract_loses_no_proof_or_pay(tmp_path
     finally:
         await m.stop()
         await chain.close()
+
+
+async def test_a_fragment_damaged_while_the_host_was_down_shows_as_corrupt(tmp_path: Path) -> None:
+    async with market(tmp_path, hosts=3, k=2, n=3, periods=20) as m:
+        owner = m.owner
+        assert owner is not None
+        await owner.put(PATH, os.urandom(30_000))
+        assert await owner.wait_placed(PATH, 30)
+        await m.hosts[0].stop()
+        (c,) = m.hosts[0].contracts.values()
+        f = m.hosts[0].store.file_for(c.offer_id)
+        f.write_bytes(os.urandom(f.stat().st_size))
+        host = await m.start_host(0)
+        assert [r["corrupt"] for r in host.status()["contracts"]] == [True]
+        await host.stop()
+        # what `blockcoin host status` reads without a running agent
+        offline = HostAgent(host.datadir.parent, m.host_keys[0], m.chain, HostPolicy(1 << 30))
+        assert [r["corrupt"] for r in offline.status()["contracts"]] == [True]
