@@ -96,11 +96,17 @@ async def test_an_interrupted_put_run_again_finishes_and_the_file_comes_back(
             before = len(owned())
             first = put(src, path)
             if r == len(points) - 1:
-                await _until(lambda: sum(c.state.name == "ACTIVE"  # type: ignore[attr-defined]
-                                         for c in owned()) >= before + 5 or first.poll() is not None,
-                             60, "the first run to place the file")
+                def placed(first: subprocess.Popen[str] = first, before: int = before) -> bool:
+                    active = sum(c.state.name == "ACTIVE" for c in owned())  # type: ignore[attr-defined]
+                    return active >= before + 5 or first.poll() is not None
+
+                await _until(placed, 60, "the first run to place the file")
             else:
-                await _until(lambda: reached() or first.poll() is not None, 60, point)
+                def killable(first: subprocess.Popen[str] = first,
+                             reached: Callable[[], bool] = reached) -> bool:
+                    return reached() or first.poll() is not None
+
+                await _until(killable, 60, point)
                 assert first.poll() is None, f"the first run ended before it was killed {point}"
             first.send_signal(signal.SIGKILL)
             await asyncio.to_thread(first.wait, 30)
