@@ -46,8 +46,9 @@ import storage_primitives
 from _report import emit
 
 from chain.aio import stop_tasks
+from chain.events import Transfer
 from chain.keys import KeyPair
-from chain.params import REGTEST
+from chain.params import COIN, REGTEST
 from storage_market import retrieve
 from storage_market.chainclient import Signer
 from storage_market.host import HostAgent, HostPolicy
@@ -81,6 +82,25 @@ def _write_durably(path: Path, data: bytes | bytearray) -> None:
         os.close(fd)
 
 
+def host_keys(root: Path, count: int) -> list[KeyPair]:
+    """Each host's key, where ``blockcoin host start`` looks for it (made on first use)."""
+    keys = []
+    for i in range(count):
+        path = root / f"host{i}" / "host" / "host.key"
+        if not path.exists():
+            KeyPair.generate().save(path)
+        keys.append(KeyPair.load(path))
+    return keys
+
+
+async def fund(chain: InProcessChain, keys: list[KeyPair]) -> None:
+    """Coin for each host key (it announces itself and locks collateral), mined at once."""
+    bank = Signer(KeyPair.development(1))
+    for key in keys:
+        await bank.submit(chain, Transfer(key.principal, 10 * COIN))
+    await chain.mine()
+
+
 async def start_hosts(root: Path, api: str, token: str, count: int) -> list[subprocess.Popen[str]]:
     """``count`` host processes; returns once each has announced its address."""
     procs = []
@@ -101,8 +121,8 @@ async def serve_hosts(root: Path, api: str, token: str, count: int) -> None:
     """Run ``count`` host agents in this process against the node API at ``api``; print one
     line once they have all announced, and stop when stdin closes (the bench went away)."""
     chain = HttpChain(api, REGTEST, token)
-    agents = [HostAgent(root / f"host{i}", KeyPair.generate(), chain, HostPolicy(capacity=1 << 31))
-              for i in range(count)]
+    agents = [HostAgent(root / f"host{i}", key, chain, HostPolicy(capacity=1 << 31))
+              for i, key in enumerate(host_keys(root, count))]
     try:
         for agent in agents:
             await agent.start()
@@ -145,9 +165,11 @@ async def market_run(root: Path, size: int, hosts_at: str = "inline") -> dict[st
                        defaults=StoreOptions(periods=2, period_blocks=100_000, offer_ttl=1000))
     miner: asyncio.Task[None] | None = None
     hosts: list[subprocess.Popen[str]] = []
-    agents = [HostAgent(root / f"host{i}", KeyPair.generate(), chain, HostPolicy(capacity=1 << 31))
-              for i in range(5 if hosts_at == "inline" else 0)]
+    keys = host_keys(root, 5)
+    agents = [HostAgent(root / f"host{i}", key, chain, HostPolicy(capacity=1 << 31))
+              for i, key in enumerate(keys if hosts_at == "inline" else [])]
     try:
+        await fund(chain, keys)
         miner = asyncio.ensure_future(_miner(chain))
         if hosts_at == "processes":
             hosts = await start_hosts(root, api, token, 5)
