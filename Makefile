@@ -19,7 +19,7 @@ test: venv
 
 # A 3-node devnet mining for SOAK_SECONDS (default 600) while a hostile peer cycles attacks.
 soak: venv
-	$(BIN)/python -m pytest -q -m soak tests/chain/net/test_soak.py
+	$(BIN)/python -m pytest -q -m soak tests/chain/net/p2p/test_soak.py
 
 demo: venv
 	$(BIN)/blockcoin demo
@@ -29,6 +29,7 @@ bench: venv
 
 lint: venv
 	$(BIN)/ruff check chain ledger globaltree miner storage_market tests scripts
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

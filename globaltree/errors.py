@@ -1,6 +1,6 @@
-"""Global tree errors (consensus failures use chain.errors' ValidationError family)."""
+"""Global tree errors (consensus failures use chain.core.errors' ValidationError family)."""
 
-from chain.errors import BlockcoinError
+from chain.core.errors import BlockcoinError
 
 
 class GlobalTreeError(BlockcoinError):

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from chain.block import Block
-from chain.errors import (
+from chain.core.block import Block
+from chain.core.errors import (
     AllowanceExceeded,
     BadCoinbase,
     BadEvent,
@@ -32,7 +32,7 @@ from chain.errors import (
     UnknownReference,
     ValidationError,
 )
-from chain.events import (
+from chain.core.events import (
     MAX_CONTRACT_BLOCKS,
     Announce,
     Coinbase,
@@ -49,12 +49,12 @@ from chain.events import (
     extension_message,
     receipt_message,
 )
-from chain.keys import verify
-from chain.params import NetworkParams
-from chain.paths import check_path
-from chain.principal import Principal
-from chain.storageproof import leaf_count, leaf_indexes, leaf_length, period_seed, root_from_path
-from chain.writecap import check_writecap
+from chain.core.keys import verify
+from chain.core.params import NetworkParams
+from chain.core.paths import check_path
+from chain.core.principal import Principal
+from chain.core.storageproof import leaf_count, leaf_indexes, leaf_length, period_seed, root_from_path
+from chain.core.writecap import check_writecap
 from globaltree.records import (
     BY_HOST,
     BY_OWNER,

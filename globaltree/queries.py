@@ -3,7 +3,7 @@ and ``/global/fragments``."""
 
 from __future__ import annotations
 
-from chain.principal import Principal
+from chain.core.principal import Principal
 from globaltree.records import (
     BY_HOST,
     BY_OWNER,

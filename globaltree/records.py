@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from chain.encoding import Reader, Writer, decode_all
-from chain.errors import DecodeError
-from chain.events import FragmentOffer
-from chain.principal import Principal
+from chain.core.encoding import Reader, Writer, decode_all
+from chain.core.errors import DecodeError
+from chain.core.events import FragmentOffer
+from chain.core.principal import Principal
 
 _HEIGHT = struct.Struct(">Q")
 

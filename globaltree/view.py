@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar, cast
 
-from chain.encoding import Reader, Writer, decode_all
-from chain.principal import Principal
+from chain.core.encoding import Reader, Writer, decode_all
+from chain.core.principal import Principal
 from globaltree.records import ACCOUNT, Account
 
 

@@ -1,6 +1,6 @@
 """Ledger errors."""
 
-from chain.errors import BlockcoinError
+from chain.core.errors import BlockcoinError
 
 
 class LedgerError(BlockcoinError):

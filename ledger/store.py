@@ -26,10 +26,10 @@ from typing import ParamSpec, TypeVar
 
 import plyvel
 
-from chain.block import Block
-from chain.encoding import Reader, Writer, decode_all
-from chain.errors import DecodeError
-from chain.header import HEADER_SIZE, Header
+from chain.core.block import Block
+from chain.core.encoding import Reader, Writer, decode_all
+from chain.core.errors import DecodeError
+from chain.core.header import HEADER_SIZE, Header
 from ledger.errors import CorruptLedger, DatadirLocked, LedgerError
 
 P = ParamSpec("P")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from miner._sha256 import (
+from miner.sha256_source import (
     IV,
     MASK,
     NUMBA_HELPERS,

@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from miner import _kernels_gen
-from miner._sha256 import IV, compress
 from miner.errors import MinerError
+from miner.sha256_source import IV, compress
 
 HEADER_LEN = 116
 NONCE_OFFSET = 108  # the nonce is the header's last 8 bytes, u64 little-endian

@@ -41,11 +41,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.encoding import Reader, Writer, encode_varint
-from chain.errors import DecodeError
-from chain.keys import KeyPair, PublicKeys
-from chain.paths import MAX_PATH_BYTES
-from chain.principal import Principal
+from chain.core.encoding import Reader, Writer, encode_varint
+from chain.core.errors import DecodeError
+from chain.core.keys import KeyPair, PublicKeys
+from chain.core.paths import MAX_PATH_BYTES
+from chain.core.principal import Principal
 from storage_market.crypto import (
     VERSION_SIZE,
     WRAPPED_CHILD_KEY_SIZE,

@@ -19,11 +19,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chain.events import Body, FragmentOffer, SignedEvent
-from chain.keys import KeyPair
-from chain.params import NetworkParams
-from chain.principal import Principal
-from chain.writecap import Writecap
+from chain.core.params import NetworkParams
+
+from chain.core.events import Body, FragmentOffer, SignedEvent
+from chain.core.keys import KeyPair
+from chain.core.principal import Principal
+from chain.core.writecap import Writecap
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,7 @@ def _hex_or_none(value: object) -> bytes | None:
 
 class ChainClient(Protocol):
     """The node as the storage market sees it. Every method may raise a
-    :class:`~chain.errors.BlockcoinError` (a refused event keeps its consensus error type)."""
+    :class:`~chain.core.errors.BlockcoinError` (a refused event keeps its consensus error type)."""
 
     @property
     def chain_id(self) -> bytes: ...

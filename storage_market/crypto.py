@@ -58,11 +58,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from chain.encoding import Reader, Writer
-from chain.errors import BadEvent, BlockcoinError, DecodeError
-from chain.keys import KeyPair, PublicKeys
-from chain.paths import check_path
-from chain.principal import Principal
+from chain.core.encoding import Reader, Writer
+from chain.core.errors import BadEvent, BlockcoinError, DecodeError
+from chain.core.keys import KeyPair, PublicKeys
+from chain.core.paths import check_path
+from chain.core.principal import Principal
 from storage_market.errors import (
     DecryptError,
     FormatError,
@@ -118,7 +118,7 @@ def byte_view(data: Bytes) -> memoryview:
 def decode_strict(data: Bytes, read: Callable[[Reader], T], what: str) -> T:
     """Decode exactly one ``what`` from ``data``; every failure becomes a :class:`FormatError`.
 
-    The storage formats reuse the chain's strict :class:`~chain.encoding.Reader` (minimal
+    The storage formats reuse the chain's strict :class:`~chain.core.encoding.Reader` (minimal
     varints, bounded lengths, no trailing bytes) but report in the storage family, so callers of
     this package catch one family only.
     """

@@ -1,15 +1,15 @@
 """The storage market's exception family.
 
-Everything here derives from :class:`StorageError`, itself a :class:`chain.errors.BlockcoinError`,
+Everything here derives from :class:`StorageError`, itself a :class:`chain.core.errors.BlockcoinError`,
 so the CLI and the hosting service can catch one family for anything a peer, a disk or a user can
 provoke. Decoders of storage formats raise :class:`FormatError` (a ``StorageError``), never
-``chain.errors.DecodeError``: a caller of this package needs to catch only one family. Each class
+``chain.core.errors.DecodeError``: a caller of this package needs to catch only one family. Each class
 carries a stable ``code`` so logs and tests can tell failures apart without parsing prose.
 """
 
 from __future__ import annotations
 
-from chain.errors import BlockcoinError
+from chain.core.errors import BlockcoinError
 
 
 class StorageError(BlockcoinError):

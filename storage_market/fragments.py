@@ -31,7 +31,7 @@ from storage_market.errors import FragmentError, IntegrityError, NotEnoughFragme
 
 DEFAULT_K = 3
 DEFAULT_N = 5
-#: The chain's limit (``chain.events.MAX_FRAGMENTS``); zfec itself stops at 256.
+#: The chain's limit (``chain.core.events.MAX_FRAGMENTS``); zfec itself stops at 256.
 MAX_N = 255
 PAD_MARKER = 0x80
 

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from chain.events import FragmentOffer
+from chain.core.events import FragmentOffer
 from storage_market import protocol as proto
 from storage_market import sha256x
 from storage_market.crypto import Bytes

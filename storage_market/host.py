@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chain.aio import observe, stop_tasks
-from chain.encoding import Writer
-from chain.errors import BlockcoinError, DuplicateProof, ValidationError
-from chain.events import (
+from chain.core.aio import observe, stop_tasks
+from chain.core.encoding import Writer
+from chain.core.errors import BlockcoinError, DuplicateProof, ValidationError
+from chain.core.events import (
     Announce,
     FragmentOffer,
     ProofItem,
@@ -50,9 +50,9 @@ from chain.events import (
     extension_message,
     receipt_message,
 )
-from chain.keys import KeyPair
-from chain.net import SecureChannel
-from chain.principal import Principal
+from chain.core.keys import KeyPair
+from chain.core.principal import Principal
+from chain.net.channel import SecureChannel
 from storage_market import protocol as proto
 from storage_market import sha256x
 from storage_market.chainclient import ChainClient, ContractInfo, Signer

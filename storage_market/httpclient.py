@@ -5,7 +5,7 @@ Reads use the public endpoints (``/tip``, ``/global/principals/<p>``, ``/global/
 ``/contracts``, ``/blocks/<height>/raw``); submitting uses ``POST /events`` with the node's
 cookie token. A refusal comes back as the node's error code, and is raised here as the very
 consensus error class that code names (``insufficient-funds`` becomes
-:class:`~chain.errors.InsufficientFunds`), so an agent handles a refused event the same way
+:class:`~chain.core.errors.InsufficientFunds`), so an agent handles a refused event the same way
 whether its node is in process or behind HTTP. Waiting for a block long-polls
 ``/tip?after=H&wait=S`` (at most :data:`MAX_WAIT` seconds a request, the node's limit): one
 request per block, and unlike a subscription there is no connection to lose. A node that
@@ -22,13 +22,13 @@ from urllib.parse import quote
 
 import aiohttp
 
-import chain.errors as chain_errors
-from chain.block import Block
-from chain.errors import BlockcoinError, ConfigError, ValidationError
-from chain.events import SignedEvent
-from chain.header import hash_from_hex
-from chain.params import NetworkParams
-from chain.principal import Principal
+import chain.core.errors as chain_errors
+from chain.core.block import Block
+from chain.core.errors import BlockcoinError, ConfigError, ValidationError
+from chain.core.events import SignedEvent
+from chain.core.header import hash_from_hex
+from chain.core.params import NetworkParams
+from chain.core.principal import Principal
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder
 
 POLL_SECONDS = 0.1

@@ -21,15 +21,15 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from chain.aio import stop_tasks
-from chain.block import Block
-from chain.errors import BlockcoinError, DecodeError
-from chain.events import SignedEvent, decode_event
-from chain.header import hash_hex
-from chain.node import LocalNode, init_datadir
-from chain.params import REGTEST, NetworkParams
-from chain.paths import check_path
-from chain.principal import Principal
+from chain.core.aio import stop_tasks
+from chain.core.block import Block
+from chain.core.errors import BlockcoinError, DecodeError
+from chain.core.events import SignedEvent, decode_event
+from chain.core.header import hash_hex
+from chain.core.params import REGTEST, NetworkParams
+from chain.core.paths import check_path
+from chain.core.principal import Principal
+from chain.node.local import LocalNode, init_datadir
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chain.aio import settle
+from chain.core.aio import settle
 from storage_market.errors import IntegrityError
 
 log = logging.getLogger("blockcoin.state")

@@ -1,13 +1,13 @@
 """Merkle trees over a fragment's fixed-size leaves, and leaf proofs.
 
 A fragment is cut into leaves of ``leaf_size`` bytes (default 1 KiB; the last leaf may be
-short). The tree is the chain's (:mod:`chain.hashes`): ``leaf = H(0x00 || bytes)``,
+short). The tree is the chain's (:mod:`chain.core.hashes`): ``leaf = H(0x00 || bytes)``,
 ``node = H(0x01 || left || right)``, and an odd last node is carried up unchanged rather than
-paired with itself, so the root is exactly ``chain.hashes.merkle_root`` of the leaves. Only the
+paired with itself, so the root is exactly ``chain.core.hashes.merkle_root`` of the leaves. Only the
 root goes on chain; a host proves it still holds leaf ``i`` by sending the leaf and its sibling
 path.
 
-**Proof shape** (:mod:`chain.storageproof`, shared with the fold that checks proofs on chain):
+**Proof shape** (:mod:`chain.core.storageproof`, shared with the fold that checks proofs on chain):
 a path's length is a function of ``(index, count)``, and a verifier that knows the leaf count
 (from the on-chain fragment size and leaf size) refuses a path of any other length.
 
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chain import storageproof
-from chain.events import MAX_LEAF_SIZE, MIN_LEAF_SIZE
-from chain.hashes import ZERO_HASH
-from chain.storageproof import root_from_path
+from chain.core import storageproof
+from chain.core.events import MAX_LEAF_SIZE, MIN_LEAF_SIZE
+from chain.core.hashes import ZERO_HASH
+from chain.core.storageproof import root_from_path
 from storage_market import sha256x
 from storage_market.crypto import Bytes, byte_view
 from storage_market.errors import IntegrityError, StorageError

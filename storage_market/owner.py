@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chain.aio import settle, stop_tasks
-from chain.errors import BlockcoinError, ValidationError
-from chain.events import (
+from chain.core.aio import settle, stop_tasks
+from chain.core.errors import BlockcoinError, ValidationError
+from chain.core.events import (
     Announce,
     FragmentExtended,
     FragmentOffer,
@@ -47,10 +47,10 @@ from chain.events import (
     extension_message,
     receipt_message,
 )
-from chain.keys import verify
-from chain.net import SecureChannel
-from chain.paths import check_path
-from chain.principal import Principal
+from chain.core.keys import verify
+from chain.core.paths import check_path
+from chain.core.principal import Principal
+from chain.net.channel import SecureChannel
 from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import BlockStore, StoredBlock

@@ -19,7 +19,7 @@ Proofs of storage and pay are not part of it: the host proves each period on cha
 and the chain pays it from the owner's escrow.
 
 A message is one channel message: ``u8 type | body`` in the chain's canonical encoding
-(:mod:`chain.encoding`), decoded strictly; any flaw is a :class:`ProtocolError`. A fragment
+(:mod:`chain.core.encoding`), decoded strictly; any flaw is a :class:`ProtocolError`. A fragment
 travels as a FRAGMENT header followed by raw chunks of at most :data:`CHUNK_SIZE` bytes, with
 no per-chunk framing (the channel already delimits messages). The receiver checks the
 announced size against the size recorded on chain *before* accepting any chunk, refuses a chunk
@@ -35,12 +35,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from chain.aio import stop_tasks
-from chain.encoding import Reader, Writer
-from chain.errors import BlockcoinError
-from chain.keys import KeyPair
-from chain.net import ChannelError, SecureChannel, StreamTransport
-from chain.principal import Principal
+from chain.core.aio import stop_tasks
+from chain.core.encoding import Reader, Writer
+from chain.core.errors import BlockcoinError
+from chain.core.keys import KeyPair
+from chain.core.principal import Principal
+from chain.net.channel import ChannelError, SecureChannel, StreamTransport
 from storage_market.crypto import decode_strict
 from storage_market.errors import StorageError
 
@@ -136,7 +136,7 @@ class FragmentHeader:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """The host's signature over :func:`chain.events.receipt_message`, and the principal it
+    """The host's signature over :func:`chain.core.events.receipt_message`, and the principal it
     wants its pay sent to (part of what it signed)."""
 
     tag: ClassVar[int] = 3
@@ -182,7 +182,7 @@ class Extend:
 
 @dataclass(frozen=True, slots=True)
 class Consent:
-    """The host's signature over :func:`chain.events.extension_message`."""
+    """The host's signature over :func:`chain.core.events.extension_message`."""
 
     tag: ClassVar[int] = 6
     signature: bytes

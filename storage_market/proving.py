@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from chain.events import ProofItem, ProvenLeaf
-from chain.storageproof import leaf_indexes, period_seed
+from chain.core.events import ProofItem, ProvenLeaf
+from chain.core.storageproof import leaf_indexes, period_seed
 from storage_market.merkle import HashTree
 
 ReadLeaves = Callable[[Sequence[int]], Sequence[bytes]]

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chain.keys import KeyPair
+from chain.core.keys import KeyPair
 from storage_market import fragments, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import StoredBlock

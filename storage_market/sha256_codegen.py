@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 # the generator (not the generated kernel) shares the SHA-256 constants and helper source
-from miner._sha256 import IV, MASK, NUMBA_HELPERS, K, generator_main, small_s0, small_s1
+from miner.sha256_source import IV, MASK, NUMBA_HELPERS, K, generator_main, small_s0, small_s1
 
 
 class Emitter:

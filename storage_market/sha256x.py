@@ -147,7 +147,7 @@ def leaf_digests(data: Bytes, leaf_size: int, use_kernel: bool = True) -> bytear
 
 def parent_level(level: Bytes, use_kernel: bool = True) -> bytes:
     """The next level up: pairs hashed as ``H(0x01 || left || right)``, an odd last node
-    carried up unchanged (the chain's rule, :mod:`chain.hashes`)."""
+    carried up unchanged (the chain's rule, :mod:`chain.core.hashes`)."""
     view = byte_view(level)
     count = view.nbytes // DIGEST
     pairs = count // 2

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chain.chainstate import ChainState
-from tests.chainkit import open_chain
+from chain.node.chainstate import ChainState
+from tests.framework.chainkit import open_chain
 
 
 @pytest.fixture

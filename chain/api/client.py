@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from chain.api.auth import REMOTE_ENV, is_loopback, read_cookie
-from chain.errors import BlockcoinError
+from chain.core.errors import BlockcoinError
 
 NODE_FILE = "node.json"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chain.events import Kind
+from chain.core.events import Kind
 
 HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 PRINCIPAL = {"type": "string", "pattern": "^blk[a-z2-7]{58}$"}

@@ -32,21 +32,21 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chain.aio import stop_tasks
 from chain.api.auth import check_token, is_loopback
 from chain.api.openapi import openapi_document
 from chain.api.views import block_json, event_json, header_json
-from chain.block import Block
-from chain.errors import BlockcoinError, DecodeError
-from chain.events import SignedEvent, decode_event
-from chain.header import hash_from_hex, hash_hex
-from chain.net.addrman import parse_peer_spec
-from chain.net.bans import parse_network
-from chain.net.core import NodeCore
-from chain.net.gate import ConnectionGate, Stage
-from chain.net.manager import PeerManager
-from chain.paths import check_path
-from chain.principal import Principal
+from chain.core.aio import stop_tasks
+from chain.core.block import Block
+from chain.core.errors import BlockcoinError, DecodeError
+from chain.core.events import SignedEvent, decode_event
+from chain.core.header import hash_from_hex, hash_hex
+from chain.core.paths import check_path
+from chain.core.principal import Principal
+from chain.net.p2p.addrman import parse_peer_spec
+from chain.net.p2p.bans import parse_network
+from chain.net.p2p.gate import ConnectionGate, Stage
+from chain.net.p2p.manager import PeerManager
+from chain.node.core import NodeCore
 
 log = logging.getLogger("blockcoin.api")
 

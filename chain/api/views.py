@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chain.block import Block
-from chain.events import (
+from chain.core.block import Block
+from chain.core.events import (
     Announce,
     Coinbase,
     Event,
@@ -19,7 +19,7 @@ from chain.events import (
     Transfer,
     event_id,
 )
-from chain.header import Header, hash_hex
+from chain.core.header import Header, hash_hex
 
 
 def body_json(ev: SignedEvent) -> dict[str, Any]:

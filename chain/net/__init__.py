@@ -1,34 +1,3 @@
-"""Node-to-node networking: the Noise XX secure channel and the transports it runs over."""
-
-from chain.net.channel import DEFAULT_MAX_MESSAGE, SecureChannel
-from chain.net.errors import (
-    ChannelClosed,
-    ChannelError,
-    CorruptFrame,
-    FrameTooLarge,
-    HandshakeError,
-    PeerAuthError,
-)
-from chain.net.transport import (
-    MAX_FRAME,
-    WS_MAX_MSG_SIZE,
-    FrameTransport,
-    StreamTransport,
-    WebSocketTransport,
-)
-
-__all__ = [
-    "DEFAULT_MAX_MESSAGE",
-    "MAX_FRAME",
-    "WS_MAX_MSG_SIZE",
-    "ChannelClosed",
-    "ChannelError",
-    "CorruptFrame",
-    "FrameTooLarge",
-    "FrameTransport",
-    "HandshakeError",
-    "PeerAuthError",
-    "SecureChannel",
-    "StreamTransport",
-    "WebSocketTransport",
-]
+"""Node-to-node networking: :mod:`chain.net.channel`, the Noise XX secure channel and the
+transports it runs over (shared with the storage market), and :mod:`chain.net.p2p`, the peer
+protocol, sync, relay and defence built on it."""

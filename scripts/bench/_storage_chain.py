@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain.block import Block, events_root
-from chain.chainstate import ChainState
-from chain.events import (
+from chain.consensus.validation import expected_bits
+from chain.core.block import Block, events_root
+from chain.core.events import (
     Coinbase,
     Event,
     FragmentOffer,
@@ -25,13 +25,13 @@ from chain.events import (
     event_id,
     receipt_message,
 )
-from chain.hashes import ZERO_HASH
-from chain.header import Header
-from chain.keys import KeyPair
-from chain.mining import solve
-from chain.params import HEADER_VERSION, REGTEST, NetworkParams
-from chain.storageproof import leaf_indexes, period_seed
-from chain.validation import expected_bits
+from chain.core.hashes import ZERO_HASH
+from chain.core.header import Header
+from chain.core.keys import KeyPair
+from chain.core.params import HEADER_VERSION, REGTEST, NetworkParams
+from chain.core.storageproof import leaf_indexes, period_seed
+from chain.node.chainstate import ChainState
+from chain.node.mining import solve
 from globaltree.fold import Fold
 from globaltree.view import StateView
 from storage_market.merkle import MerkleTree
@@ -166,7 +166,7 @@ def build(path: Path, small: int, large: int, proofs: int) -> Layout:
                 b.mine(batch)
                 heights.append(len(b.blocks))
         b.chain.close()
-    from chain.blockfile import write_blocks
+    from chain.core.blockfile import write_blocks
 
     write_blocks(path, iter(b.blocks))
     return Layout((small_height, small), (large_height, large), heights, made)
@@ -175,8 +175,8 @@ def build(path: Path, small: int, large: int, proofs: int) -> Layout:
 def bare_verify_rate(path: Path, layout: Layout) -> float:
     """Proof items per second verified by a bare loop: each leaf's Merkle path up to the root,
     the leaf indexes and seeds computed beforehand, nothing else."""
-    from chain.blockfile import read_blocks
-    from chain.storageproof import leaf_count, root_from_path
+    from chain.core.blockfile import read_blocks
+    from chain.core.storageproof import leaf_count, root_from_path
 
     blocks = list(read_blocks(path))
     count = leaf_count(FRAGMENT_BYTES, LEAF)

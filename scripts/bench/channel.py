@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _report import emit
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chain.keys import KeyPair
-from chain.net import SecureChannel, StreamTransport
-from chain.net.channel import FRAME_PLAINTEXT, TAG_SIZE
+from chain.core.keys import KeyPair
+from chain.net.channel import SecureChannel, StreamTransport
+from chain.net.channel.noise import FRAME_PLAINTEXT, TAG_SIZE
 
 CHAIN = b"BLKR"
 MESSAGE = 1 << 20

@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import storage_primitives
 from _report import emit
 
-from chain.aio import stop_tasks
-from chain.events import Transfer
-from chain.keys import KeyPair
-from chain.params import COIN, REGTEST
+from chain.core.aio import stop_tasks
+from chain.core.events import Transfer
+from chain.core.keys import KeyPair
+from chain.core.params import COIN, REGTEST
 from storage_market import retrieve
 from storage_market.chainclient import Signer
 from storage_market.host import HostAgent, HostPolicy

@@ -58,7 +58,7 @@ def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def _path() -> str:
-    from chain.keys import KeyPair
+    from chain.core.keys import KeyPair
 
     return KeyPair.development(0).principal.root_path + "/bench"
 

@@ -34,18 +34,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from chain.api.client import ApiClient  # noqa: E402
-from chain.block import Block, events_root  # noqa: E402
-from chain.blockfile import read_blocks, write_blocks  # noqa: E402
-from chain.chainstate import ChainState  # noqa: E402
-from chain.events import Coinbase, Event, SignedEvent, Transfer  # noqa: E402
-from chain.hashes import ZERO_HASH  # noqa: E402
-from chain.header import Header, hash_hex  # noqa: E402
-from chain.keys import KeyPair  # noqa: E402
-from chain.mining import solve  # noqa: E402
-from chain.node import init_datadir  # noqa: E402
-from chain.params import HEADER_VERSION, REGTEST  # noqa: E402
-from chain.principal import Principal  # noqa: E402
-from chain.validation import expected_bits  # noqa: E402
+from chain.consensus.validation import expected_bits  # noqa: E402
+from chain.core.block import Block, events_root  # noqa: E402
+from chain.core.blockfile import read_blocks, write_blocks  # noqa: E402
+from chain.core.events import Coinbase, Event, SignedEvent, Transfer  # noqa: E402
+from chain.core.hashes import ZERO_HASH  # noqa: E402
+from chain.core.header import Header, hash_hex  # noqa: E402
+from chain.core.keys import KeyPair  # noqa: E402
+from chain.core.params import HEADER_VERSION, REGTEST  # noqa: E402
+from chain.core.principal import Principal  # noqa: E402
+from chain.node.chainstate import ChainState  # noqa: E402
+from chain.node.local import init_datadir  # noqa: E402
+from chain.node.mining import solve  # noqa: E402
 
 
 def build(count: int, per_block: int) -> tuple[list[Block], list[Principal]]:

@@ -27,15 +27,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # before this directory, whose miner.py is a bench
 
-from chain.block import Block, events_root
-from chain.blockfile import read_blocks, write_blocks
-from chain.events import Coinbase, Event, SignedEvent, Transfer
-from chain.hashes import ZERO_HASH
-from chain.header import Header
-from chain.keys import KeyPair
-from chain.mining import solve
-from chain.params import HEADER_VERSION, REGTEST
-from chain.validation import expected_bits
+from chain.consensus.validation import expected_bits
+from chain.core.block import Block, events_root
+from chain.core.blockfile import read_blocks, write_blocks
+from chain.core.events import Coinbase, Event, SignedEvent, Transfer
+from chain.core.hashes import ZERO_HASH
+from chain.core.header import Header
+from chain.core.keys import KeyPair
+from chain.core.params import HEADER_VERSION, REGTEST
+from chain.node.mining import solve
 
 
 def build(path: Path, events: int, per_block: int) -> None:
@@ -77,7 +77,7 @@ def rss_mb() -> float:
 
 
 def stage_import(path: Path, datadir: Path, threads: int) -> dict[str, float]:
-    from chain.chainstate import ChainState
+    from chain.node.chainstate import ChainState
 
     chain = ChainState(datadir, REGTEST, verify_threads=threads)
     n = 0
@@ -95,7 +95,7 @@ def stage_import(path: Path, datadir: Path, threads: int) -> dict[str, float]:
 
 
 def stage_reindex(datadir: Path) -> dict[str, float]:
-    from chain.chainstate import ChainState
+    from chain.node.chainstate import ChainState
 
     chain = ChainState(datadir, REGTEST, verify_threads=1)
     start = time.perf_counter()
@@ -113,7 +113,7 @@ def run_stage(*args: str) -> dict[str, Any]:
 
 def verify_only(path: Path) -> float:
     """The bare loop: (key, message, signature) prepared beforehand, then only verify."""
-    from chain.keys import verify
+    from chain.core.keys import verify
 
     chain_id = REGTEST.chain_id
     items = [(e.signer_key, e.signing_message(chain_id), e.signature)

@@ -3,7 +3,7 @@ function of the fragments stored, the leaves per proof, the leaf size and the pe
 against the chain's block space; and how many fragments today's parameters can carry.
 
 Sizes are not estimated from a formula: each proof item and its event are built with the real
-encoding (``chain.events``), with a path as deep as the fragment's tree, and measured.
+encoding (``chain.core.events``), with a path as deep as the fragment's tree, and measured.
 
   .venv/bin/python scripts/sim/chain_load.py --json
 """
@@ -20,10 +20,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chain.events import ProofItem, ProvenLeaf, SignedEvent, StorageProof
-from chain.keys import KeyPair
-from chain.params import MAIN, NetworkParams
-from chain.storageproof import leaf_count
+from chain.core.events import ProofItem, ProvenLeaf, SignedEvent, StorageProof
+from chain.core.keys import KeyPair
+from chain.core.params import MAIN, NetworkParams
+from chain.core.storageproof import leaf_count
 
 DAY = 86_400
 #: The fragment a 64 MiB file gives at the default 3-of-5 code.

@@ -11,10 +11,9 @@ import dataclasses
 
 import pytest
 
-from chain import errors as E
-from chain.block import Block
-from chain.chainstate import ChainState
-from chain.events import (
+from chain.core import errors as E
+from chain.core.block import Block
+from chain.core.events import (
     Body,
     Coinbase,
     FragmentExtended,
@@ -30,11 +29,12 @@ from chain.events import (
     extension_message,
     receipt_message,
 )
-from chain.keys import KeyPair
-from chain.principal import Principal
-from chain.writecap import Writecap
+from chain.core.keys import KeyPair
+from chain.core.principal import Principal
+from chain.core.writecap import Writecap
+from chain.node.chainstate import ChainState
 from globaltree.records import Contract, ContractState, HostRecord
-from tests.chainkit import DEV, LEAF, P, fragment_tree, make_block, prove, sign, state_dump
+from tests.framework.chainkit import DEV, LEAF, P, fragment_tree, make_block, prove, sign, state_dump
 
 OWNER, HOST, OTHER = DEV[0], DEV[1], DEV[2]
 PATH = OWNER.principal.root_path + "/doc"

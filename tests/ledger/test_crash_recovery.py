@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from chain.blockfile import write_blocks
-from chain.chainstate import ChainState
-from chain.node import init_datadir
+from chain.core.blockfile import write_blocks
+from chain.node.chainstate import ChainState
+from chain.node.local import init_datadir
 from ledger.store import Status
-from tests.chainkit import P, build_on, open_chain, reference_fold, state_dump
+from tests.framework.chainkit import P, build_on, open_chain, reference_fold, state_dump
 
 KILLS = 32
 

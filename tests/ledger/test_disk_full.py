@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from chain.node import init_datadir
-from chain.params import REGTEST
+from chain.core.params import REGTEST
+from chain.node.local import init_datadir
 from tests.ledger.test_crash_recovery import check_consistent, make_blocks_file, run_import
 
 ROOT = Path(__file__).resolve().parents[2]

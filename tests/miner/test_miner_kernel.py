@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from miner import HEADER_LEN, MAX_NONCE, MinerError, codegen, kernels
-from miner._sha256 import IV, compress
 from miner.kernels import (
     KERNELS,
     hash_value,
@@ -32,6 +31,7 @@ from miner.kernels import (
     template_words,
     with_nonce,
 )
+from miner.sha256_source import IV, compress
 
 KERNEL_NAMES = sorted(KERNELS)
 

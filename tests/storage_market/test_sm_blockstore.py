@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.keys import KeyPair
+from chain.core.keys import KeyPair
 from storage_market import fragments
 from storage_market.blockstore import (
     DIGEST_FORMAT,

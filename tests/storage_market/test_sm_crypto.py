@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.keys import KeyPair
+from chain.core.keys import KeyPair
 from storage_market.crypto import (
     LARGE_BUFFER,
     READCAP_SIZE,

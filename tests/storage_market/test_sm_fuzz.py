@@ -8,7 +8,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain.keys import KeyPair
+from chain.core.keys import KeyPair
 from storage_market import fragments
 from storage_market import protocol as proto
 from storage_market.blockstore import StoredBlock

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from chain.errors import InsufficientFunds
-from chain.events import Announce, SignedEvent, Transfer
-from chain.keys import KeyPair
-from chain.params import REGTEST
-from chain.writecap import Writecap
+from chain.core.errors import InsufficientFunds
+from chain.core.events import Announce, SignedEvent, Transfer
+from chain.core.keys import KeyPair
+from chain.core.params import REGTEST
+from chain.core.writecap import Writecap
 from storage_market.chainclient import Signer
 from storage_market.httpclient import HttpChain, NodeApiError
-from tests.chain.net.netkit import NodeProc, init_node_dir
+from tests.framework.netkit import NodeProc, init_node_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -7,7 +7,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.keys import KeyPair
+from chain.core.keys import KeyPair
 from storage_market import fragments
 from storage_market.blockstore import StoredBlock
 from storage_market.crypto import SEAL_PIECE, new_block_key

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from chain.events import Transfer
-from chain.keys import KeyPair
-from chain.params import COIN
+from chain.core.events import Transfer
+from chain.core.keys import KeyPair
+from chain.core.params import COIN
 from globaltree.records import HostRecord
 from storage_market import retrieve
 from storage_market.chainclient import Signer

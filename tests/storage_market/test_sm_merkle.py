@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.hashes import ZERO_HASH
-from chain.hashes import merkle_root as chain_merkle_root
-from chain.storageproof import leaf_indexes, period_seed, proof_length, root_from_path
+from chain.core.hashes import ZERO_HASH
+from chain.core.hashes import merkle_root as chain_merkle_root
+from chain.core.storageproof import leaf_indexes, period_seed, proof_length, root_from_path
 from storage_market.errors import IntegrityError, StorageError
 from storage_market.merkle import (
     HashTree,

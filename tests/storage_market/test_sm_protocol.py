@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from chain.errors import InsufficientFunds
-from chain.events import FragmentOffer, SignedEvent, Transfer
-from chain.keys import KeyPair
-from chain.net import SecureChannel
+from chain.core.errors import InsufficientFunds
+from chain.core.events import FragmentOffer, SignedEvent, Transfer
+from chain.core.keys import KeyPair
+from chain.net.channel import SecureChannel
 from storage_market import protocol as proto
 from storage_market.chainclient import Signer
 from storage_market.errors import IntegrityError

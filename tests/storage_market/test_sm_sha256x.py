@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from chain.hashes import merkle_root as chain_merkle_root
+from chain.core.hashes import merkle_root as chain_merkle_root
 from storage_market import sha256_codegen, sha256x
 from storage_market.merkle import HashTree, MerkleTree, merkle_root
 

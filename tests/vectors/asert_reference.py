@@ -1,6 +1,6 @@
 """A line-by-line Python transcription of the aserti3-2d reference (Bitcoin Cash Node's
 ``CalculateASERT`` in ``src/pow.cpp`` and ``arith_uint256``'s compact codec), kept beside the
-tests as the oracle the project's ``chain.difficulty`` is checked against.
+tests as the oracle the project's ``chain.consensus.difficulty`` is checked against.
 
 It keeps the C++ semantics that Python does not give for free: signed 64-bit division truncates
 toward zero, ``>>`` on the signed exponent is arithmetic, ``uint16_t(exponent)`` keeps the low 16

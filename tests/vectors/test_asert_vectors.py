@@ -25,9 +25,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.difficulty import asert_bits, asert_target
-from chain.params import GENESIS_TIME, MAIN, TEST, NetworkParams
-from chain.validation import expected_bits
+from chain.consensus.difficulty import asert_bits, asert_target
+from chain.consensus.validation import expected_bits
+from chain.core.params import GENESIS_TIME, MAIN, TEST, NetworkParams
 from tests.vectors.asert_reference import (
     VECTORS_FILE,
     build_project_vectors,

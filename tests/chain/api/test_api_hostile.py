@@ -18,7 +18,7 @@ import pytest
 
 from chain.api import server
 from chain.api.client import ApiClient, RemoteApiRefused
-from tests.chain.net.netkit import ROOT, NodeProc, init_node_dir, running
+from tests.framework.netkit import ROOT, NodeProc, init_node_dir, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -19,10 +19,10 @@ import pytest
 from chain.api.client import ApiClient, ApiError
 from chain.api.openapi import openapi_document
 from chain.api.server import make_app
-from chain.events import SignedEvent, Transfer
-from chain.keys import KeyPair
-from chain.params import REGTEST
-from tests.chain.net.netkit import NodeProc, import_blocks, init_node_dir, make_blocks
+from chain.core.events import SignedEvent, Transfer
+from chain.core.keys import KeyPair
+from chain.core.params import REGTEST
+from tests.framework.netkit import NodeProc, import_blocks, init_node_dir, make_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chain.api.client import ApiClient, ApiError
-from tests.chain.net.netkit import NodeProc, init_node_dir
+from tests.framework.netkit import NodeProc, init_node_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -1,0 +1,245 @@
+"""Cheap attacks on a real node over loopback, each checked against the node's job.
+
+Every attack here once stopped a node from doing its job without crashing it: blocks announced
+and withheld (or sent mutated) froze the tip and the miner; connections that never speak used up
+the process's descriptors; stalled handshakes took every inbound slot; a peer lying about its
+work had low-work branches stored; peers replaying refused events kept a core busy. Each test
+mounts one attack from its own loopback addresses and asserts that the node still syncs, mines,
+answers its API and admits honest peers, within generous deadlines that hold on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from chain.core.block import Block
+from chain.core.events import Coinbase, Event, SignedEvent, Transfer
+from chain.core.keys import KeyPair
+from chain.core.params import REGTEST
+from chain.net.channel import ChannelError
+from chain.net.p2p.messages import BlockMsg, Events, GetBlocks, GetHeaders, Headers, decode_message
+from tests.framework.netkit import (
+    CLAIM,
+    UPGRADE,
+    Hostile,
+    NodeProc,
+    banned,
+    drain,
+    idle_sockets,
+    init_node_dir,
+    make_blocks,
+    metric,
+    next_source,
+    open_fds,
+    raise_nofile,
+    running,
+    tip_block,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+async def off_thread(fn, *args):  # type: ignore[no-untyped-def]
+    return await asyncio.to_thread(fn, *args)
+
+
+async def test_withheld_and_mutated_blocks_stop_being_waited_for(tmp_path: Path) -> None:
+    node = NodeProc(init_node_dir(tmp_path / "n", 1), "--no-discover", "--stall-timeout", "2",
+                    name="n")
+    with running(node):
+        await off_thread(node.start)
+        await off_thread(node.post, "/mine", {"blocks": 3})
+        parent, height = await off_thread(tip_block, node)
+
+        # Two valid headers on the tip whose blocks never come.
+        withheld = make_blocks(2, events_per_block=0, seed=21, parent=parent.header,
+                               start_height=height)
+        w = Hostile(node.p2p_port, KeyPair.generate())
+        reader = None
+        try:
+            await w.open(best_height=height + 2, best_work=CLAIM)
+            reader = asyncio.ensure_future(drain(w))
+            await w.send(Headers([b.header for b in withheld]))
+            await off_thread(wait_until, lambda: node.get("/status")["best_header_height"]
+                             == height + 2, 30, "the withheld headers to be taken")
+            status = await off_thread(
+                wait_until, lambda: (s := node.get("/status")) and not s["syncing"] and s,
+                45, "the node to stop waiting for the withheld blocks")
+            assert status["height"] == height and status["best_header_height"] == height
+        finally:
+            if reader is not None:
+                reader.cancel()
+            await w.close()
+
+        # A header whose block arrives with other events: its sender is banned, and the
+        # node stops waiting for the real block since nobody else has it.
+        good = make_blocks(1, events_per_block=0, seed=22, parent=parent.header,
+                           start_height=height)[0]
+        other: list[Event] = [Coinbase(height + 1, KeyPair.development(3).principal, 0, b"x")]
+        mutated = Block(good.header, other)
+        m = Hostile(node.p2p_port, KeyPair.generate())
+        try:
+            await m.open(best_height=height + 1, best_work=CLAIM)
+            await m.send(Headers([good.header]))
+            with contextlib.suppress(ChannelError, TimeoutError):
+                async with asyncio.timeout(30):
+                    while True:
+                        msg = decode_message(await m.recv())
+                        if isinstance(msg, GetBlocks) and good.hash in msg.hashes:
+                            await m.send(BlockMsg.of(mutated))
+        finally:
+            await m.close()
+        assert await off_thread(wait_until, lambda: banned(node, m.key), 30, "a ban")
+        status = await off_thread(
+            wait_until, lambda: (s := node.get("/status")) and not s["syncing"] and s, 45,
+            "the node to stop waiting for the mutated block")
+        assert status["height"] == height
+        # The node does its job on its own valid tip.
+        mined = await off_thread(node.post, "/mine", {"blocks": 1})
+        assert mined["height"] == height + 1
+
+
+async def test_the_miner_goes_on_while_blocks_are_withheld(tmp_path: Path) -> None:
+    node = NodeProc(init_node_dir(tmp_path / "m", 1), "--no-discover", "--mine",
+                    "--mine-interval", "0.5", "--stall-timeout", "2", "--threads", "1", name="m")
+    with running(node):
+        await off_thread(node.start)
+        await off_thread(wait_until, lambda: node.get("/tip")["height"] >= 2, 60, "mining")
+        parent, height = await off_thread(tip_block, node)
+        withheld = make_blocks(2, events_per_block=0, seed=23, parent=parent.header,
+                               start_height=height)
+        w = Hostile(node.p2p_port, KeyPair.generate())
+        try:
+            await w.open(best_height=height + 2, best_work=CLAIM)
+            reader = asyncio.ensure_future(drain(w))
+            await w.send(Headers([b.header for b in withheld]))
+            # The miner mines past the withheld chain on its own valid tip.
+            await off_thread(wait_until, lambda: node.get("/tip")["height"] >= height + 5, 60,
+                             "the miner to mine past the withheld headers")
+            reader.cancel()
+        finally:
+            await w.close()
+        status = await off_thread(node.get, "/status")
+        assert status["mining"] and status["height"] >= height + 5
+
+
+def timed_status(node: NodeProc) -> float:
+    started = time.monotonic()
+    node.get("/status")
+    return time.monotonic() - started
+
+
+def test_idle_connections_are_capped_and_closed_while_the_api_answers(tmp_path: Path) -> None:
+    raise_nofile()
+    node = NodeProc(init_node_dir(tmp_path / "i", 1), "--no-discover", name="i")
+    with running(node):
+        node.start()
+        baseline = open_fds(node)
+        p2p_sources = [next_source() for _ in range(75)]
+        with idle_sockets(node.p2p_port, 750, p2p_sources) as p2p, \
+                idle_sockets(node.api_port, 750, ["127.0.0.1"]) as api:
+            assert len(p2p) + len(api) == 1500
+            latencies = [timed_status(node) for _ in range(5)]
+            assert max(latencies) < 1.0, latencies
+            # The p2p port holds at most its cap, whatever was opened.
+            assert open_fds(node) < baseline + 750 + 200 + 16
+            # Connections that never spoke are closed by the node (10 s deadline).
+            wait_until(lambda: open_fds(node) <= baseline + 8, 45,
+                       "the node to close the idle connections")
+            assert timed_status(node) < 1.0
+        text = node.get("/metrics").decode()
+        assert 'blockcoin_p2p_connections{what="timed_out"}' in text
+
+
+def test_an_honest_peer_connects_while_500_handshakes_stall(tmp_path: Path) -> None:
+    raise_nofile()
+    a = NodeProc(init_node_dir(tmp_path / "a", 1), "--no-discover", "--handshake-timeout", "120",
+                 name="a")
+    b = NodeProc(init_node_dir(tmp_path / "b", 2), "--no-discover", name="b")
+    with running(a, b):
+        a.start()
+        a.post("/mine", {"blocks": 2})
+        sources = [next_source() for _ in range(50)]
+        with idle_sockets(a.p2p_port, 500, sources, UPGRADE):
+            b.args += ["--connect", a.p2p]
+            b.start()
+            wait_until(lambda: a.principal in {p["principal"] for p in b.get("/peers")["peers"]},
+                       45, "b to get through to a")
+            wait_until(lambda: b.get("/tip")["height"] == 2, 30, "b to sync from a")
+            stats = a.get("/metrics").decode()
+            assert 'blockcoin_p2p_connections{what="evicted"}' in stats
+
+
+async def test_a_peer_lying_about_its_work_is_banned_and_stores_no_headers(
+        tmp_path: Path) -> None:
+    node = NodeProc(init_node_dir(tmp_path / "l", 1), "--no-discover", name="l")
+    with running(node):
+        await off_thread(node.start)
+        await off_thread(node.post, "/mine", {"blocks": 6})
+        before = await off_thread(metric, node, "blockcoin_header_tree_size")
+        source = next_source()
+        liar = Hostile(node.p2p_port, KeyPair.generate(), source)
+        sent = 0
+        try:
+            await liar.open(best_height=10_000, best_work=CLAIM)
+            with contextlib.suppress(ChannelError, TimeoutError):
+                async with asyncio.timeout(30):
+                    while True:  # every request for headers gets a short low-work branch
+                        msg = decode_message(await liar.recv())
+                        if not isinstance(msg, GetHeaders):
+                            continue
+                        branch = make_blocks(3, events_per_block=0, seed=300 + sent)
+                        await liar.send(Headers([b.header for b in branch]))
+                        sent += 1
+        finally:
+            await liar.close()
+        assert 1 <= sent <= 3
+        assert await off_thread(wait_until, lambda: banned(node, liar.key), 20, "the ban")
+        assert await off_thread(metric, node, "blockcoin_header_tree_size") == before
+        # The ban covers its address: a fresh key from there is refused too.
+        again = Hostile(node.p2p_port, KeyPair.generate(), source)
+        try:
+            await again.open()
+        except (ChannelError, aiohttp.ClientError, OSError):
+            refused = True
+        else:
+            refused = await again.closed_by_peer(10)
+        finally:
+            await again.close()
+        assert refused
+
+
+async def test_replayed_unfunded_events_cost_one_check_each(tmp_path: Path) -> None:
+    node = NodeProc(init_node_dir(tmp_path / "r", 1), "--no-discover", name="r")
+    with running(node):
+        await off_thread(node.start)
+        to = KeyPair.development(2).principal
+        events = [SignedEvent.create(REGTEST.chain_id, KeyPair.generate(), 0, 100,
+                                     Transfer(to, 1)) for _ in range(500)]
+        message = Events(events)
+        peers = [Hostile(node.p2p_port, KeyPair.generate()) for _ in range(6)]
+        try:
+            for h in peers:
+                await h.open()
+
+            async def replay(h: Hostile) -> None:
+                with contextlib.suppress(ChannelError):
+                    for _ in range(5):
+                        await h.send(message)
+
+            await asyncio.gather(*(replay(h) for h in peers))
+            closed = await asyncio.gather(*(h.closed_by_peer(30) for h in peers))
+        finally:
+            for h in peers:
+                await h.close()
+        assert all(closed)  # relaying what policy refuses costs points: every one is banned
+        checked = await off_thread(metric, node, "blockcoin_p2p_events_checked_total")
+        assert checked <= len(events), checked
+        for h in peers:
+            assert await off_thread(banned, node, h.key)
