@@ -29,6 +29,7 @@ from chain.core.errors import (
     DuplicateProof,
     InsufficientFunds,
     ProofOutsideWindow,
+    StateConflict,
     UnknownReference,
     ValidationError,
 )
@@ -235,9 +236,9 @@ class Fold:
         if check_path(body.path) != payer:
             raise BadEvent(f"offer for {body.path!r}, outside the payer's blocktree {payer}")
         if body.expiry_height < self.height:
-            raise BadEvent(f"offer expired at height {body.expiry_height}")
+            raise StateConflict(f"offer expired at height {body.expiry_height}")
         if body.expiry_height > self.height + params.max_offer_blocks:
-            raise BadEvent(f"offer expiry {body.expiry_height} is more than"
+            raise StateConflict(f"offer expiry {body.expiry_height} is more than"
                            f" {params.max_offer_blocks} blocks ahead of height {self.height}")
         if body.size > params.max_fragment_bytes:
             raise BadEvent(f"fragment of {body.size} bytes, the limit is {params.max_fragment_bytes}")
@@ -267,16 +268,16 @@ class Fold:
         offer = contract.offer
         host = body.host
         if contract.state != ContractState.OFFERED:
-            raise BadEvent(f"offer {body.offer_id.hex()[:16]} is {contract.state.name.lower()}")
+            raise StateConflict(f"offer {body.offer_id.hex()[:16]} is {contract.state.name.lower()}")
         if self.height > offer.expiry_height:
-            raise BadEvent(f"offer expired at height {offer.expiry_height}")
+            raise StateConflict(f"offer expired at height {offer.expiry_height}")
         if host == contract.owner:
             raise BadEvent("an owner cannot host its own fragment")
         msg = receipt_message(self.chain_id, body.offer_id, host, offer.root, body.payout)
         if not verify(body.host_key, msg, body.receipt):
             raise BadSignature("host receipt does not verify")
         if self.view.get(holder_key(offer.path, host)) is not None:
-            raise BadEvent(f"host {host} already holds a fragment of {offer.path!r}")
+            raise StateConflict(f"host {host} already holds a fragment of {offer.path!r}")
         collateral = offer.collateral * contract.periods
         if self.balance(host) < collateral:
             raise InsufficientFunds(
@@ -346,7 +347,7 @@ class Fold:
         if contract.host != host:
             raise BadEvent(f"contract {short} is not held by {host}")
         if contract.state != ContractState.ACTIVE:
-            raise BadEvent(f"contract {short} is {contract.state.name.lower()}")
+            raise StateConflict(f"contract {short} is {contract.state.name.lower()}")
         period = item.period
         if period >= contract.periods:
             raise BadEvent(f"period {period} beyond contract {short}'s {contract.periods}")
@@ -380,7 +381,7 @@ class Fold:
         assert isinstance(body, FragmentReleased)
         contract = self._owned_contract(body.offer_id, payer)
         if contract.state not in (ContractState.OFFERED, ContractState.ACTIVE):
-            raise BadEvent(f"contract {contract.id.hex()[:16]} already {contract.state.name.lower()}")
+            raise StateConflict(f"contract {contract.id.hex()[:16]} already {contract.state.name.lower()}")
 
         def commit() -> None:
             # future escrow back to the owner, the host's collateral back to it: not its fault
@@ -398,10 +399,10 @@ class Fold:
         contract = self._owned_contract(body.offer_id, payer)
         short = contract.id.hex()[:16]
         if contract.state != ContractState.ACTIVE or contract.host_key is None:
-            raise BadEvent(f"contract {short} is {contract.state.name.lower()}, not active")
+            raise StateConflict(f"contract {short} is {contract.state.name.lower()}, not active")
         offer = contract.offer
         if body.periods <= contract.periods:
-            raise BadEvent(f"contract {short} already runs {contract.periods} periods")
+            raise StateConflict(f"contract {short} already runs {contract.periods} periods")
         if body.periods * offer.period_blocks > MAX_CONTRACT_BLOCKS:
             raise BadEvent(f"a contract lasts at most {MAX_CONTRACT_BLOCKS} blocks")
         msg = extension_message(self.chain_id, contract.id, body.periods)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.errors import BadEvent, BadSignature, DecodeError, EventTooLarge
@@ -88,6 +88,9 @@ class Announce:
             if not self.address.isprintable() or " " in self.address:
                 raise BadEvent("address has unprintable characters")
 
+    def to_json(self) -> dict[str, Any]:
+        return {"x25519": self.x25519.hex(), "address": self.address}
+
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
@@ -105,6 +108,9 @@ class Transfer:
     def check(self) -> None:
         if self.amount <= 0:
             raise BadEvent("a transfer moves a positive amount")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"to": str(self.to), "amount": self.amount}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,13 @@ class FragmentOffer:
     def leaves(self) -> int:
         return -(-self.size // self.leaf_size)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "version": self.version.hex(), "index": self.index,
+                "n": self.n, "k": self.k, "size": self.size, "root": self.root.hex(),
+                "leaf_size": self.leaf_size, "price": self.price, "collateral": self.collateral,
+                "period_blocks": self.period_blocks, "periods": self.periods,
+                "expiry_height": self.expiry_height}
+
 
 @dataclass(frozen=True, slots=True)
 class FragmentStored:
@@ -185,6 +198,9 @@ class FragmentStored:
 
     def check(self) -> None:
         return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offer": self.offer_id.hex(), "host": str(self.host), "payout": str(self.payout)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +270,10 @@ class StorageProof:
             if not item.leaves or any(not p.leaf for p in item.leaves):
                 raise BadEvent("a proof item carries its leaves, none empty")
 
+    def to_json(self) -> dict[str, Any]:
+        return {"items": [{"contract": item.contract.hex(), "period": item.period,
+                           "leaves": len(item.leaves)} for item in self.items]}
+
 
 @dataclass(frozen=True, slots=True)
 class FragmentReleased:
@@ -269,6 +289,9 @@ class FragmentReleased:
 
     def check(self) -> None:
         return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offer": self.offer_id.hex()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +311,9 @@ class Revoke:
 
     def check(self) -> None:
         return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"principal": str(self.principal), "until": self.until}
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +336,9 @@ class FragmentExtended:
     def check(self) -> None:
         if self.periods <= 0:
             raise BadEvent("a contract runs at least one period")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offer": self.offer_id.hex(), "periods": self.periods}
 
 
 Body = (Announce | Transfer | FragmentOffer | FragmentStored | StorageProof | FragmentReleased

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chain.consensus.validation import EventChecker, check_block, check_header
 from chain.core.block import Block
-from chain.core.errors import BadParent, BlockcoinError, ValidationError
+from chain.core.errors import BadParent, BlockcoinError, UnknownParent, ValidationError
 from chain.core.events import event_id
 from chain.core.header import work_of
 from chain.core.params import NetworkParams
@@ -132,7 +132,7 @@ class ChainState:
         h = block.hash
         parent = self.index.get(block.header.prev)
         if parent is None:
-            raise BadParent(f"unknown parent {block.header.prev[::-1].hex()}")
+            raise UnknownParent(f"unknown parent {block.header.prev[::-1].hex()}")
         if parent.status == Status.INVALID:
             raise BadParent("the parent block is invalid")
         now = int(_time.time()) if now is None else now

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chain.core.block import Block, events_root
-from chain.core.errors import BadEventsRoot, BadParent, BlockcoinError, ValidationError
+from chain.core.errors import BadEventsRoot, BlockcoinError, ValidationError
 from chain.core.events import SignedEvent, event_id
 from chain.node.chainstate import AcceptResult
 from chain.node.headers import HeaderTree
@@ -42,9 +42,8 @@ class BlockOutcome:
 
     @property
     def invalid(self) -> bool:
-        """The sender sent a bad block (not merely one whose parent is unknown)."""
-        return isinstance(self.error, ValidationError) and not (
-            isinstance(self.error, BadParent) and "unknown parent" in str(self.error))
+        """The sender sent a bad block (not merely one whose parent is unknown yet)."""
+        return isinstance(self.error, ValidationError) and self.error.punish
 
     @property
     def mutated(self) -> bool:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from chain.consensus.validation import check_header
 from chain.core.errors import BadParent
 from chain.core.header import Header, work_of
-from chain.node.chainstate import ChainState
 from chain.core.params import NetworkParams
+from chain.node.chainstate import ChainState
 from ledger.store import Status
 
 

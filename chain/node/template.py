@@ -11,8 +11,8 @@ from chain.core.block import Block, events_root
 from chain.core.events import Coinbase, Event
 from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header
-from chain.core.principal import Principal
 from chain.core.params import HEADER_VERSION
+from chain.core.principal import Principal
 from globaltree.fold import Fold
 from globaltree.view import StateView
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from chain.core.errors import BlockcoinError, ConfigError
 from chain.core.events import Body, SignedEvent
 from chain.core.keys import KeyPair
+from chain.core.params import COIN
 from chain.core.principal import Principal
 from chain.core.writecap import Writecap
-from chain.core.params import COIN
 
 if TYPE_CHECKING:
     from chain.node.chainstate import ChainState
