@@ -54,11 +54,10 @@ from chain.core.keys import verify
 from chain.core.params import NetworkParams
 from chain.core.paths import check_path
 from chain.core.principal import Principal
+from chain.core.schema import BY_HOST, BY_OWNER
 from chain.core.storageproof import leaf_count, leaf_indexes, leaf_length, period_seed, root_from_path
 from chain.core.writecap import check_writecap
 from globaltree.records import (
-    BY_HOST,
-    BY_OWNER,
     Contract,
     ContractState,
     HostRecord,

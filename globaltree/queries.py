@@ -3,10 +3,12 @@ and ``/global/fragments``."""
 
 from __future__ import annotations
 
+import hashlib
+
+from chain.core.errors import DecodeError
 from chain.core.principal import Principal
+from chain.core.schema import ACCOUNT, BY_HOST, BY_OWNER, STATE
 from globaltree.records import (
-    BY_HOST,
-    BY_OWNER,
     Account,
     Contract,
     HostRecord,
@@ -74,6 +76,30 @@ class GlobalTree:
                 "x25519": acct.x25519.hex() if acct and acct.x25519 else None,
             })
         return out
+
+    def announced(self, limit: int) -> list[tuple[Principal, str]]:
+        """Up to ``limit`` principals with a published network address, and the address."""
+        out: list[tuple[Principal, str]] = []
+        for key, value in self.db.iterator(prefix=ACCOUNT):
+            try:
+                acct = Account.decode(value)
+            except DecodeError:
+                continue
+            if acct.address and len(key) == len(ACCOUNT) + 32:
+                out.append((Principal(key[len(ACCOUNT):]), acct.address))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def digest(self) -> tuple[str, int]:
+        """SHA-256 over every key and value of the tree, in key order, and how many: two
+        nodes with the same digest hold identical global trees."""
+        digest = hashlib.sha256()
+        count = 0
+        for key, value in self.db.iterator(prefix=STATE):
+            digest.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+            count += 1
+        return digest.hexdigest(), count
 
     def _contracts_under(self, prefix: bytes) -> list[Contract]:
         out = []

@@ -1,4 +1,5 @@
-"""The records of the global tree and the keys they live under (all under prefix ``S``)."""
+"""The records of the global tree and the keys they live under (the layout is
+:mod:`chain.core.schema`)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.errors import DecodeError
 from chain.core.events import FragmentOffer
 from chain.core.principal import Principal
+from chain.core.schema import (
+    ACCOUNT,
+    CLOSING,
+    CONTRACT,
+    FRAGMENT,
+    HOLDER,
+    HOST,
+    REVOKED,
+    SPENT,
+    STATE,
+)
 
 _HEIGHT = struct.Struct(">Q")
 
-ACCOUNT = b"Sa"
-CONTRACT = b"Sc"
-FRAGMENT = b"Sf"
-CLOSING = b"Sx"
-BY_OWNER = b"So"
-BY_HOST = b"Sh"
-HOLDER = b"Sp"
-HOST = b"Sk"
-REVOKED = b"Sr"
-SPENT = b"Sw"
-STATE_PREFIXES = [b"S"]
+STATE_PREFIXES = [STATE]
 
 
 def account_key(p: Principal) -> bytes:

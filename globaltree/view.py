@@ -8,13 +8,17 @@ from typing import Any, Protocol, TypeVar, cast
 
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.principal import Principal
-from globaltree.records import ACCOUNT, Account
+from chain.core.schema import ACCOUNT
+from globaltree.records import Account
 
 
 class KeyValueReader(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
-    def iterator(self, *, prefix: bytes, include_value: bool = ...) -> Iterator[bytes]: ...
+    def iterator(self, *, prefix: bytes, include_value: bool = ...) -> Iterator[Any]:
+        """Keys under ``prefix`` in order, as ``(key, value)`` pairs unless ``include_value``
+        is False (plyvel's interface)."""
+        ...
 
 
 class Sink(Protocol):

@@ -1,18 +1,7 @@
-"""The ledger's keys and records in one LevelDB database.
-
-One database holds the ledger and the global tree (under the ``S`` prefix, owned by
-:mod:`globaltree`) so that a block's connect writes both in a single atomic batch.
-
-Keys (heights are 8-byte big-endian so they sort):
-  ``B`` hash          -> block bytes
-  ``I`` hash          -> index entry (header, height, cumulative work, status)
-  ``H`` height        -> hash of the best chain's block at that height
-  ``E`` event id      -> block hash + position, for the best chain's events
-  ``U`` hash          -> undo record of a connected block
-  ``P`` event id      -> pending event (the persisted mempool)
-  ``T``               -> best tip hash
-  ``M`` name          -> metadata (network, schema)
-"""
+"""The ledger's records in the node's one LevelDB database (blocks, header index, height and
+event indexes, undo records, the persisted mempool, the tip; the key layout is
+:mod:`chain.core.schema`). The global tree lives in the same database under its own prefix, so
+a block's connect writes both in a single atomic batch."""
 
 from __future__ import annotations
 
@@ -30,6 +19,17 @@ from chain.core.block import Block
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.errors import DecodeError
 from chain.core.header import HEADER_SIZE, Header
+from chain.core.schema import (
+    BLOCK,
+    EVENT,
+    HEIGHT,
+    INDEX,
+    META_NETWORK,
+    META_SCHEMA,
+    PENDING,
+    TIP,
+    UNDO,
+)
 from ledger.errors import CorruptLedger, DatadirLocked, LedgerError
 
 P = ParamSpec("P")
@@ -122,10 +122,10 @@ class LedgerStore:
             raise LedgerError(f"cannot open the database at {path}: {reason(exc)}") from exc
         except plyvel.Error as exc:
             raise LedgerError(f"cannot open the database at {path}: {reason(exc)}") from exc
-        stored = self.db.get(b"Mnetwork")
+        stored = self.db.get(META_NETWORK)
         if stored is None:
-            self.put_meta(b"Mnetwork", network.encode())
-            self.put_meta(b"Mschema", SCHEMA)
+            self.put_meta(META_NETWORK, network.encode())
+            self.put_meta(META_SCHEMA, SCHEMA)
         elif stored.decode() != network:
             self.db.close()
             raise LedgerError(f"the database at {path} belongs to network {stored.decode()!r}")
@@ -135,6 +135,9 @@ class LedgerStore:
             self.db.close()
 
     @_writing
+    def get_meta(self, key: bytes) -> bytes | None:
+        return self._get(key)
+
     def put_meta(self, key: bytes, value: bytes) -> None:
         """A synced write of one marker or setting (``M`` keys)."""
         self.db.put(key, value, sync=True)
@@ -152,18 +155,18 @@ class LedgerStore:
     def put_block(self, block: Block, entry: IndexEntry) -> None:
         """Store a block and its index entry; durable once any later synced write lands."""
         with self.db.write_batch(transaction=True) as wb:
-            wb.put(b"B" + entry.hash, block.encode())
-            wb.put(b"I" + entry.hash, entry.encode())
+            wb.put(BLOCK + entry.hash, block.encode())
+            wb.put(INDEX + entry.hash, entry.encode())
 
     @_writing
     def put_index(self, entry: IndexEntry, batch: Batch | None = None) -> None:
         if batch is not None:
-            batch.put(b"I" + entry.hash, entry.encode())
+            batch.put(INDEX + entry.hash, entry.encode())
         else:
-            self.db.put(b"I" + entry.hash, entry.encode())
+            self.db.put(INDEX + entry.hash, entry.encode())
 
     def get_block(self, block_hash: bytes) -> Block | None:
-        raw = self.db.get(b"B" + block_hash)
+        raw = self.db.get(BLOCK + block_hash)
         if raw is None:
             return None
         try:
@@ -172,14 +175,14 @@ class LedgerStore:
             raise CorruptLedger(f"stored block {block_hash[::-1].hex()} does not decode") from exc
 
     def get_block_bytes(self, block_hash: bytes) -> bytes | None:
-        return self._get(b"B" + block_hash)
+        return self._get(BLOCK + block_hash)
 
     def _get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.db.get(key)
         return value
 
     def iter_index(self) -> Iterator[IndexEntry]:
-        for key, value in self.db.iterator(prefix=b"I"):
+        for key, value in self.db.iterator(prefix=INDEX):
             try:
                 yield IndexEntry.decode(key[1:], value)
             except DecodeError as exc:
@@ -188,55 +191,55 @@ class LedgerStore:
     # --- best chain -------------------------------------------------------------------------
 
     def tip(self) -> bytes | None:
-        return self._get(b"T")
+        return self._get(TIP)
 
     def hash_at(self, height: int) -> bytes | None:
-        return self._get(b"H" + _HEIGHT.pack(height))
+        return self._get(HEIGHT + _HEIGHT.pack(height))
 
     def event_location(self, event_id: bytes) -> tuple[bytes, int] | None:
-        raw = self.db.get(b"E" + event_id)
+        raw = self.db.get(EVENT + event_id)
         if raw is None:
             return None
         return raw[:32], int.from_bytes(raw[32:], "big")
 
     def get_undo(self, block_hash: bytes) -> bytes | None:
-        return self._get(b"U" + block_hash)
+        return self._get(UNDO + block_hash)
 
     @staticmethod
     def connect_keys(
         batch: Batch, block_hash: bytes, height: int, event_ids: list[bytes], undo: bytes
     ) -> None:
-        batch.put(b"H" + _HEIGHT.pack(height), block_hash)
+        batch.put(HEIGHT + _HEIGHT.pack(height), block_hash)
         for i, eid in enumerate(event_ids):
-            batch.put(b"E" + eid, block_hash + i.to_bytes(4, "big"))
-        batch.put(b"U" + block_hash, undo)
-        batch.put(b"T", block_hash)
+            batch.put(EVENT + eid, block_hash + i.to_bytes(4, "big"))
+        batch.put(UNDO + block_hash, undo)
+        batch.put(TIP, block_hash)
 
     @staticmethod
     def disconnect_keys(
         batch: Batch, block_hash: bytes, prev_hash: bytes, height: int, event_ids: list[bytes]
     ) -> None:
-        batch.delete(b"H" + _HEIGHT.pack(height))
+        batch.delete(HEIGHT + _HEIGHT.pack(height))
         for eid in event_ids:
-            batch.delete(b"E" + eid)
-        batch.delete(b"U" + block_hash)
-        batch.put(b"T", prev_hash)
+            batch.delete(EVENT + eid)
+        batch.delete(UNDO + block_hash)
+        batch.put(TIP, prev_hash)
 
     # --- persisted mempool ------------------------------------------------------------------
 
     def pending(self) -> Iterator[bytes]:
-        for _, value in self.db.iterator(prefix=b"P"):
+        for _, value in self.db.iterator(prefix=PENDING):
             yield value
 
     @_writing
     def put_pending(self, event_id: bytes, raw: bytes) -> None:
-        self.db.put(b"P" + event_id, raw)
+        self.db.put(PENDING + event_id, raw)
 
     @_writing
     def delete_pending(self, event_ids: list[bytes]) -> None:
         with self.db.write_batch() as wb:
             for eid in event_ids:
-                wb.delete(b"P" + eid)
+                wb.delete(PENDING + eid)
 
     # --- wiping derived state ---------------------------------------------------------------
 

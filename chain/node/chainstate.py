@@ -22,6 +22,7 @@ from chain.core.errors import BadParent, BlockcoinError, UnknownParent, Validati
 from chain.core.events import event_id
 from chain.core.header import work_of
 from chain.core.params import NetworkParams
+from chain.core.schema import EVENT, HEIGHT, META_REINDEX, TIP, UNDO
 from globaltree.fold import apply_block
 from globaltree.queries import GlobalTree
 from globaltree.records import STATE_PREFIXES
@@ -57,7 +58,7 @@ class ChainState:
         for entry in self.store.iter_index():
             self._remember(entry)
         tip_hash = self.store.tip()
-        if self.store.db.get(b"Mreindex") is not None:
+        if self.store.get_meta(META_REINDEX) is not None:
             self._resume_reindex()
         elif tip_hash is None:
             self._init_genesis()
@@ -281,14 +282,14 @@ class ChainState:
         A marker naming the target tip is written first, so a reindex interrupted by a crash
         resumes from scratch at the next start instead of leaving a half-folded state.
         """
-        self.store.put_meta(b"Mreindex", self.tip.hash)
+        self.store.put_meta(META_REINDEX, self.tip.hash)
         self._resume_reindex(progress)
 
     def _resume_reindex(self, progress: Callable[[int, int], None] | None = None) -> None:
-        target_hash = self.store.db.get(b"Mreindex")
+        target_hash = self.store.get_meta(META_REINDEX)
         assert target_hash is not None
         target = self.index[target_hash]
-        self.store.wipe_prefixes(STATE_PREFIXES + [b"U", b"E", b"H", b"T"])
+        self.store.wipe_prefixes(STATE_PREFIXES + [UNDO, EVENT, HEIGHT, TIP])
         path = []
         cur: IndexEntry | None = target
         while cur is not None:
@@ -301,4 +302,4 @@ class ChainState:
             self._connect(entry, block)
             if progress is not None:
                 progress(entry.height, target.height)
-        self.store.delete_meta(b"Mreindex")
+        self.store.delete_meta(META_REINDEX)

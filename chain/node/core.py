@@ -12,7 +12,6 @@ manager, the API's subscribers and the metrics see every connect and disconnect 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -163,14 +162,9 @@ class NodeCore:
     # --- state -------------------------------------------------------------------------
 
     def state_digest(self) -> tuple[str, int]:
-        """SHA-256 over every global-tree key and value, in key order (call on the chain
-        thread): two nodes with the same digest hold identical global trees."""
-        digest = hashlib.sha256()
-        count = 0
-        for key, value in self.chain.store.db.iterator(prefix=b"S"):
-            digest.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
-            count += 1
-        return digest.hexdigest(), count
+        """The global tree's digest (call on the chain thread): two nodes with the same digest
+        hold identical global trees."""
+        return self.chain.tree.digest()
 
     @property
     def syncing(self) -> bool:

@@ -9,6 +9,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from chain.consensus.validation import expected_bits
 from chain.core.block import Block, events_root
@@ -55,8 +56,9 @@ class DictDB:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def iterator(self, *, prefix: bytes, include_value: bool = True) -> Iterator[bytes]:
-        yield from sorted(k for k in self.data if k.startswith(prefix))
+    def iterator(self, *, prefix: bytes, include_value: bool = True) -> Iterator[Any]:
+        for key in sorted(k for k in self.data if k.startswith(prefix)):
+            yield (key, self.data[key]) if include_value else key
 
     def put(self, key: bytes, value: bytes) -> None:
         self.data[key] = value

@@ -92,7 +92,6 @@ from chain.net.p2p.presync import HeaderPreSync, Phase
 from chain.net.p2p.rejects import RecentRejects
 from chain.node.core import NodeCore
 from chain.node.headers import HeaderNode
-from globaltree.records import ACCOUNT, Account
 
 log = logging.getLogger("blockcoin.p2p")
 
@@ -218,17 +217,7 @@ class PeerManager:
 
     def _announced_addresses(self) -> list[tuple[Principal, str]]:
         """(principal, address) of every account with a published address (chain thread)."""
-        out: list[tuple[Principal, str]] = []
-        for key, value in self.chain.store.db.iterator(prefix=ACCOUNT):
-            try:
-                acct = Account.decode(value)
-            except DecodeError:
-                continue
-            if acct.address and len(key) == len(ACCOUNT) + 32:
-                out.append((Principal(key[len(ACCOUNT):]), acct.address))
-            if len(out) >= 5000:
-                break
-        return out
+        return self.chain.tree.announced(5000)
 
     # --- connections -------------------------------------------------------------------
 
