@@ -655,11 +655,11 @@ class HostAgent:
         rows = []
         for c in self.contracts.values():
             rows.append({
-                "contract": c.offer_id.hex(), "path": c.offer.path, "index": c.offer.index,
+                "id": c.offer_id.hex(), "path": c.offer.path, "index": c.offer.index,
                 "owner": str(c.owner), "size": c.offer.size, "price": c.offer.price,
-                "collateral": c.offer.collateral, "status": c.status, "start": c.start or None,
+                "collateral": c.offer.collateral, "state": c.status, "start": c.start or None,
                 "end": c.start + c.periods * c.offer.period_blocks if c.start else None,
-                "periods": c.periods, "proven": c.proven, "missed": c.missed,
+                "periods": c.periods, "proven_periods": c.proven, "missed_periods": c.missed,
                 "paid_total": c.paid_total, "collateral_locked": c.collateral_locked,
                 "corrupt": c.corrupt,
             })
@@ -672,8 +672,8 @@ class HostAgent:
             "earned": sum(c.paid_total for c in self.contracts.values()),
             "future": sum((c.periods - c.proven - c.missed) * c.offer.price for c in live),
             "collateral_locked": sum(c.collateral_locked for c in live),
-            "proven": sum(c.proven for c in self.contracts.values()),
-            "missed": sum(c.missed for c in self.contracts.values()),
+            "proven_periods": sum(c.proven for c in self.contracts.values()),
+            "missed_periods": sum(c.missed for c in self.contracts.values()),
             "contracts": rows,
         }
 

@@ -737,9 +737,9 @@ class OwnerAgent:
     # --- reporting ------------------------------------------------------------------------
 
     def status(self, path: str | None = None) -> dict[str, Any]:
-        entries = [self.entries[path]] if path is not None else list(self.entries.values())
         if path is not None and path not in self.entries:
             raise BlockNotFound(f"{path} is not stored by this owner")
+        entries = [self.entries[path]] if path is not None else list(self.entries.values())
         out = []
         for e in entries:
             slots = []
@@ -748,7 +748,7 @@ class OwnerAgent:
                     "index": s.index, "state": s.state, "host": str(s.host) if s.host else None,
                     "contract": s.offer_id.hex(), "start": s.start or None,
                     "end": s.start + e.periods * e.period_blocks if s.start else None,
-                    "misses": s.misses, "periods_proven": s.proven, "paid": s.paid,
+                    "missed_periods": s.misses, "proven_periods": s.proven, "paid_total": s.paid,
                     "repairs": len(s.failed_hosts),
                 })
             out.append({"path": e.path, "version": e.version.hex(), "k": e.k, "n": e.n,

@@ -55,9 +55,9 @@ from chain.core.aio import stop_tasks
 from chain.core.errors import BlockcoinError
 from chain.core.events import Transfer
 from chain.core.keys import KeyPair
-from chain.core.params import COIN, REGTEST
+from chain.core.params import REGTEST
 from chain.core.principal import Principal
-from chain.node.wallet import format_amount
+from chain.core.units import COIN, format_coins, format_size
 from storage_market import retrieve
 from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.httpclient import HttpChain
@@ -375,13 +375,6 @@ async def fund_hosts(net: Network, host_nodes: list[Node], payer: Signer, chain:
     await until(funded, 30, "the hosts' funding to be mined")
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:g} {unit}"
-    return f"{n} bytes"
-
-
 async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int = 3,
                    hosts: int = 5, stop: int = 2, mine_interval: float = 0.3) -> dict[str, Any]:
     """Run the story in ``workdir``; the summary as a dict. Every child process is stopped
@@ -441,7 +434,7 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
         say(f"== 2. {count} host agents, each selling 64 MiB through its own node's API")
         await fund_hosts(net, host_nodes, Signer(owner_key), chain, view)
         say(f"  the owner ({owner_key.principal}, development key {OWNER_KEY}) sent each host key"
-            f" {format_amount(HOST_FUNDS)} coins for collateral and fees")
+            f" {format_coins(HOST_FUNDS)} for collateral and fees")
         hosts = list(await asyncio.gather(
             *(net.start_host(i + 1, node, "64M") for i, node in enumerate(host_nodes))))
         for h in hosts:
@@ -465,10 +458,10 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
 
         data = os.urandom(size)
         path = owner_key.principal.root_path + "/demo/file.bin"
-        say(f"== 3. Store a {_size(size)} file at {path}")
+        say(f"== 3. Store a {format_size(size)} file at {path}")
         entry = await owner.put(path, data)
         say(f"  sealed with a random block key, erasure-coded {entry.k}-of-{entry.n} into "
-            f"{_size(entry.fragment_size)} fragments; {entry.n} offers published")
+            f"{format_size(entry.fragment_size)} fragments; {entry.n} offers published")
         if not await owner.wait_placed(path, 60):
             raise DemoError(f"only {entry.placed()} of {entry.n} fragments were placed in 60 s"
                             " (see the host agents' logs)")
@@ -492,7 +485,7 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
         await owner.stop()
         say(f"== 4. The owner leaves. {periods} proof periods of {entry.period_blocks} blocks: each"
             " host proves its fragment from the block that opens the period; the chain pays it")
-        say(f"  {format_amount(escrow)} coins held in escrow for the contracts on chain")
+        say(f"  {format_coins(escrow)} held in escrow for the contracts on chain")
 
         async def proven() -> list[ContractInfo]:
             return [c for h in hosts for c in await view.contracts_by_host(h.principal)
@@ -506,7 +499,7 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
             if done > last:
                 last = done
                 say(f"  period {done - 1}: {entry.n} StorageProof items mined, each host paid "
-                    f"{format_amount(entry.price)} from escrow (tip {await view.tip_height()})")
+                    f"{format_coins(entry.price)} from escrow (tip {await view.tip_height()})")
             if done >= periods:
                 break
             if time.monotonic() > loop_end:
@@ -536,10 +529,10 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
             record = (acct.host if acct is not None else None) or {}
             earnings.append({"host": str(h.principal), "node": str(h.node.principal),
                              **record, "stopped": h in stopped})
-            say(f"  host {h.number}: proved {record.get('periods_proven', 0)} periods, missed "
-                f"{record.get('periods_missed', 0)}, earned "
-                f"{format_amount(record.get('earned', 0))} coins, "
-                f"{format_amount(record.get('collateral_locked', 0))} collateral locked"
+            say(f"  host {h.number}: proved {record.get('proven_periods', 0)} periods, missed "
+                f"{record.get('missed_periods', 0)}, earned "
+                f"{format_coins(record.get('earned', 0))}, "
+                f"{format_coins(record.get('collateral_locked', 0))} collateral locked"
                 + (" (stopped)" if h in stopped else ""))
         return {
             "stored_fragments": sum(len(hs) for hs in placement.values()),

@@ -66,7 +66,7 @@ def test_demo_runs_real_nodes_and_recovers_the_file(tmp_path: Path) -> None:
     assert result["payments_made"] >= 10
     assert [h["stopped"] for h in result["hosts"]] == [True, True, False, False, False]
     # every host proved the periods on chain and was paid from escrow after the owner left
-    assert all(h["periods_proven"] >= 2 and h["earned"] > 0 for h in result["hosts"])
+    assert all(h["proven_periods"] >= 2 and h["earned"] > 0 for h in result["hosts"])
     # seven node processes with their own development keys; only the miner mines
     nodes = {n["name"]: n for n in result["nodes"]}
     assert sorted(nodes) == ["host1", "host2", "host3", "host4", "host5", "miner", "owner-node"]
