@@ -7,6 +7,7 @@ stdout and stderr captured apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from chain.app.cli import main
 
 _runner = CliRunner()
+_BYTES_REPR = re.compile(r"(?<![\w-])b['\"]")  # b'...' as Python prints bytes
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Ran:
     def one_line_error(self) -> bool:
         """Exit 1 with exactly one line on stderr, ``error: ...``, and no Python repr."""
         return (self.code == 1 and self.err.startswith("error: ") and self.err.count("\n") == 1
-                and "Traceback" not in self.err and "b'" not in self.err)
+                and "Traceback" not in self.err and not _BYTES_REPR.search(self.err))
 
 
 def blockcoin(*args: str, env: Mapping[str, str | None] | None = None,
