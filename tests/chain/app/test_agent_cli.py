@@ -115,6 +115,27 @@ def test_one_owner_agent_per_directory(node: NodeProc, tmp_path: Path) -> None:
         assert snapshot(owner) == before and serve.poll() is None
     finally:
         stop(serve)
+    # a put states what it will spend and, without --yes and no terminal to ask on, spends
+    # nothing
+    before = snapshot(owner)
+    ran = blockcoin("store", "put", str(src), "f.bin", "--periods", "4", "-n", "regtest", "-d",
+                    str(owner), "--node", str(node.datadir))
+    assert ran.one_line_error and "--yes" in ran.err, ran.err
+    assert "costs 0.0200" in ran.err and "(0.02 coins escrowed for the hosts, 0.0000" in ran.err
+    assert snapshot(owner) == before
+
+
+def test_node_json_says_where_it_serves(tmp_path: Path) -> None:
+    datadir = init_node_dir(tmp_path / "j", 4)
+    proc = spawn("node", "-n", "regtest", "-d", str(datadir), "--listen", "127.0.0.1:0",
+                 "--api", "127.0.0.1:0", "--no-discover")
+    try:
+        info = ready_line(proc)
+        assert info["principal"] == str(KeyPair.development(4).principal)
+        assert str(info["api"]).startswith("http://127.0.0.1:") and info["height"] == 0
+        assert (datadir / "logs" / "node.log").read_text().count(" INFO blockcoin.node: ") >= 1
+    finally:
+        stop(proc)
 
 
 def test_a_missing_or_dead_node_is_named_never_replaced(tmp_path: Path) -> None:
