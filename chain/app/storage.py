@@ -254,11 +254,12 @@ def store_put(
                     f"{format_coins(cost.total)} ({format_coins(cost.escrow)} escrowed for the "
                     f"hosts, {format_coins(cost.fees)} in fees)")
 
+        previous = _stored_blocks(home).get(full)
+        if previous is None or not previous.live():  # a rerun resumes: nothing new is spent
+            _confirm_cost(question, yes)
+
         async def go() -> dict[str, Any]:
             async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
-                previous = _stored_blocks(home).get(full)
-                if previous is None or not previous.live():  # a rerun resumes: nothing new
-                    await asyncio.to_thread(_confirm_cost, question, yes)
                 _owner_log_level(where, log_level)
                 owner = OwnerAgent(home, Signer(key), chain, bind, port, defaults=options)
                 await owner.start()
