@@ -52,6 +52,7 @@ from chain.core.events import (
 )
 from chain.core.keys import KeyPair
 from chain.core.principal import Principal
+from chain.core.units import format_coins, format_size
 from chain.net.channel import SecureChannel
 from storage_market import protocol as proto
 from storage_market import sha256x
@@ -257,6 +258,8 @@ class HostAgent:
             return
         await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address),
                                  self.policy.fee_rate)
+        self._note(f"announced {self.address}; paid to {self.payout}; selling "
+                   f"{format_size(self.policy.capacity)}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -453,7 +456,8 @@ class HostAgent:
             except StorageError:
                 self._drop(record, DROPPED, "owner did not publish the receipt")
                 raise
-        self._note(f"stored {offer.path} #{offer.index} ({offer.size} bytes) for {contract.owner}")
+        self._note(f"stored {offer.path} #{offer.index} ({format_size(offer.size)}) for "
+                   f"{contract.owner}")
 
     # --- contracts ------------------------------------------------------------------------
 
@@ -477,14 +481,30 @@ class HostAgent:
                 continue
             if c.status == PENDING and info.state == "active":
                 c.status = ACTIVE
+                self._note(f"contract {c.offer_id.hex()[:12]} for {c.offer.path} "
+                           f"#{c.offer.index} active from block {info.start} for "
+                           f"{info.periods} periods at {format_coins(c.offer.price)} a period")
             elif c.status == PENDING and info.state == "offered" and self.height > c.offer.expiry_height:
                 self._drop(c, DROPPED, "the owner never published the receipt")
                 continue
+            self._report_progress(c, info)
             self._mirror(c, info)
             final = _FINAL.get(info.state)
             if final is not None:
                 self._drop(c, final, f"contract {info.state} after {info.proven} proven and"
                                      f" {info.missed} missed periods")
+
+    def _report_progress(self, c: HostedFragment, info: ContractInfo) -> None:
+        """Log what the chain did for a contract since it was last seen: paid periods and
+        missed ones (a miss refunds the owner and burns that period's collateral)."""
+        where = f"{c.offer.path} #{c.offer.index}"
+        if info.paid_total > c.paid_total:
+            log.info("%s: paid %s for %d proven period(s) (%s in all)", where,
+                     format_coins(info.paid_total - c.paid_total), info.proven - c.proven,
+                     format_coins(info.paid_total))
+        if info.missed > c.missed:
+            log.warning("%s: MISSED %d period(s) (%d in all); collateral burned", where,
+                        info.missed - c.missed, info.missed)
 
     @staticmethod
     def _mirror(c: HostedFragment, info: ContractInfo) -> None:

@@ -50,6 +50,7 @@ from chain.core.events import (
 from chain.core.keys import verify
 from chain.core.paths import check_path
 from chain.core.principal import Principal
+from chain.core.units import format_coins, format_size
 from chain.net.channel import SecureChannel
 from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
@@ -367,7 +368,8 @@ class OwnerAgent:
         finally:  # offers that did not go out are made by the next steps
             self._putting.discard(path)
             await self.state.flush()
-        self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
+        self._note(f"offered {path}: {opts.k}-of-{opts.n}, {format_size(entry.fragment_size)} a "
+                   f"fragment, {format_coins(opts.price)} a period each for {opts.periods} periods")
         return entry
 
     async def _record_intact(self, entry: BlockEntry) -> bool:

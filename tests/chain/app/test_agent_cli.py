@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def test_one_host_per_directory_paid_into_the_wallet(node: NodeProc) -> None:
         wait_until(announced, 60, "the host's address on chain")
     finally:
         stop(first)
+    # logs: a file per component in the data directory, each line stamped and levelled
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR|DEBUG) ")
+    host_log = (node.datadir / "logs" / "host.log").read_text().splitlines()
+    assert host_log and all(stamp.match(line) for line in host_log)
+    assert any(f"announced {info['address']}" in line for line in host_log)
+    node_log = (node.datadir / "logs" / "node.log").read_text()
+    assert " INFO blockcoin.node: new tip " in node_log
     # once it stopped, the directory is free again: the lock died with the process
     third = spawn("host", "start", "-n", "regtest", "-d", home, "--capacity", "1M")
     try:

@@ -13,9 +13,9 @@ from chain.core.dirlock import DirectoryInUse, DirLock
 
 
 def test_second_holder_is_refused_with_the_first_named(tmp_path: Path) -> None:
-    with DirLock(tmp_path / "host", "blockcoin host start"):
-        with pytest.raises(DirectoryInUse, match=r"in use by blockcoin host start \(pid \d+\)"):
-            DirLock(tmp_path / "host", "blockcoin host start").acquire()
+    with DirLock(tmp_path / "host", "blockcoin host start"), pytest.raises(
+            DirectoryInUse, match=r"in use by blockcoin host start \(pid \d+\)"):
+        DirLock(tmp_path / "host", "blockcoin host start").acquire()
     with DirLock(tmp_path / "host", "blockcoin host start"):  # released: free again
         pass
 
