@@ -282,14 +282,15 @@ def store_put(
                         "hosts now prove and are paid from escrow on their own; run `blockcoin "
                         "store serve` from time to time to repair fragments whose hosts miss "
                         "proofs")
-                    return {**status, "path": full, "placed": placed, "hint": hint}
+                    return {"path": full, "all_placed": placed, "hint": hint, **status}
                 finally:
                     await owner.stop()
 
         result = run(go())
     _emit_store(as_json, result)
-    if not result["placed"]:
-        raise typer.Exit(1)
+    if not result["all_placed"]:
+        fail(f"only {result['placed']} of {result['n']} fragments were placed within {wait:g} s; "
+             "run the same put again to carry on")
 
 
 def _source_of(data: Any) -> str:
@@ -303,11 +304,9 @@ def _emit_store(as_json: bool, result: dict[str, Any]) -> None:
         typer.echo(json.dumps(result))
         return
     console = Console()
-    placed = result["placed"]
-    placed_n = placed if isinstance(placed, int) and not isinstance(placed, bool) else sum(
-        f["state"] == "active" for f in result["fragments"])
     console.print(f"[bold]{result['path']}[/] {result['k']}-of-{result['n']}, "
-                  f"{format_size(result['size'])}, {placed_n}/{result['n']} fragments placed, "
+                  f"{format_size(result['size'])}, {result['placed']}/{result['n']} fragments "
+                  "placed, "
                   f"{format_coins(result['price'])} per fragment per period")
     table = Table("fragment", "state", "host", "start", "end", "proven", "missed", "paid",
                   "repairs")
@@ -716,18 +715,22 @@ def demo_command(
     on chain and are paid from escrow, two hosts stop, the file comes back byte-identical, the
     hosts' public records show.
     """
-    from chain.app.demo import main
+    from chain.app.demo import DemoError, main
 
     try:
         result = main(parse_size(size), periods, keep, as_json, mine_interval)
     except (KeyboardInterrupt, asyncio.CancelledError):
         typer.echo("interrupted; every process the demo started is stopped", err=True)
         raise typer.Exit(130) from None
+    except DemoError as exc:  # not a user's mistake: the whole story, with the logs' tail
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(result), flush=True)
     else:
-        print(f"stored {result['stored_fragments']} fragments, {result['payments_made']} payments, "
-              f"{result['hosts_stopped']} hosts stopped, recovered identical: "
-              f"{result['recovered_identical']} ({result['seconds']:g} s)")
+        print(f"== Done in {result['seconds']:.0f} s: {result['stored_fragments']} fragments "
+              f"stored, {result['payments_made']} period payments from escrow, "
+              f"{result['hosts_stopped']} hosts stopped, the file recovered "
+              f"{'byte-identical' if result['recovered_identical'] else 'DIFFERENT'}", flush=True)
     if not result["recovered_identical"]:
         raise typer.Exit(1)
