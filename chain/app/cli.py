@@ -32,7 +32,7 @@ from chain.app.storage import demo_command, host_app, store_app
 from chain.core.block import Block
 from chain.core.blockfile import read_blocks, write_blocks
 from chain.core.errors import BlockcoinError, ConfigError
-from chain.core.events import SignedEvent, Transfer
+from chain.core.events import Coinbase, SignedEvent, Transfer
 from chain.core.filemodes import private_umask
 from chain.core.header import hash_from_hex, hash_hex
 from chain.core.principal import Principal
@@ -190,16 +190,22 @@ def mine(
         return
     with node_or_api as node:
         hashes = []
+        reward = 0
         for _ in range(blocks):
             block = node.mine_block(recipient, threads=threads)
             hashes.append(hash_hex(block.hash))
+            reward += sum(e.amount for e in block.events if isinstance(e, Coinbase))
             solved = node.last_mined
             if solved is not None and not as_json:
                 typer.echo(f"block {node.chain.tip.height}: {solved.hashes:,} hashes in "
                            f"{solved.seconds:.3f} s ({format_rate(solved.hashrate)})", err=True)
         tip = node.chain.tip
-        emit(as_json, {"mined": hashes, "height": tip.height, "hash": hash_hex(tip.hash)},
-             f"mined {blocks} block(s); tip {tip.height} {hash_hex(tip.hash)}")
+        emit(as_json, {"mined": hashes, "height": tip.height, "hash": hash_hex(tip.hash),
+                       "reward": reward},
+             f"mined {blocks} block(s); tip {tip.height} {hash_hex(tip.hash)}; paid "
+             f"{format_coins(reward)}" + ("" if reward else
+                                          " (a block pays its fees and coin minted for storage "
+                                          "proven in it: none here)"))
 
 
 @wallet_app.command("address")

@@ -15,7 +15,7 @@ from chain.core.units import format_coins, format_size
 
 AMOUNT_KEYS = frozenset({
     "amount", "fee", "price", "collateral", "balance", "earned", "collateral_locked",
-    "paid_total", "escrow", "future", "min_price", "max_collateral", "cost", "total",
+    "paid_total", "escrow", "future", "min_price", "max_collateral", "reward",
 })
 SIZE_KEYS = frozenset({"size", "bytes_stored", "capacity", "used", "fragment_size"})
 _HIDDEN_IN_EVENTS = frozenset({"id", "kind", "signer", "nonce", "fee", "account", "size"})

@@ -107,9 +107,11 @@ def test_mine_reports_hash_rate_with_threads(datadir: Path) -> None:
     assert code == 0
     lines = [line for line in err.splitlines() if "hashes in" in line]
     assert len(lines) == 2 and lines[0].startswith("block 1:") and "H/s" in lines[0]
+    code, out, _ = bc(datadir, "mine")
+    assert code == 0 and "paid 0 coins (a block pays its fees and coin minted for storage" in out
     code, _, err = bc(datadir, "mine", "--threads", "0")
     assert code == 1 and err.count("\n") == 1  # refused by the option's range, in one line
-    assert state(datadir)[0]["height"] == 2
+    assert state(datadir)[0]["height"] == 3
 
 
 def test_encrypted_wallet_signs_only_with_its_passphrase_but_shows_without(
