@@ -1,5 +1,5 @@
 """``python -m chain`` runs the ``blockcoin`` command line."""
 
-from chain.app.cli import app
+from chain.app.cli import main
 
-app()
+main()

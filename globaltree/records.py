@@ -295,8 +295,8 @@ class HostRecord:
             "bytes_stored": self.bytes_stored,
             "contracts_active": self.contracts_active,
             "contracts_failed": self.contracts_failed,
-            "periods_proven": self.periods_proven,
-            "periods_missed": self.periods_missed,
+            "proven_periods": self.periods_proven,
+            "missed_periods": self.periods_missed,
             "earned": self.earned,
             "collateral_locked": self.collateral_locked,
         }

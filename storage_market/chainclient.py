@@ -19,10 +19,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chain.core.params import NetworkParams
-
 from chain.core.events import Body, FragmentOffer, SignedEvent
 from chain.core.keys import KeyPair
+from chain.core.params import NetworkParams
 from chain.core.principal import Principal
 from chain.core.writecap import Writecap
 

@@ -52,6 +52,7 @@ from chain.core.events import (
 )
 from chain.core.keys import KeyPair
 from chain.core.principal import Principal
+from chain.core.units import format_coins, format_size
 from chain.net.channel import SecureChannel
 from storage_market import protocol as proto
 from storage_market import sha256x
@@ -257,6 +258,8 @@ class HostAgent:
             return
         await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address),
                                  self.policy.fee_rate)
+        self._note(f"announced {self.address}; paid to {self.payout}; selling "
+                   f"{format_size(self.policy.capacity)}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -453,7 +456,8 @@ class HostAgent:
             except StorageError:
                 self._drop(record, DROPPED, "owner did not publish the receipt")
                 raise
-        self._note(f"stored {offer.path} #{offer.index} ({offer.size} bytes) for {contract.owner}")
+        self._note(f"stored {offer.path} #{offer.index} ({format_size(offer.size)}) for "
+                   f"{contract.owner}")
 
     # --- contracts ------------------------------------------------------------------------
 
@@ -477,14 +481,30 @@ class HostAgent:
                 continue
             if c.status == PENDING and info.state == "active":
                 c.status = ACTIVE
+                self._note(f"contract {c.offer_id.hex()[:12]} for {c.offer.path} "
+                           f"#{c.offer.index} active from block {info.start} for "
+                           f"{info.periods} periods at {format_coins(c.offer.price)} a period")
             elif c.status == PENDING and info.state == "offered" and self.height > c.offer.expiry_height:
                 self._drop(c, DROPPED, "the owner never published the receipt")
                 continue
+            self._report_progress(c, info)
             self._mirror(c, info)
             final = _FINAL.get(info.state)
             if final is not None:
                 self._drop(c, final, f"contract {info.state} after {info.proven} proven and"
                                      f" {info.missed} missed periods")
+
+    def _report_progress(self, c: HostedFragment, info: ContractInfo) -> None:
+        """Log what the chain did for a contract since it was last seen: paid periods and
+        missed ones (a miss refunds the owner and burns that period's collateral)."""
+        where = f"{c.offer.path} #{c.offer.index}"
+        if info.paid_total > c.paid_total:
+            log.info("%s: paid %s for %d proven period(s) (%s in all)", where,
+                     format_coins(info.paid_total - c.paid_total), info.proven - c.proven,
+                     format_coins(info.paid_total))
+        if info.missed > c.missed:
+            log.warning("%s: MISSED %d period(s) (%d in all); collateral burned", where,
+                        info.missed - c.missed, info.missed)
 
     @staticmethod
     def _mirror(c: HostedFragment, info: ContractInfo) -> None:
@@ -655,11 +675,11 @@ class HostAgent:
         rows = []
         for c in self.contracts.values():
             rows.append({
-                "contract": c.offer_id.hex(), "path": c.offer.path, "index": c.offer.index,
+                "id": c.offer_id.hex(), "path": c.offer.path, "index": c.offer.index,
                 "owner": str(c.owner), "size": c.offer.size, "price": c.offer.price,
-                "collateral": c.offer.collateral, "status": c.status, "start": c.start or None,
+                "collateral": c.offer.collateral, "state": c.status, "start": c.start or None,
                 "end": c.start + c.periods * c.offer.period_blocks if c.start else None,
-                "periods": c.periods, "proven": c.proven, "missed": c.missed,
+                "periods": c.periods, "proven_periods": c.proven, "missed_periods": c.missed,
                 "paid_total": c.paid_total, "collateral_locked": c.collateral_locked,
                 "corrupt": c.corrupt,
             })
@@ -672,8 +692,8 @@ class HostAgent:
             "earned": sum(c.paid_total for c in self.contracts.values()),
             "future": sum((c.periods - c.proven - c.missed) * c.offer.price for c in live),
             "collateral_locked": sum(c.collateral_locked for c in live),
-            "proven": sum(c.proven for c in self.contracts.values()),
-            "missed": sum(c.missed for c in self.contracts.values()),
+            "proven_periods": sum(c.proven for c in self.contracts.values()),
+            "missed_periods": sum(c.missed for c in self.contracts.values()),
             "contracts": rows,
         }
 

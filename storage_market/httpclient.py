@@ -65,7 +65,9 @@ class HttpChain:
             info = json.loads((datadir / "node.json").read_text())
             url = str(info["api"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"no running node found in {datadir} (start `blockcoin node`)") from exc
+            raise ConfigError(
+                f"no node is running on {datadir} (no node.json there): start one with "
+                "`blockcoin node`, or name a running one with --node DIR or --api URL") from exc
         try:
             token: str | None = (datadir / "api.cookie").read_text().strip() or None
         except OSError:
@@ -115,6 +117,14 @@ class HttpChain:
     @property
     def storage_period_blocks(self) -> int:
         return self.params.storage_period_blocks
+
+    async def check_network(self) -> None:
+        """That the node answers, and runs this client's network (an agent signing for one
+        network against another's node would only see its events refused)."""
+        status = await self._request("GET", "/status")
+        theirs = (status or {}).get("network")
+        if theirs != self.params.name:
+            raise NodeApiError(f"the node at {self.base} runs {theirs!r}, not {self.params.name!r}")
 
     async def tip_height(self) -> int:
         return int((await self._request("GET", "/tip"))["height"])

@@ -188,6 +188,9 @@ def api_app(chain: InProcessChain, token: str) -> web.Application:
             await chain.wait_for_block(int(after), min(float(wait), 30.0))
         return web.json_response({"height": node.chain.tip.height})
 
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"network": node.params.name, "height": node.chain.tip.height})
+
     async def submit(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {token}":
             return _error(401, "unauthorized", "a token is required")
@@ -264,6 +267,7 @@ def api_app(chain: InProcessChain, token: str) -> web.Application:
         return web.json_response({"status": status})
 
     app = web.Application()
+    app.router.add_get("/status", status)
     app.router.add_get("/tip", tip)
     app.router.add_get("/headers", headers)
     app.router.add_get("/events/{id}", event)

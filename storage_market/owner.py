@@ -50,6 +50,7 @@ from chain.core.events import (
 from chain.core.keys import verify
 from chain.core.paths import check_path
 from chain.core.principal import Principal
+from chain.core.units import format_coins, format_size
 from chain.net.channel import SecureChannel
 from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
@@ -367,7 +368,8 @@ class OwnerAgent:
         finally:  # offers that did not go out are made by the next steps
             self._putting.discard(path)
             await self.state.flush()
-        self._note(f"offered {path}: {opts.k}-of-{opts.n}, {entry.fragment_size} bytes a fragment")
+        self._note(f"offered {path}: {opts.k}-of-{opts.n}, {format_size(entry.fragment_size)} a "
+                   f"fragment, {format_coins(opts.price)} a period each for {opts.periods} periods")
         return entry
 
     async def _record_intact(self, entry: BlockEntry) -> bool:
@@ -737,9 +739,9 @@ class OwnerAgent:
     # --- reporting ------------------------------------------------------------------------
 
     def status(self, path: str | None = None) -> dict[str, Any]:
-        entries = [self.entries[path]] if path is not None else list(self.entries.values())
         if path is not None and path not in self.entries:
             raise BlockNotFound(f"{path} is not stored by this owner")
+        entries = [self.entries[path]] if path is not None else list(self.entries.values())
         out = []
         for e in entries:
             slots = []
@@ -748,7 +750,7 @@ class OwnerAgent:
                     "index": s.index, "state": s.state, "host": str(s.host) if s.host else None,
                     "contract": s.offer_id.hex(), "start": s.start or None,
                     "end": s.start + e.periods * e.period_blocks if s.start else None,
-                    "misses": s.misses, "periods_proven": s.proven, "paid": s.paid,
+                    "missed_periods": s.misses, "proven_periods": s.proven, "paid_total": s.paid,
                     "repairs": len(s.failed_hosts),
                 })
             out.append({"path": e.path, "version": e.version.hex(), "k": e.k, "n": e.n,

@@ -59,8 +59,8 @@ class ApiClient:
             url = info["api"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise NodeNotRunning(
-                f"the data directory {datadir} is locked but has no readable {NODE_FILE}: is a "
-                "node starting or stopping?") from exc
+                f"no node is running on {datadir} (it has no readable {NODE_FILE}); start one "
+                "with `blockcoin node`") from exc
         client = cls(url)
         if not is_loopback(client.host) and os.environ.get(REMOTE_ENV) != "1":
             raise RemoteApiRefused(

@@ -64,10 +64,10 @@ SCHEMAS: dict[str, Any] = {
                       balance=INT, nonce=INT, pending=INT, next_nonce=INT,
                       ed25519=NULLABLE_STR, x25519=NULLABLE_STR, address=NULLABLE_STR,
                       updated_height=INT, host={"nullable": True, "allOf": [_ref("HostRecord")]}),
-    "HostRecord": _obj(["bytes_stored", "contracts_active", "contracts_failed", "periods_proven",
-                        "periods_missed", "earned", "collateral_locked"],
+    "HostRecord": _obj(["bytes_stored", "contracts_active", "contracts_failed", "proven_periods",
+                        "missed_periods", "earned", "collateral_locked"],
                        bytes_stored=INT, contracts_active=INT, contracts_failed=INT,
-                       periods_proven=INT, periods_missed=INT, earned=INT,
+                       proven_periods=INT, missed_periods=INT, earned=INT,
                        collateral_locked=INT),
     "Fragments": _obj(["path", "fragments"], path={"type": "string"}, fragments={
         "type": "object", "description": "fragment index -> holders",

@@ -16,23 +16,33 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from chain.api.client import ApiClient, ApiError
-from chain.app.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, resolve_datadir
+from chain import __version__
+from chain.api.client import ApiClient, ApiError, NodeNotRunning
+from chain.app.clikit import (
+    DatadirOpt,
+    JsonOpt,
+    NetworkOpt,
+    Where,
+    emit,
+    friendly,
+    locate,
+    os_error_line,
+)
 from chain.app.storage import demo_command, host_app, store_app
 from chain.core.block import Block
 from chain.core.blockfile import read_blocks, write_blocks
 from chain.core.errors import BlockcoinError, ConfigError
-from chain.core.events import SignedEvent, Transfer
+from chain.core.events import Coinbase, SignedEvent, Transfer
 from chain.core.filemodes import private_umask
 from chain.core.header import hash_from_hex, hash_hex
-from chain.core.params import network
 from chain.core.principal import Principal
+from chain.core.units import format_coins, parse_amount
 from chain.node.local import LocalNode, init_datadir
-from chain.node.wallet import DEFAULT_FEE, format_amount, parse_amount
+from chain.node.wallet import DEFAULT_FEE
 from ledger.errors import DatadirLocked
 
 app = typer.Typer(help="Blockcoin: a proof-of-work chain whose coin pays for storage.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=True)
 wallet_app = typer.Typer(help="The node's wallet: address, balance, send.", no_args_is_help=True)
 query_app = typer.Typer(help="Query the chain and the global tree.", no_args_is_help=True)
 app.add_typer(wallet_app, name="wallet")
@@ -42,14 +52,48 @@ app.add_typer(host_app, name="host")
 app.command("demo")(demo_command)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"blockcoin {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _private_files() -> None:
+def _common(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
     """Every command creates its files private to the user, whatever the umask."""
     private_umask()
 
 
+def main(args: list[str] | None = None) -> None:
+    """The ``blockcoin`` entry point: the commands, with a usage mistake (an unknown option, a
+    missing argument) reported like every other error, in one line with status 1."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="blockcoin", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as exc:  # a usage mistake, as the parser words it
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # e.g. stdout closed early (`blockcoin ... | head`)
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="Mining threads (default: every core).")]
+LogLevelOpt = Annotated[str | None, typer.Option(
+    "--log-level", envvar="BLOCKCOIN_LOG_LEVEL", show_default=False,
+    help="debug, info, warning or error (default: the config's, else info).")]
+FeeOpt = Annotated[str, typer.Option(
+    "--fee", help="Fee paid for the event, in coins (or base units as Nsat).")]
+DEFAULT_FEE_TEXT = f"{DEFAULT_FEE}sat"
+
 
 def format_rate(hashes_per_s: float) -> str:
     for unit, scale in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
@@ -58,38 +102,44 @@ def format_rate(hashes_per_s: float) -> str:
     return f"{hashes_per_s:.0f} H/s"
 
 
+def _open(where: Where) -> LocalNode:
+    return LocalNode(where.datadir, where.params)
 
 
-def _open(net: str, datadir: Path | None) -> LocalNode:
-    return LocalNode.open(resolve_datadir(net, datadir), net)
-
-
-def _open_or_api(net: str, datadir: Path | None) -> LocalNode | ApiClient:
+def _open_or_api(where: Where) -> LocalNode | ApiClient:
     """The local node, or, when a running node holds the data directory, a client of its API."""
-    path = resolve_datadir(net, datadir)
     try:
-        return LocalNode.open(path, net)
+        return _open(where)
     except DatadirLocked:
-        return ApiClient.for_datadir(path)
+        try:
+            return ApiClient.for_datadir(where.datadir)
+        except NodeNotRunning:
+            raise NodeNotRunning(
+                f"{where.datadir} is locked by another process that serves no API (a node "
+                "starting or stopping, or another command): try again in a moment") from None
 
 
 @app.command()
 @friendly
 def init(
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     dev_key: Annotated[int | None, typer.Option(
         "--dev-key", min=0, max=9,
-        help="Regtest: use development key N (funded at genesis) as the wallet key.")] = None,
+        help="Regtest: use development key N (funded at genesis, known to everyone) as the "
+             "wallet key instead of a fresh one.")] = None,
     encrypt: Annotated[bool, typer.Option(
         "--encrypt",
         help="Keep the wallet key encrypted (scrypt + ChaCha20-Poly1305) under a passphrase, "
              "taken from BLOCKCOIN_PASSPHRASE or asked for; every later command that signs "
              "needs BLOCKCOIN_PASSPHRASE set. An existing plain key is encrypted.")] = False,
 ) -> None:
-    """Create the data directory, its config and a wallet key (regtest: development key 0)."""
+    """Create the data directory, its config.toml and a fresh wallet key."""
     from chain.core.keys import PASSPHRASE_ENV, KeyPair
 
-    path = resolve_datadir(net, datadir)
+    where = locate(net, datadir)
+    path = where.datadir
+    if dev_key is not None and where.net != "regtest":
+        raise ConfigError("--dev-key is for regtest only")
     passphrase = None
     if encrypt:
         passphrase = os.environ.get(PASSPHRASE_ENV) or typer.prompt(
@@ -97,24 +147,18 @@ def init(
         if len(passphrase) < 8:
             raise ConfigError("a passphrase has at least 8 characters")
         os.environ[PASSPHRASE_ENV] = passphrase  # this process opens the wallet again below
-    if dev_key is not None:
-        if net != "regtest":
-            raise ConfigError("--dev-key is for regtest only")
-        key_path = path / "wallet.key"
-        if not key_path.exists():
-            path.mkdir(parents=True, exist_ok=True)
-            KeyPair.development(dev_key).save(key_path)
-    wallet, created = init_datadir(path, network(net), passphrase)
+    key = KeyPair.development(dev_key) if dev_key is not None else None
+    wallet, created = init_datadir(path, where.params, passphrase, key)
     try:
-        with LocalNode(path, network(net)) as node:
+        with LocalNode(path, where.params) as node:
             height = node.chain.tip.height
     except DatadirLocked:
         with ApiClient.for_datadir(path) as client:
             height = int(client.get("/tip")["height"])
-    emit(as_json, {"datadir": str(path), "network": net, "principal": str(wallet.principal),
-                   "created": created, "height": height,
+    emit(as_json, {"datadir": str(path), "network": where.net,
+                   "principal": str(wallet.principal), "created": created, "height": height,
                    "encrypted": KeyPair.is_sealed(path / "wallet.key")},
-         f"{'initialised' if created else 'already initialised'} {path} ({net});"
+         f"{'initialised' if created else 'already initialised'} {path} ({where.net});"
          f" wallet {wallet.principal}")
 
 
@@ -124,14 +168,14 @@ def mine(
     blocks: Annotated[int, typer.Option("--blocks", "-b", min=1, help="How many blocks to mine.")] = 1,
     to: Annotated[str | None, typer.Option("--to", help="Principal paid (default: wallet).")] = None,
     threads: ThreadsOpt = None,
-    net: NetworkOpt = "regtest", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Mine blocks on the local chain, including pending events (like generatetoaddress).
 
     With a node running on the data directory, its miner does the work through the API.
-    """
+    Without a network named anywhere, this means regtest."""
     recipient = Principal.parse(to) if to else None
-    node_or_api = _open_or_api(net, datadir)
+    node_or_api = _open_or_api(locate(net, datadir, default_net="regtest"))
     if isinstance(node_or_api, ApiClient):
         mined: list[str] = []
         with node_or_api as client:
@@ -146,43 +190,50 @@ def mine(
         return
     with node_or_api as node:
         hashes = []
+        reward = 0
         for _ in range(blocks):
             block = node.mine_block(recipient, threads=threads)
             hashes.append(hash_hex(block.hash))
+            reward += sum(e.amount for e in block.events if isinstance(e, Coinbase))
             solved = node.last_mined
             if solved is not None and not as_json:
                 typer.echo(f"block {node.chain.tip.height}: {solved.hashes:,} hashes in "
                            f"{solved.seconds:.3f} s ({format_rate(solved.hashrate)})", err=True)
         tip = node.chain.tip
-        emit(as_json, {"mined": hashes, "height": tip.height, "hash": hash_hex(tip.hash)},
-             f"mined {blocks} block(s); tip {tip.height} {hash_hex(tip.hash)}")
+        emit(as_json, {"mined": hashes, "height": tip.height, "hash": hash_hex(tip.hash),
+                       "reward": reward},
+             f"mined {blocks} block(s); tip {tip.height} {hash_hex(tip.hash)}; paid "
+             f"{format_coins(reward)}" + ("" if reward else
+                                          " (a block pays its fees and coin minted for storage "
+                                          "proven in it: none here)"))
 
 
 @wallet_app.command("address")
 @friendly
-def wallet_address(net: NetworkOpt = "main", datadir: DatadirOpt = None,
+def wallet_address(net: NetworkOpt = None, datadir: DatadirOpt = None,
                    as_json: JsonOpt = False) -> None:
-    """The wallet's principal (where to send it coin)."""
+    """The wallet's principal (where to send it coin); no passphrase needed."""
     from chain.node.wallet import Wallet
 
-    wallet = Wallet.load(resolve_datadir(net, datadir))
-    emit(as_json, {"principal": str(wallet.principal)}, str(wallet.principal))
+    principal = Wallet.principal_in(locate(net, datadir).datadir)
+    emit(as_json, {"principal": str(principal)}, str(principal))
 
 
 @wallet_app.command("balance")
 @friendly
 def wallet_balance(
     principal: Annotated[str | None, typer.Argument(help="Principal (default: wallet).")] = None,
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Balance in base units (10^8 per coin) of the wallet or of PRINCIPAL."""
+    """Balance of the wallet or of PRINCIPAL, in coins; no passphrase needed. A host whose
+    payout is this wallet (the default) is paid here."""
     from chain.node.wallet import Wallet
 
-    node_or_api = _open_or_api(net, datadir)
+    where = locate(net, datadir)
+    p = Principal.parse(principal) if principal else Wallet.principal_in(where.datadir)
+    node_or_api = _open_or_api(where)
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
-            p = (Principal.parse(principal) if principal
-                 else Wallet.load(resolve_datadir(net, datadir)).principal)
             try:
                 balance = int(client.principal(str(p))["balance"])
             except ApiError as exc:
@@ -191,10 +242,8 @@ def wallet_balance(
                 balance = 0
     else:
         with node_or_api as node:
-            p = Principal.parse(principal) if principal else node.wallet.principal
             balance = node.chain.tree.balance(p)
-    emit(as_json, {"principal": str(p), "balance": balance},
-         f"{format_amount(balance)} ({balance} base units)")
+    emit(as_json, {"principal": str(p), "balance": balance}, format_coins(balance))
 
 
 @wallet_app.command("send")
@@ -202,17 +251,29 @@ def wallet_balance(
 def wallet_send(
     to: Annotated[str, typer.Argument(help="Recipient principal (blk...).")],
     amount: Annotated[str, typer.Argument(help="Coins (1.5) or base units (150sat).")],
-    fee: Annotated[int, typer.Option(help="Fee in base units.", min=0)] = DEFAULT_FEE,
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    fee: FeeOpt = DEFAULT_FEE_TEXT,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Sign a transfer and queue it for the next block."""
-    from chain.node.wallet import Wallet
-
     recipient = Principal.parse(to)
     value = parse_amount(amount)
-    node_or_api = _open_or_api(net, datadir)
+    fee_units = parse_amount(fee, allow_zero=True)
+    event, eid = send_transfer(locate(net, datadir), recipient, value, fee_units)
+    emit(as_json, {"event": eid.hex(), "to": str(recipient), "amount": value, "fee": fee_units,
+                   "nonce": event.nonce},
+         f"sent {format_coins(value)} to {recipient} (fee {format_coins(fee_units)}); "
+         f"event {eid.hex()[:16]} pending")
+
+
+def send_transfer(where: Where, recipient: Principal, value: int,
+                  fee: int = DEFAULT_FEE) -> tuple[SignedEvent, bytes]:
+    """Sign a transfer from the wallet and submit it, through the running node if there is
+    one; the event and its id."""
+    from chain.node.wallet import Wallet
+
+    node_or_api = _open_or_api(where)
     if isinstance(node_or_api, ApiClient):
-        wallet = Wallet.load(resolve_datadir(net, datadir))
+        wallet = Wallet.load(where.datadir)
         with node_or_api as client:
             try:
                 nonce = int(client.principal(str(wallet.principal))["next_nonce"])
@@ -220,23 +281,20 @@ def wallet_send(
                 if exc.status != 404:
                     raise
                 nonce = 0
-            event = SignedEvent.create(network(net).chain_id, wallet.key, nonce, fee,
+            event = SignedEvent.create(where.params.chain_id, wallet.key, nonce, fee,
                                        Transfer(recipient, value), wallet.account, wallet.writecap)
             eid = bytes.fromhex(client.post("/events", {"event": event.raw.hex()})["id"])
-    else:
-        with node_or_api as node:
-            event = node.wallet.sign(node.chain, node.mempool, Transfer(recipient, value), fee)
-            eid = node.submit(event)
-    emit(as_json, {"event": eid.hex(), "to": str(recipient), "amount": value, "fee": fee,
-                   "nonce": event.nonce},
-         f"sent {format_amount(value)} to {recipient}; event {eid.hex()} pending")
+        return event, eid
+    with node_or_api as node:
+        event = node.wallet.sign(node.chain, node.mempool, Transfer(recipient, value), fee)
+        return event, node.submit(event)
 
 
 @query_app.command("tip")
 @friendly
-def query_tip(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False) -> None:
+def query_tip(net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False) -> None:
     """Height and hash of the best chain's tip."""
-    node_or_api = _open_or_api(net, datadir)
+    node_or_api = _open_or_api(locate(net, datadir))
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
             data = client.get("/tip")
@@ -259,16 +317,18 @@ def block_json(block: Block, height: int | None, chain_id: bytes) -> dict[str, A
 @friendly
 def query_block(
     ident: Annotated[str, typer.Argument(help="Block hash (hex) or best-chain height.")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """A block by hash or height."""
-    node_or_api = _open_or_api(net, datadir)
+    """A block by hash or height: its header, then one line per event."""
+    from chain.app.render import block_text
+
+    node_or_api = _open_or_api(locate(net, datadir))
     if isinstance(node_or_api, ApiClient):
         from urllib.parse import quote
 
         with node_or_api as client:
             data = client.get(f"/blocks/{quote(ident)}")
-        emit(as_json, data, json.dumps(data, indent=2))
+        emit(as_json, data, block_text(data))
         return
     with node_or_api as node:
         if ident.isdigit():
@@ -283,19 +343,21 @@ def query_block(
         if block is None or entry is None:
             raise BlockcoinError(f"unknown block {ident}")
         data = block_json(block, entry.height, node.params.chain_id)
-        emit(as_json, data, json.dumps(data, indent=2))
+        emit(as_json, data, block_text(data))
 
 
 @query_app.command("principal")
 @friendly
 def query_principal(
     principal: Annotated[str, typer.Argument(help="Principal (blk...).")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """/global/principals/P: keys, address, balance and nonce, and a host's public record
     (bytes stored, contracts, periods proven and missed, earned, collateral locked)."""
+    from chain.app.render import principal_text
+
     p = Principal.parse(principal)
-    node_or_api = _open_or_api(net, datadir)
+    node_or_api = _open_or_api(locate(net, datadir))
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
             data = client.principal(str(p))
@@ -305,24 +367,21 @@ def query_principal(
             if found is None:
                 raise BlockcoinError(f"principal {p} has no record in the global tree")
             data = found
-    lines = [f"{k}: {v}" for k, v in data.items() if k != "host"]
-    host = data.get("host")
-    if isinstance(host, dict):
-        lines += ["host record:"] + [f"  {k}: {v}" for k, v in host.items()]
-    emit(as_json, data, "\n".join(lines))
+    emit(as_json, data, principal_text(data))
 
 
 @query_app.command("fragments")
 @friendly
 def query_fragments(
     path: Annotated[str, typer.Argument(help="Blocktree path /<principal>/...")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """/global/fragments/PATH: the holders of each fragment index."""
+    from chain.app.render import fragments_text
     from chain.core.paths import check_path
 
     check_path(path)
-    node_or_api = _open_or_api(net, datadir)
+    node_or_api = _open_or_api(locate(net, datadir))
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
             data = client.fragments(path)
@@ -330,20 +389,16 @@ def query_fragments(
         with node_or_api as node:
             holders = node.chain.tree.fragments(path)
             data = {"path": path, "fragments": {str(i): h for i, h in sorted(holders.items())}}
-    frags: dict[str, list[dict[str, Any]]] = data["fragments"]
-    lines = [f"{path}"] + [f"  [{i}] {h['host']} {h['address'] or '-'}"
-                           for i, hs in sorted(frags.items(), key=lambda kv: int(kv[0]))
-                           for h in hs]
-    emit(as_json, data, "\n".join(lines) if frags else f"{path}: no fragments stored")
+    emit(as_json, data, fragments_text(data))
 
 
 @app.command()
 @friendly
-def reindex(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False) -> None:
+def reindex(net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False) -> None:
     """Rebuild the global tree by folding the best chain again from genesis."""
     import time
 
-    with _open(net, datadir) as node:
+    with _open(locate(net, datadir)) as node:
         start = time.perf_counter()
         with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
             task = bar.add_task("reindex", total=node.chain.tip.height + 1)
@@ -358,10 +413,10 @@ def reindex(net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonO
 @friendly
 def import_blocks(
     file: Annotated[Path, typer.Argument(help="Blocks file (from `export` or a benchmark).")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Import blocks from FILE, printing each new tip as it is connected and synced."""
-    with _open(net, datadir) as node:
+    with _open(locate(net, datadir)) as node:
         for block in read_blocks(file):
             result = node.accept(block)
             if result.new_tip and as_json:
@@ -377,20 +432,20 @@ def import_blocks(
 @friendly
 def export_blocks(
     file: Annotated[Path, typer.Argument(help="Where to write the best chain's blocks.")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Write the best chain (after genesis) to FILE."""
-    with _open(net, datadir) as node:
+    with _open(locate(net, datadir)) as node:
         count = write_blocks(file, node.chain.iter_best_chain(1))
         emit(as_json, {"blocks": count, "file": str(file)}, f"wrote {count} blocks to {file}")
 
 
 @query_app.command("peers")
 @friendly
-def query_peers(net: NetworkOpt = "main", datadir: DatadirOpt = None,
+def query_peers(net: NetworkOpt = None, datadir: DatadirOpt = None,
                 as_json: JsonOpt = False) -> None:
     """The running node's peers (needs a running node)."""
-    with ApiClient.for_datadir(resolve_datadir(net, datadir)) as client:
+    with ApiClient.for_datadir(locate(net, datadir).datadir) as client:
         data = client.get("/peers")
     lines = [f"{p['direction']:8} {p['principal']} {p['address']} height {p['best_height']}"
              for p in data["peers"]]
@@ -399,10 +454,10 @@ def query_peers(net: NetworkOpt = "main", datadir: DatadirOpt = None,
 
 @query_app.command("status")
 @friendly
-def query_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
+def query_status(net: NetworkOpt = None, datadir: DatadirOpt = None,
                  as_json: JsonOpt = False) -> None:
     """The running node's status: tip, sync, peers, mempool (needs a running node)."""
-    with ApiClient.for_datadir(resolve_datadir(net, datadir)) as client:
+    with ApiClient.for_datadir(locate(net, datadir).datadir) as client:
         data = client.get("/status")
     emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
@@ -410,12 +465,17 @@ def query_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
 @app.command()
 @friendly
 def node(
-    mine: Annotated[bool, typer.Option("--mine", help="Mine continuously and relay blocks.")] = False,
+    mine: Annotated[bool | None, typer.Option(
+        "--mine/--no-mine", help="Mine continuously and relay blocks ([node] mine).",
+        show_default=False)] = None,
     connect: Annotated[list[str] | None, typer.Option(
-        "--connect", "-c", help="Peer to dial, [PRINCIPAL@]HOST:PORT (repeatable).")] = None,
+        "--connect", "-c", help="Peer to dial, [PRINCIPAL@]HOST:PORT (repeatable; adds to "
+                                "[node] connect).")] = None,
     listen: Annotated[str | None, typer.Option(
+        envvar="BLOCKCOIN_LISTEN",
         help="Peer-to-peer address, HOST:PORT (default 0.0.0.0:<network p2p port>).")] = None,
     api: Annotated[str | None, typer.Option(
+        envvar="BLOCKCOIN_API",
         help="HTTP API address, HOST:PORT (default 127.0.0.1:<network API port>).")] = None,
     api_host: Annotated[list[str] | None, typer.Option(
         "--api-host", help="A Host name the API answers besides loopback names and its own "
@@ -436,24 +496,27 @@ def node(
     handshake_timeout: Annotated[float, typer.Option(
         min=1.0, help="Close an inbound peer connection whose handshake is not done by then.")
     ] = 10.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = None,
     threads: ThreadsOpt = None,
-    net: NetworkOpt = "main", datadir: DatadirOpt = None,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Run a networked node: sync and relay with peers, serve the HTTP API, optionally mine."""
-    import logging
+    """Run a networked node: sync and relay with peers, serve the HTTP API, optionally mine.
 
+    Logs go to stderr and to DATADIR/logs/node.log (rotated). With --json, one line on stdout
+    once the node serves: its principal, addresses and tip."""
     from chain.app.daemon import NodeOptions, run_node
+    from chain.app.logs import setup_logging
     from chain.net.p2p.addrman import parse_address, parse_peer_spec
+    from chain.node.config import NodeConfig
 
-    level = getattr(logging, log_level.upper(), None)
-    if not isinstance(level, int):
-        raise ConfigError(f"unknown log level {log_level!r}")
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp").setLevel(max(level, logging.WARNING))
+    where = locate(net, datadir)
+    cfg = where.config.node if where.config is not None else NodeConfig()
+    peers = [*cfg.connect, *(connect or [])]
+    listen = listen or cfg.listen
+    api = api or cfg.api
+    announce = announce or cfg.announce
     try:
-        for spec in connect or []:
+        for spec in peers:
             parse_peer_spec(spec)
         for value in (listen, api):
             if value:
@@ -462,15 +525,19 @@ def node(
             parse_address(announce)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    path = resolve_datadir(net, datadir)
-    if not (path / "config.toml").exists():
-        init_datadir(path, network(net))
-    options = NodeOptions(listen=listen, api=api, connect=list(connect or []), mine=mine,
+    path = where.datadir
+    if where.config is None:
+        init_datadir(path, where.params)
+    setup_logging(path, "node", log_level or cfg.log_level)
+    options = NodeOptions(listen=listen, api=api, connect=peers,
+                          mine=cfg.mine if mine is None else mine,
                           mine_interval=mine_interval, target_outbound=outbound,
                           discover=discover, announce=announce, ban_seconds=ban_seconds,
-                          stall_timeout=stall_timeout, mine_threads=threads,
-                          api_hosts=list(api_host or []), handshake_timeout=handshake_timeout)
+                          stall_timeout=stall_timeout, mine_threads=threads or cfg.threads,
+                          api_hosts=list(api_host or []), handshake_timeout=handshake_timeout,
+                          ready=(lambda info: print(json.dumps(info), flush=True))
+                          if as_json else None)
     try:
-        run_node(path, network(net), options)
+        run_node(path, where.params, options)
     except OSError as exc:
-        raise ConfigError(f"cannot listen: {exc}") from None
+        raise ConfigError(f"cannot listen: {os_error_line(exc)}") from None

@@ -31,8 +31,10 @@ import os
 import signal
 import threading
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -81,6 +83,7 @@ class NodeOptions:
     mine_threads: int | None = None
     api_hosts: list[str] = field(default_factory=list)  # Host names the API answers beyond loopback
     handshake_timeout: float = PENDING_TIMEOUT
+    ready: Callable[[dict[str, Any]], None] | None = None  # told where the node serves, once
 
 
 class Miner:
@@ -208,7 +211,7 @@ class Daemon:
         url_host = f"[{api_host}]" if ":" in api_host else api_host
         self.api_url = f"http://{url_host}:{api_port}"
         await self.manager.start()
-        self._write_node_file()
+        info = self._write_node_file()
         if opts.mine:
             interval = opts.mine_interval
             if interval is None:
@@ -219,6 +222,8 @@ class Daemon:
         tip = self.core.chain.tip
         log.info("node %s on %s: tip %d; p2p %s; api %s%s", self.core.principal, params.name,
                  tip.height, self.p2p_address, self.api_url, "; mining" if opts.mine else "")
+        if opts.ready is not None:
+            opts.ready({**info, "height": tip.height, "mining": opts.mine})
 
     async def _serve(self, app: web.Application, host: str, port: int,
                      gate: ConnectionGate) -> int:
@@ -233,13 +238,14 @@ class Daemon:
         sockets = getattr(site._server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    def _write_node_file(self) -> None:
-        info = {"pid": os.getpid(), "network": self.params.name, "api": self.api_url,
+    def _write_node_file(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"pid": os.getpid(), "network": self.params.name, "api": self.api_url,
                 "p2p": self.p2p_address, "principal": str(self.core.principal)}
         path = node_file(self.datadir)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
+        return info
 
     async def stop(self) -> None:
         for task in self._tasks:

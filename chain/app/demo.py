@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -44,20 +43,21 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 
+from chain.app.render import short
 from chain.core.aio import stop_tasks
 from chain.core.errors import BlockcoinError
 from chain.core.events import Transfer
 from chain.core.keys import KeyPair
-from chain.core.params import COIN, REGTEST
+from chain.core.params import REGTEST
 from chain.core.principal import Principal
-from chain.node.wallet import format_amount
+from chain.core.units import COIN, format_coins, format_size
 from storage_market import retrieve
 from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.httpclient import HttpChain
@@ -67,7 +67,10 @@ Say = Callable[[str], None]
 T = TypeVar("T")
 
 MINER_KEY, OWNER_NODE_KEY, OWNER_KEY = 0, 6, 7  # regtest development keys; hosts use 1..5
-START_TIMEOUT = 30.0  # a process until it serves (Python start-up on a busy 2-core machine)
+START_TIMEOUT = 180.0  # a process until it serves: Python start-up on a loaded 2-core machine
+# takes seconds, not minutes; a child that exits is reported at once, so this only bounds a hang
+CHAIN_WAIT = 300.0  # something mined and relayed to every node (a few blocks, or a loaded machine)
+EXTRA_PERIODS = 60  # contracts outlive the story: stopping hosts and reading back take blocks too
 STOP_TIMEOUT = 10.0  # SIGTERM until SIGKILL
 PORT_ATTEMPTS = 3  # a port picked free may be taken before the node binds it
 HOST_FUNDS = 10 * COIN  # what the owner sends each host key: collateral and fees
@@ -297,7 +300,8 @@ class Network:
                                 f"{child.tail()}")
         raise AssertionError("unreachable")
 
-    async def wait_connected(self, hub: Node, spokes: list[Node], timeout: float = 20.0) -> int:
+    async def wait_connected(self, hub: Node, spokes: list[Node],
+                             timeout: float = CHAIN_WAIT) -> int:
         """Until the hub has a p2p connection from every spoke and all share its tip."""
 
         async def connected() -> tuple[int] | None:  # a tuple: truthy even at height 0
@@ -372,14 +376,7 @@ async def fund_hosts(net: Network, host_nodes: list[Node], payer: Signer, chain:
                 return False
         return True
 
-    await until(funded, 30, "the hosts' funding to be mined")
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:g} {unit}"
-    return f"{n} bytes"
+    await until(funded, CHAIN_WAIT, "the hosts' funding to be mined")
 
 
 async def run_demo(workdir: Path, say: Say, *, size: int = 1 << 20, periods: int = 3,
@@ -413,18 +410,17 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
     started = time.monotonic()
     workdir = net.workdir
 
-    say(f"== 1. A regtest network on loopback, in {workdir}")
+    say(f"== 1. A regtest network on loopback ({workdir})")
     miner = await net.start_node("miner", MINER_KEY, mine_interval=mine_interval)
-    say(f"  miner       {miner.principal}  p2p {miner.p2p}  api {miner.api}  (pid "
-        f"{miner.child.pid}; mines a block every {mine_interval:g} s)")
+    say(f"  miner       {short(miner.principal)}  api {miner.api}  mines a block every "
+        f"{mine_interval:g} s")
     spokes = await asyncio.gather(
         *(net.start_node(f"host{i}", i, connect=miner) for i in range(1, count + 1)),
         net.start_node("owner-node", OWNER_NODE_KEY, connect=miner))
     for node in spokes:
-        say(f"  {node.label:<11} {node.principal}  p2p {node.p2p}  api {node.api}  (pid "
-            f"{node.child.pid})")
+        say(f"  {node.label:<11} {short(node.principal)}  api {node.api}")
     height = await net.wait_connected(miner, list(spokes))
-    say(f"  {len(spokes)} nodes connected to the miner over p2p; tip {height}")
+    say(f"  {len(spokes)} nodes connected to the miner over p2p; tip at block {height}")
     host_nodes, owner_node = list(spokes[:count]), spokes[count]
 
     owner_key = KeyPair.development(OWNER_KEY)
@@ -434,22 +430,22 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
         owner_key.save(owner_dir / "wallet.key")
     chain = owner_node.chain()
     view = host_nodes[-1].chain()  # a host that keeps running: the chain as p2p brought it
+    contract_periods = periods + EXTRA_PERIODS
     owner = OwnerAgent(owner_dir, Signer(owner_key), chain,
-                       defaults=StoreOptions(periods=periods + 3, price=100_000,
+                       defaults=StoreOptions(periods=contract_periods, price=100_000,
                                              collateral=50_000))
     try:
-        say(f"== 2. {count} host agents, each selling 64 MiB through its own node's API")
+        say(f"== 2. {count} hosts, each an agent with its own key beside its own node, selling "
+            "64 MiB")
         await fund_hosts(net, host_nodes, Signer(owner_key), chain, view)
-        say(f"  the owner ({owner_key.principal}, development key {OWNER_KEY}) sent each host key"
-            f" {format_amount(HOST_FUNDS)} coins for collateral and fees")
+        say(f"  the owner ({short(owner_key.principal)}) sent each host key "
+            f"{format_coins(HOST_FUNDS)} for collateral and fees")
         hosts = list(await asyncio.gather(
             *(net.start_host(i + 1, node, "64M") for i, node in enumerate(host_nodes))))
         for h in hosts:
-            say(f"  host {h.number}: {h.principal}  storage on {h.address}  node {h.node.api}  "
-                f"(pid {h.child.pid})")
+            say(f"  host {h.number}  {short(h.principal)}  storage on {h.address}")
         await owner.start()
-        say(f"  owner:  {owner_key.principal}  storage on {owner.address}  node "
-            f"{owner_node.api}")
+        say(f"  owner:  {short(owner_key.principal)}  storage on {owner.address}")
 
         async def announced() -> bool:
             for p, address in [(h.principal, h.address) for h in hosts] + [
@@ -459,54 +455,56 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
                     return False
             return True
 
-        await until(announced, 30, "the agents' addresses to be mined and reach every node")
-        say(f"  {count + 1} storage addresses on chain in /global/principals "
-            f"(tip {await view.tip_height()})")
+        await until(announced, CHAIN_WAIT, "the agents' addresses to be mined and reach every "
+                    "node")
+        say(f"  {count + 1} storage addresses published on chain (block "
+            f"{await view.tip_height()})")
 
         data = os.urandom(size)
         path = owner_key.principal.root_path + "/demo/file.bin"
-        say(f"== 3. Store a {_size(size)} file at {path}")
+        shown = f"/{short(owner_key.principal)}/demo/file.bin"
+        say(f"== 3. Store a {format_size(size)} file at {shown}")
         entry = await owner.put(path, data)
-        say(f"  sealed with a random block key, erasure-coded {entry.k}-of-{entry.n} into "
-            f"{_size(entry.fragment_size)} fragments; {entry.n} offers published")
-        if not await owner.wait_placed(path, 60):
-            raise DemoError(f"only {entry.placed()} of {entry.n} fragments were placed in 60 s"
-                            " (see the host agents' logs)")
+        say(f"  encrypted, then erasure-coded {entry.k}-of-{entry.n} into "
+            f"{format_size(entry.fragment_size)} fragments; {entry.n} offers, each escrowing "
+            f"{format_coins(entry.price)} a period for {contract_periods} periods")
+        if not await owner.wait_placed(path, CHAIN_WAIT):
+            raise DemoError(f"only {entry.placed()} of {entry.n} fragments were placed in "
+                            f"{CHAIN_WAIT:g} s (see the host agents' logs)")
 
         async def placed() -> dict[int, list[Any]] | None:
             found = await view.fragments(path)
             return found if sum(len(hs) for hs in found.values()) >= entry.n else None
 
-        placement = await until(placed, 20, f"host {hosts[-1].number}'s node to see the placement")
+        placement = await until(placed, CHAIN_WAIT,
+                                f"host {hosts[-1].number}'s node to see the placement")
         names = {h.principal: f"host {h.number}" for h in hosts}
-        say(f"  placement in /global/fragments, as host {hosts[-1].number}'s node sees it "
-            f"(tip {await view.tip_height()}):")
-        for index in sorted(placement):
-            for holder in placement[index]:
-                say(f"    fragment {index} ({holder.size} bytes, Merkle root "
-                    f"{holder.root.hex()[:16]}) -> {names.get(holder.host, str(holder.host))} "
-                    f"at {holder.address}")
+        holders = {names.get(holder.host, short(holder.host)): index
+                   for index in sorted(placement) for holder in placement[index]}
+        say("  placed, as the chain records it: " + ", ".join(
+            f"fragment {index} on {name}" for name, index in sorted(holders.items(),
+                                                                      key=lambda kv: kv[1])))
 
         escrow = sum(c.escrow for c in await chain.contracts_by_owner(owner_key.principal)
                      if c.state == "active")
         await owner.stop()
-        say(f"== 4. The owner leaves. {periods} proof periods of {entry.period_blocks} blocks: each"
-            " host proves its fragment from the block that opens the period; the chain pays it")
-        say(f"  {format_amount(escrow)} coins held in escrow for the contracts on chain")
+        say(f"== 4. The owner goes offline. Every {entry.period_blocks} blocks each host proves "
+            f"its fragment on chain and is paid from the escrow ({format_coins(escrow)})")
 
         async def proven() -> list[ContractInfo]:
             return [c for h in hosts for c in await view.contracts_by_host(h.principal)
                     if c.state in ("active", "ended")]
 
         last = 0
-        loop_end = time.monotonic() + 30 + periods * entry.period_blocks * mine_interval * 4
+        loop_end = (time.monotonic() + CHAIN_WAIT
+                    + periods * entry.period_blocks * mine_interval * 10)
         while True:
             contracts = await proven()
             done = min((c.proven for c in contracts), default=0) if len(contracts) >= entry.n else 0
             if done > last:
                 last = done
-                say(f"  period {done - 1}: {entry.n} StorageProof items mined, each host paid "
-                    f"{format_amount(entry.price)} from escrow (tip {await view.tip_height()})")
+                say(f"  period {done} of {periods}: {entry.n} proofs on chain, each host paid "
+                    f"{format_coins(entry.price)} (block {await view.tip_height()})")
             if done >= periods:
                 break
             if time.monotonic() > loop_end:
@@ -515,32 +513,40 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
         payments = sum(c.proven for c in contracts)
 
         stopped = hosts[:stop]
-        say(f"== 5. Stop {stop} hosts (agent and node)")
+        say(f"== 5. Stop {stop} of the {count} hosts (agent and node)")
         await asyncio.gather(*(net.stop_host(h) for h in stopped))
-        for h in stopped:
-            say(f"  stopped host {h.number} ({h.principal}) and its node")
+        say("  stopped " + ", ".join(f"host {h.number}" for h in stopped))
 
-        say(f"== 6. Get {path} back")
+        say(f"== 6. Read {shown} back from the hosts still running")
         errors: list[str] = []
         got = await retrieve.get(chain, owner_key, path, errors=errors)
         identical = bytes(got) == data
-        say(f"  {len(got)} bytes, {'byte-identical' if identical else 'DIFFERENT'} (sha256 "
-            f"{hashlib.sha256(got).hexdigest()[:16]}), read from {entry.k} hosts"
-            + (f"; skipped {len(errors)} unreachable holder{'s' if len(errors) > 1 else ''}"
+        say(f"  {format_size(len(got))} from {entry.k} hosts: "
+            f"{'byte-identical' if identical else 'DIFFERENT'} to the original"
+            + (f" ({len(errors)} stopped host{'s' if len(errors) > 1 else ''} skipped)"
                if errors else ""))
 
-        say("== 7. The hosts' public records (/global/principals, kept by the chain)")
+        at = await view.tip_height()
+        say(f"== 7. What the chain says of each host (its public record at block {at})")
         earnings = []
+        rows = []
         for h in hosts:
             acct = await view.principal(h.principal)
             record = (acct.host if acct is not None else None) or {}
             earnings.append({"host": str(h.principal), "node": str(h.node.principal),
                              **record, "stopped": h in stopped})
-            say(f"  host {h.number}: proved {record.get('periods_proven', 0)} periods, missed "
-                f"{record.get('periods_missed', 0)}, earned "
-                f"{format_amount(record.get('earned', 0))} coins, "
-                f"{format_amount(record.get('collateral_locked', 0))} collateral locked"
-                + (" (stopped)" if h in stopped else ""))
+            rows.append((f"host {h.number}", short(h.principal),
+                         str(record.get("proven_periods", 0)),
+                         str(record.get("missed_periods", 0)),
+                         format_coins(record.get("earned", 0)),
+                         format_coins(record.get("collateral_locked", 0)),
+                         "stopped" if h in stopped else "running"))
+        for line in _table(("host", "key", "proven", "missed", "earned", "collateral locked",
+                            "now"), rows):
+            say(f"  {line}")
+        seconds = round(time.monotonic() - started, 2)
+        say("  (a stopped host misses the periods that follow: each miss refunds the owner and "
+            "burns that period's collateral)")
         return {
             "stored_fragments": sum(len(hs) for hs in placement.values()),
             "recovered_identical": identical,
@@ -556,7 +562,7 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
             "hosts": earnings,
             "nodes": [{"name": n.name, "principal": str(n.principal), "p2p": n.p2p,
                        "api": n.api, "mining": n is miner} for n in net.nodes],
-            "seconds": round(time.monotonic() - started, 2),
+            "seconds": seconds,
         }
     finally:
         await owner.stop()  # a second stop is harmless
@@ -564,9 +570,11 @@ async def _story(net: Network, say: Say, size: int, periods: int, count: int, st
         await view.close()
 
 
-async def _at_least(value: Awaitable[int], want: int) -> int | None:
-    got = await value
-    return got if got >= want else None
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Plain aligned columns (the demo's output is read in logs and pipes, too)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *rows]]
 
 
 def main(size: int, periods: int, keep: Path | None, as_json: bool,

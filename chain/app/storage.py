@@ -1,14 +1,21 @@
 """``blockcoin store ...``, ``blockcoin host ...`` and ``blockcoin demo``.
 
-The agents reach the chain through a running node's API when there is one (``--api URL`` with
-``--token``, or the node found in ``--node DIR``, by default the data directory itself);
-otherwise, for regtest experiments on a data directory nobody else holds, through the node in
-process, which then mines a block every ``--mine-every`` seconds so that time passes on chain.
+The agents reach the chain through a running node's API: the node found in ``--node DIR``
+(default: the data directory itself, where ``blockcoin node`` writes ``node.json``), or an
+explicit ``--api URL`` with ``--token``. A node that is not running or does not answer is an
+error naming it, never silently replaced; for regtest experiments without any node,
+``--in-process`` opts into a private chain in this process that mines a block every
+``--mine-every`` seconds.
+
+One writer per directory: ``store put/serve/extend/release`` hold ``DATADIR/store/LOCK`` and
+``host start`` holds ``DATADIR/host/LOCK`` for as long as they run (:mod:`chain.core.dirlock`);
+a second one on the same directory stops with one line before it touches anything.
 
 Keys: an owner acts with the data directory's wallet key (it pays); a host acts with its own
-key, ``<datadir>/host/host.key``, created on first start, so several hosts can share nothing but
-a network and their earnings are easy to see. Long work shows rich progress bars on a
-terminal; ``--json`` prints one JSON object instead.
+key, ``DATADIR/host/host.key``, created on first start (it signs receipts and proofs and locks
+collateral) and is paid into the data directory's wallet unless ``--payout`` names another
+principal, so ``blockcoin wallet`` spends what the host earned. Long work shows rich progress
+bars on a terminal; ``--json`` prints one JSON object instead.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,75 +37,105 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from chain.app.clikit import DatadirOpt, JsonOpt, NetworkOpt, friendly, resolve_datadir
+from chain.app.clikit import DatadirOpt, JsonOpt, NetworkOpt, Where, emit, fail, friendly, locate
+from chain.app.render import short
+from chain.core.dirlock import DirLock
 from chain.core.errors import ConfigError
 from chain.core.keys import KeyPair
-from chain.core.params import NetworkParams, network
+from chain.core.params import NetworkParams
 from chain.core.principal import Principal
+from chain.core.units import format_coins, format_size, parse_amount, parse_size
 from storage_market.chainclient import ChainClient, Signer
 from storage_market.crypto import plaintext_length
 from storage_market.host import HostAgent, HostPolicy
-from storage_market.owner import OwnerAgent, StoreOptions
+from storage_market.owner import BlockEntry, OwnerAgent, StoreOptions
 
-store_app = typer.Typer(help="Store files on the market: put, get, status, serve.",
-                        no_args_is_help=True)
+store_app = typer.Typer(help="Store files on the market: put, get, status, serve, extend, "
+                             "release.", no_args_is_help=True)
 host_app = typer.Typer(help="Sell storage: run a host, show its contracts and earnings.",
                        no_args_is_help=True)
 
-ApiOpt = Annotated[str | None, typer.Option("--api", help="A node's API, http://host:port.")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="The node's API cookie token.")]
-NodeOpt = Annotated[Path | None, typer.Option("--node", help="Data directory of the node to use.")]
+ApiOpt = Annotated[str | None, typer.Option(
+    "--api", envvar="BLOCKCOIN_API_URL", help="A node's API, http://host:port.")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", envvar="BLOCKCOIN_API_TOKEN", help="That node's API token (its api.cookie).")]
+NodeOpt = Annotated[Path | None, typer.Option(
+    "--node", help="Data directory of the running node to use (default: --datadir).")]
+InProcessOpt = Annotated[bool, typer.Option(
+    "--in-process", help="Regtest experiments only: run a private chain in this process "
+                         "instead of using a node.")]
 MineOpt = Annotated[float, typer.Option(
-    "--mine-every", help="Regtest, no node running: mine in process every N seconds.")]
-ListenOpt = Annotated[str, typer.Option("--listen", help="host:port to listen on (port 0: any).")]
+    "--mine-every", min=0.0, help="With --in-process: mine a block every N seconds.")]
+ListenOpt = Annotated[str | None, typer.Option(
+    "--listen", help="host:port the agent listens on (port 0: any; default 127.0.0.1:0).")]
+LogLevelOpt = Annotated[str | None, typer.Option(
+    "--log-level", envvar="BLOCKCOIN_LOG_LEVEL", show_default=False,
+    help="debug, info, warning or error (default: the config's, else info).")]
 
 err = Console(stderr=True)
+STORE_LOCK = "blockcoin store"
+HOST_LOCK = "blockcoin host start"
+FUND_WAIT = 600.0  # seconds a host waits for its funding to be mined
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How a command reaches the chain (see the module docstring)."""
 
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``500M``, ``2GiB``, ``1.5G`` or a plain byte count."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ConfigError(f"not a size: {text!r} (e.g. 512M, 2G)")
-    scale = 1 << (10 * " kmgt".index(m.group(2).lower() or " "))
-    return int(float(m.group(1)) * scale)
-
-
-def parse_price(text: str) -> int:
-    from chain.node.wallet import parse_amount
-
-    return parse_amount(text)
+    api: str | None = None
+    token: str | None = None
+    node: Path | None = None
+    in_process: bool = False
+    mine_every: float = 0.0
 
 
 @contextlib.asynccontextmanager
-async def connect(params: NetworkParams, datadir: Path, api: str | None, token: str | None,
-                  node: Path | None, mine_every: float) -> Any:
-    """The ChainClient to use: an explicit API, a running node's, or the node in process."""
-    from storage_market.httpclient import HttpChain
+async def connect(params: NetworkParams, datadir: Path, reach: Reach) -> AsyncIterator[ChainClient]:
+    """The chain client to use, checked to answer before any work starts."""
+    from storage_market.httpclient import HttpChain, NodeApiError
 
+    if reach.mine_every > 0 and not reach.in_process:
+        raise ConfigError("--mine-every runs with --in-process only (a node mines with "
+                          "`blockcoin node --mine`)")
     client: ChainClient
-    if api:
-        client = HttpChain(api, params, token)
-    elif ((node or datadir) / "node.json").exists():
-        client = HttpChain.for_datadir(node or datadir, params)
-    else:
+    if reach.in_process:
+        if params.name != "regtest":
+            raise ConfigError("--in-process is for regtest experiments only")
+        if reach.api or reach.node:
+            raise ConfigError("--in-process runs its own chain: drop --api and --node")
         from storage_market.inprocess import InProcessChain
 
         inproc = InProcessChain.open(datadir, params)
-        if mine_every > 0:
-            if params.name != "regtest":
-                raise ConfigError("--mine-every is for regtest")
-            inproc.start_mining(mine_every)
-        client = inproc
+        if reach.mine_every > 0:
+            inproc.start_mining(reach.mine_every)
+        client, source = inproc, "in process"
+    elif reach.api:
+        client, source = HttpChain(reach.api, params, reach.token), f"--api {reach.api}"
+    else:
+        nodedir = reach.node or datadir
+        if reach.node is not None and not (reach.node / "config.toml").exists():
+            raise ConfigError(f"--node {reach.node}: not a node's data directory")
+        client = HttpChain.for_datadir(nodedir, params)
+        source = f"found in {nodedir / 'node.json'}; is that node still running?"
     try:
+        if isinstance(client, HttpChain):
+            try:
+                await client.check_network()
+            except NodeApiError as exc:
+                raise ConfigError(f"{exc} ({source})") from None
         yield client
     finally:
         await client.close()
+
+
+@contextlib.asynccontextmanager
+async def locked_chain(where: Where, reach: Reach, directory: Path,
+                       holder: str) -> AsyncIterator[ChainClient]:
+    """The chain once it answers, then the agent directory's lock: a command that cannot do
+    its work (no node, or another agent on the directory) stops before it writes anything."""
+    async with connect(where.params, where.datadir, reach) as chain:
+        with DirLock(directory, holder):
+            yield chain
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -108,7 +146,7 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 def _progress(disable: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                     TransferSpeedColumn(), transient=True, console=err,
                     disable=disable or not sys.stderr.isatty())
 
@@ -116,6 +154,14 @@ def _progress(disable: bool) -> Progress:
 def _full_path(owner_root: str, path: str) -> str:
     """A path as given, or relative to the owner's tree (``docs/a`` -> ``/<owner>/docs/a``)."""
     return path if path.startswith("/") else f"{owner_root}/{path.strip('/')}"
+
+
+def _listen(value: str | None, configured: str) -> tuple[str, int]:
+    text = value or configured
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"not a listen address: {text!r} (host:port, port 0 for any)")
+    return host or "127.0.0.1", int(port)
 
 
 async def _until_interrupted(ready: Callable[[], None] | None = None) -> None:
@@ -129,6 +175,12 @@ async def _until_interrupted(ready: Callable[[], None] | None = None) -> None:
     await stop.wait()
 
 
+def _agent_logging(where: Where, component: str, level: str | None, configured: str) -> None:
+    from chain.app.logs import setup_logging
+
+    setup_logging(where.datadir, component, level or configured, stderr=False)
+
+
 # --- store -------------------------------------------------------------------------------------
 
 
@@ -139,66 +191,106 @@ def _owner_key(datadir: Path) -> KeyPair:
     return KeyPair.load(key_file)
 
 
+def _owner_log_level(where: Where, level: str | None) -> None:
+    _agent_logging(where, "owner", level, where.config.store.log_level if where.config else "info")
+
+
+def _confirm_cost(text: str, yes: bool) -> None:
+    """Go on only with the user's word: ``--yes``, or a yes typed on a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{text}; run again with --yes to confirm")
+    if not typer.confirm(f"{text}. Go on?", default=False, err=True):
+        fail("nothing spent")
+
+
 @store_app.command("put")
 @friendly
 def store_put(
-    file: Annotated[Path, typer.Argument(help="File to store.", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="File to store.")],
     path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
     k: Annotated[int, typer.Option(help="Fragments needed to read it back.")] = 3,
     n: Annotated[int, typer.Option(help="Fragments stored (one per host).")] = 5,
-    price: Annotated[str, typer.Option(help="Per fragment per period (coins or Nsat).")] = "100000sat",
+    price: Annotated[str, typer.Option(
+        help="Per fragment per period, in coins (or base units as Nsat).")] = "100000sat",
     collateral: Annotated[str, typer.Option(
-        help="Asked of each host per period, burned if it misses a proof.")] = "100000sat",
-    periods: Annotated[int, typer.Option(help="Periods to pay for (escrowed now).")] = 12,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for all n hosts.")] = 120.0,
+        help="Asked of each host per fragment per period, burned if it misses a proof.")
+    ] = "100000sat",
+    periods: Annotated[int, typer.Option(help="Periods to pay for (escrowed now).", min=1)] = 12,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for all n hosts.", min=0.0)] = 120.0,
     serve: Annotated[bool, typer.Option(help="Keep running: serve fetches and repair.")] = False,
-    listen: ListenOpt = "127.0.0.1:0",
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None, mine_every: MineOpt = 0.0,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Spend without asking.")] = False,
+    listen: ListenOpt = None, log_level: LogLevelOpt = None,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
 ) -> None:
     """Encrypt FILE as the block at PATH, offer its n fragments and wait until hosts hold them.
 
-    Each offer escrows price x periods on chain; from then on the hosts prove their fragments
-    every period and the chain pays them, whether or not this command still runs."""
-    params = network(net)
-    home = resolve_datadir(net, datadir)
+    Each offer escrows price x periods on chain; the total (escrow and fees) is stated and
+    confirmed before anything is spent. From then on the hosts prove their fragments every
+    period and the chain pays them, whether or not this command still runs. The owner keeps an
+    encrypted copy of the file in DATADIR/store/blocks (to repair lost fragments without
+    fetching k others); `store release` deletes it. Run again with the same file, an
+    interrupted put carries on."""
+    from storage_market.cost import put_cost
+
+    where = locate(net, datadir)
+    home = where.datadir
     key = _owner_key(home)
-    options = StoreOptions(k=k, n=n, price=parse_price(price), collateral=parse_price(collateral),
-                           periods=periods)
-    host, _, port = listen.rpartition(":")
+    options = StoreOptions(k=k, n=n, price=parse_amount(price),
+                           collateral=parse_amount(collateral, allow_zero=True), periods=periods)
+    options.check()
+    bind, port = _listen(listen, where.config.store.listen if where.config else "127.0.0.1:0")
+    full = _full_path(key.principal.root_path, path)
+    reach = Reach(api, token, node, in_process, mine_every)
+    with file.open("rb") as data:
+        size = plaintext_length(data)
+        cost = put_cost(key, where.params, full, size, k, n, options.price, options.collateral,
+                        periods, options.fee_rate)
+        question = (f"storing {format_size(size)} at {full} as {n} fragments for {periods} "
+                    f"periods of {where.params.storage_period_blocks} blocks costs "
+                    f"{format_coins(cost.total)} ({format_coins(cost.escrow)} escrowed for the "
+                    f"hosts, {format_coins(cost.fees)} in fees)")
 
-    async def go() -> dict[str, Any]:
-        async with connect(params, home, api, token, node, mine_every) as chain:
-            owner = OwnerAgent(home, Signer(key), chain, host or "127.0.0.1", int(port or 0),
-                               defaults=options)
-            await owner.start()
-            try:
-                full = _full_path(key.principal.root_path, path)
-                with _progress(as_json) as bar, file.open("rb") as data:
-                    task = bar.add_task("sealing", total=plaintext_length(data))
+        previous = _stored_blocks(home).get(full)
+        if previous is None or not previous.live():  # a rerun resumes: nothing new is spent
+            _confirm_cost(question, yes)
 
-                    def report(stage: str, done: int, total: int) -> None:
-                        bar.update(task, description=stage, completed=done, total=total)
+        async def go() -> dict[str, Any]:
+            async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
+                _owner_log_level(where, log_level)
+                owner = OwnerAgent(home, Signer(key), chain, bind, port, defaults=options)
+                await owner.start()
+                try:
+                    with _progress(as_json) as bar:
+                        task = bar.add_task("sealing", total=size)
 
-                    entry = await owner.put(full, data, options, report, _source_of(data))
-                    sent = bar.add_task("to hosts", total=entry.fragment_size * entry.n)
-                    owner.on_sent = lambda nbytes: bar.advance(sent, nbytes)
-                    placed = await owner.wait_placed(full, wait)
-                status = owner.status(full)["blocks"][0]
-                if serve:
-                    await _until_interrupted(lambda: err.print(
-                        f"serving {full} from {owner.address}; Ctrl-C to stop"))
-                hint = "" if serve else (
-                    "hosts now prove and are paid from escrow on their own; run `blockcoin store"
-                    " serve` from time to time to repair fragments whose hosts miss proofs")
-                return {"path": full, "placed": placed, "hint": hint, **status}
-            finally:
-                await owner.stop()
+                        def report(stage: str, done: int, total: int) -> None:
+                            bar.update(task, description=stage, completed=done, total=total)
 
-    result = run(go())
+                        entry = await owner.put(full, data, options, report, _source_of(data))
+                        sent = bar.add_task("to hosts", total=entry.fragment_size * entry.n)
+                        owner.on_sent = lambda nbytes: bar.advance(sent, nbytes)
+                        placed = await owner.wait_placed(full, wait)
+                    status = owner.status(full)["blocks"][0]
+                    if serve:
+                        await _until_interrupted(lambda: err.print(
+                            f"serving {full} from {owner.address}; Ctrl-C to stop"))
+                    hint = "" if serve else (
+                        "hosts now prove and are paid from escrow on their own; run `blockcoin "
+                        "store serve` from time to time to repair fragments whose hosts miss "
+                        "proofs")
+                    return {"path": full, "all_placed": placed, "hint": hint, **status}
+                finally:
+                    await owner.stop()
+
+        result = run(go())
     _emit_store(as_json, result)
-    if not result["placed"]:
-        raise typer.Exit(1)
+    if not result["all_placed"]:
+        fail(f"only {result['placed']} of {result['n']} fragments were placed within {wait:g} s; "
+             "run the same put again to carry on")
 
 
 def _source_of(data: Any) -> str:
@@ -213,13 +305,15 @@ def _emit_store(as_json: bool, result: dict[str, Any]) -> None:
         return
     console = Console()
     console.print(f"[bold]{result['path']}[/] {result['k']}-of-{result['n']}, "
-                  f"{result['size']} bytes, {result['placed']}/{result['n']} fragments placed")
-    table = Table("index", "state", "host", "start", "end", "proven", "missed", "paid",
+                  f"{format_size(result['size'])}, {result['placed']}/{result['n']} fragments "
+                  "placed, "
+                  f"{format_coins(result['price'])} per fragment per period")
+    table = Table("fragment", "state", "host", "start", "end", "proven", "missed", "paid",
                   "repairs")
     for f in result["fragments"]:
-        table.add_row(str(f["index"]), f["state"], (f["host"] or "-")[:20], str(f["start"] or "-"),
-                      str(f["end"] or "-"), str(f["periods_proven"]), str(f["misses"]),
-                      str(f["paid"]), str(f["repairs"]))
+        table.add_row(str(f["index"]), f["state"], short(f["host"]), str(f["start"] or "-"),
+                      str(f["end"] or "-"), str(f["proven_periods"]), str(f["missed_periods"]),
+                      format_coins(f["paid_total"]), str(f["repairs"]))
     console.print(table)
     if result.get("hint"):
         console.print(result["hint"])
@@ -228,23 +322,38 @@ def _emit_store(as_json: bool, result: dict[str, Any]) -> None:
 @store_app.command("serve")
 @friendly
 def store_serve(
-    listen: ListenOpt = "127.0.0.1:0",
-    net: NetworkOpt = "main", datadir: DatadirOpt = None,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None, mine_every: MineOpt = 0.0,
+    listen: ListenOpt = None, log_level: LogLevelOpt = None,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
 ) -> None:
-    """Run the owner: serve fetches, re-offer what nobody took, repair after missed proofs."""
-    params = network(net)
-    home = resolve_datadir(net, datadir)
+    """Run the owner: serve fetches, re-offer what nobody took, repair after missed proofs.
+
+    Logs go to DATADIR/logs/owner.log; with --json, one line on stdout once it serves."""
+    where = locate(net, datadir)
+    home = where.datadir
     key = _owner_key(home)
-    host, _, port = listen.rpartition(":")
+    bind, port = _listen(listen, where.config.store.listen if where.config else "127.0.0.1:0")
+
+    reach = Reach(api, token, node, in_process, mine_every)
 
     async def go() -> None:
-        async with connect(params, home, api, token, node, mine_every) as chain:
-            owner = OwnerAgent(home, Signer(key), chain, host or "127.0.0.1", int(port or 0))
+        async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
+            _owner_log_level(where, log_level)
+            owner = OwnerAgent(home, Signer(key), chain, bind, port)
             await owner.start()
+
+            def ready() -> None:
+                info = {"owner": str(key.principal), "address": owner.address,
+                        "blocks": len(owner.entries)}
+                if as_json:
+                    print(json.dumps(info), flush=True)
+                else:
+                    err.print(f"owner {key.principal} serving {len(owner.entries)} block(s) "
+                              f"at {owner.address}; Ctrl-C to stop")
+
             try:
-                await _until_interrupted(lambda: err.print(
-                    f"owner {key.principal} at {owner.address}; Ctrl-C to stop"))
+                await _until_interrupted(ready)
             finally:
                 await owner.stop()
 
@@ -256,18 +365,22 @@ def store_serve(
 def store_get(
     path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the file.")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False,
 ) -> None:
     """Fetch any k fragments of PATH from their hosts, check, decode, decrypt, write -o FILE."""
     from storage_market import retrieve
 
-    params = network(net)
-    home = resolve_datadir(net, datadir)
+    where = locate(net, datadir)
+    home = where.datadir
     key = _owner_key(home)
+    if not output.parent.is_dir():
+        raise ConfigError(f"cannot write {output}: {output.parent} is not a directory")
+    tmp = output.with_name(f".{output.name}.part")
 
     async def go() -> dict[str, Any]:
-        async with connect(params, home, api, token, node, 0.0) as chain:
+        async with connect(where.params, home, Reach(api, token, node, in_process)) as chain:
             full = _full_path(key.principal.root_path, path)
             errors: list[str] = []
             with _progress(as_json) as bar:
@@ -275,48 +388,48 @@ def store_get(
                 data = await retrieve.get(
                     chain, key, full, lambda done, total: bar.update(task, completed=done,
                                                                      total=total), errors)
-            tmp = output.with_name(f".{output.name}.part")
-            tmp.write_bytes(data)
-            tmp.replace(output)
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(output)
+            finally:
+                tmp.unlink(missing_ok=True)
             return {"path": full, "output": str(output), "size": len(data),
                     "skipped": errors}
 
     result = run(go())
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        typer.echo(f"wrote {result['size']} bytes of {result['path']} to {result['output']}"
-                   + (f" ({len(result['skipped'])} bad or unreachable holders skipped)"
-                      if result["skipped"] else ""))
+    emit(as_json, result,
+         f"wrote {format_size(result['size'])} of {result['path']} to {result['output']}"
+         + (f" ({len(result['skipped'])} bad or unreachable holders skipped)"
+            if result["skipped"] else ""))
 
 
 @store_app.command("release")
 @friendly
 def store_release(
     path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False,
 ) -> None:
     """End PATH's contracts and open offers: the escrow left comes back to the tree."""
-    params = network(net)
-    home = resolve_datadir(net, datadir)
+    where = locate(net, datadir)
+    home = where.datadir
     key = _owner_key(home)
+    full = _full_path(key.principal.root_path, path)
 
     async def go() -> dict[str, Any]:
-        async with connect(params, home, api, token, node, 0.0) as chain:
+        async with locked_chain(where, Reach(api, token, node, in_process), home / "store",
+                                STORE_LOCK) as chain:
             owner = OwnerAgent(home, Signer(key), chain)
-            full = _full_path(key.principal.root_path, path)
             try:
                 released = await owner.release(full)
             finally:
                 await owner.state.close()
             return {"path": full, "released": released}
 
+    _require_block(home, key, full)
     result = run(go())
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        typer.echo(f"{result['path']}: released {result['released']} contract(s)")
+    emit(as_json, result, f"{result['path']}: released {result['released']} contract(s)")
 
 
 @store_app.command("extend")
@@ -324,45 +437,73 @@ def store_release(
 def store_extend(
     path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
     periods: Annotated[int, typer.Option(help="Periods to add to each contract.", min=1)],
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False,
 ) -> None:
     """Run PATH's active contracts longer: each host consents, the added periods are escrowed."""
-    params = network(net)
-    home = resolve_datadir(net, datadir)
+    where = locate(net, datadir)
+    home = where.datadir
     key = _owner_key(home)
+    full = _full_path(key.principal.root_path, path)
 
     async def go() -> dict[str, Any]:
-        async with connect(params, home, api, token, node, 0.0) as chain:
+        async with locked_chain(where, Reach(api, token, node, in_process), home / "store",
+                                STORE_LOCK) as chain:
             owner = OwnerAgent(home, Signer(key), chain)
-            full = _full_path(key.principal.root_path, path)
-            done = await owner.extend(full, periods)
-            await owner.state.close()
+            try:
+                done = await owner.extend(full, periods)
+            finally:
+                await owner.state.close()
             return {"path": full, "extended": done, "periods_added": periods,
                     "notes": owner.events}
 
+    _require_block(home, key, full)
     result = run(go())
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        typer.echo(f"{result['path']}: extended fragments {result['extended'] or 'none'} by "
-                   f"{periods} periods" + "".join(f"\n  {n}" for n in result["notes"]))
     if not result["extended"]:
-        raise typer.Exit(1)
+        fail(f"{full}: no contract was extended"
+             + (f" ({'; '.join(result['notes'])})" if result["notes"] else ""))
+    emit(as_json, result, f"{result['path']}: extended fragments {result['extended']} by "
+                          f"{periods} periods" + "".join(f"\n  {n}" for n in result["notes"]))
+
+
+def _offline_owner(home: Path, key: KeyPair, where: Where) -> OwnerAgent:
+    return OwnerAgent(home, Signer(key), _Offline(where.params))  # type: ignore[arg-type]
+
+
+def _stored_blocks(home: Path) -> dict[str, BlockEntry]:
+    """The owner's saved blocks by path, read without starting an agent."""
+    from storage_market.jsonstate import read_json
+
+    state = read_json(home / "store" / "state.json") or {}
+    entries = (BlockEntry.from_json(b) for b in state.get("blocks", []))
+    return {e.path: e for e in entries}
+
+
+def _require_block(home: Path, key: KeyPair, full: str) -> None:
+    """Refuse, before any node is asked, a path this owner never stored."""
+    from storage_market.errors import BlockNotFound
+
+    if full not in _stored_blocks(home):
+        raise BlockNotFound(f"{full} is not stored by this owner (see `blockcoin store status`)")
 
 
 @store_app.command("status")
 @friendly
 def store_status(
     path: Annotated[str | None, typer.Argument(help="One path (default: all).")] = None,
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """The owner's blocks: where each fragment is, periods proven and missed, repairs."""
-    home = resolve_datadir(net, datadir)
+    where = locate(net, datadir)
+    home = where.datadir
     key = _owner_key(home)
-    owner = OwnerAgent(home, Signer(key), _Offline(network(net)))  # type: ignore[arg-type]
     full = _full_path(key.principal.root_path, path) if path else None
-    status = owner.status(full)
+    if full is not None:
+        _require_block(home, key, full)
+    status: dict[str, Any] = (
+        _offline_owner(home, key, where).status(full) if _stored_blocks(home)
+        else {"owner": str(key.principal), "address": "", "height": 0, "blocks": []})
     if as_json:
         typer.echo(json.dumps(status))
         return
@@ -382,6 +523,118 @@ class _Offline:
 
 
 # --- host --------------------------------------------------------------------------------------
+
+
+@host_app.command("start")
+@friendly
+def host_start(
+    capacity: Annotated[str | None, typer.Option(
+        help="Space to sell (e.g. 10G; default: [host] capacity in config.toml).")] = None,
+    min_price: Annotated[str | None, typer.Option(
+        help="Lowest price per fragment per period, in coins or Nsat (default 1sat).")] = None,
+    max_collateral: Annotated[str | None, typer.Option(
+        help="Most collateral per fragment per period to lock (default: what the balance covers)."
+    )] = None,
+    payout: Annotated[str | None, typer.Option(
+        help="Principal paid for proven periods (default: this data directory's wallet).")
+    ] = None,
+    fund: Annotated[str | None, typer.Option(
+        help="Top the host key up to this many coins from the wallet before starting (it "
+             "pays to announce itself and locks collateral).")] = None,
+    listen: ListenOpt = None, log_level: LogLevelOpt = None,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+) -> None:
+    """Run a host until interrupted: take offers, store fragments, prove them on chain each
+    period and be paid from the owners' escrow.
+
+    Logs go to stderr and DATADIR/logs/host.log; with --json, one line on stdout once it
+    listens. The host signs with its own key (DATADIR/host/host.key), which needs coin to
+    announce itself and lock collateral: --fund sends it from the wallet."""
+    from chain.app.logs import setup_logging
+    from chain.node.config import HostConfig
+
+    where = locate(net, datadir)
+    home = where.datadir
+    cfg = where.config.host if where.config is not None else HostConfig()
+    size_text = capacity or cfg.capacity
+    if size_text is None:
+        raise ConfigError("how much space to sell? --capacity 10G (or [host] capacity in "
+                          "config.toml)")
+    if where.config is None:
+        raise ConfigError(f"no data directory at {home} (run `blockcoin init` first)")
+    top_up = parse_amount(fund) if fund is not None else None
+    bind, port = _listen(listen, cfg.listen)
+    payee = payout or cfg.payout
+    cap = max_collateral or cfg.max_collateral
+    policy = HostPolicy(parse_size(size_text), parse_amount(min_price or cfg.min_price),
+                        parse_amount(cap, allow_zero=True) if cap is not None else None,
+                        Principal.parse(payee) if payee else _wallet_principal(home))
+    reach = Reach(api, token, node, in_process, mine_every)
+
+    async def go() -> None:
+        async with locked_chain(where, reach, home / "host", HOST_LOCK) as chain:
+            key = host_key(home)
+            setup_logging(home, "host", log_level or cfg.log_level)
+            await _fund_host(chain, home, key, top_up)
+            _save_policy(home, policy)
+            agent = HostAgent(home, key, chain, policy, bind, port)
+            await agent.start()
+
+            def ready() -> None:
+                info = {"host": str(key.principal), "address": agent.address,
+                        "payout": str(agent.payout), "capacity": policy.capacity,
+                        "min_price": policy.min_price}
+                print(json.dumps(info) if as_json else
+                      f"host {key.principal} listening on {agent.address}; selling "
+                      f"{format_size(policy.capacity)} from "
+                      f"{format_coins(policy.min_price)} per fragment per period; paid to "
+                      f"{agent.payout}", flush=True)
+
+            try:
+                await _until_interrupted(ready)
+            finally:
+                await agent.stop()
+
+    run(go())
+
+
+def _wallet_principal(home: Path) -> Principal | None:
+    """Where a host is paid by default: the data directory's wallet, so `blockcoin wallet`
+    spends what the host earns (None without a wallet: the host's own key)."""
+    from chain.node.wallet import Wallet
+
+    return Wallet.principal_in(home) if (home / "wallet.key").exists() else None
+
+
+async def _fund_host(chain: ChainClient, home: Path, key: KeyPair, target: int | None) -> None:
+    """Make sure the host key can pay to announce itself: top it up from the wallet to
+    ``target`` (waiting, bounded, for the transfer to be mined), or refuse in one line."""
+    from chain.core.events import Transfer
+
+    account = await chain.principal(key.principal)
+    balance = account.balance if account is not None else 0
+    if target is None or balance >= target:
+        if balance == 0:
+            raise ConfigError(
+                f"the host key {key.principal} has no coin: it pays to announce itself and "
+                "locks collateral. Start with --fund 10 to send it 10 coins from this data "
+                f"directory's wallet, or send some: blockcoin wallet send {key.principal} 10")
+        return
+    await Signer(_owner_key(home)).submit(chain, Transfer(key.principal, target - balance))
+    err.print(f"sent {format_coins(target - balance)} from the wallet to the host key "
+              f"{key.principal}; waiting for a block")
+    deadline = time.monotonic() + FUND_WAIT
+    height = await chain.tip_height()
+    while True:
+        account = await chain.principal(key.principal)
+        if account is not None and account.balance >= target:
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the transfer to the host key was not mined within {FUND_WAIT:g} s"
+                              ": is a node mining?")
+        height = await chain.wait_for_block(height, 5.0)
 
 
 def host_key(datadir: Path) -> KeyPair:
@@ -411,89 +664,35 @@ def _load_policy(datadir: Path) -> HostPolicy:
                       Principal.parse(str(payout)) if payout else None)
 
 
-@host_app.command("start")
-@friendly
-def host_start(
-    capacity: Annotated[str, typer.Option(help="Space to sell (e.g. 10G).")],
-    min_price: Annotated[str, typer.Option(help="Lowest price per fragment per period.")] = "1sat",
-    max_collateral: Annotated[str | None, typer.Option(
-        help="Most collateral per fragment per period to lock (default: what the balance covers)."
-    )] = None,
-    payout: Annotated[str | None, typer.Option(
-        help="Principal paid for proven periods (default: the host's own key).")] = None,
-    listen: ListenOpt = "127.0.0.1:0",
-    net: NetworkOpt = "main", datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None, mine_every: MineOpt = 0.0,
-) -> None:
-    """Run a host until interrupted: take offers, store fragments, prove them on chain each
-    period and be paid from the owners' escrow."""
-    params = network(net)
-    home = resolve_datadir(net, datadir)
-    home.mkdir(parents=True, exist_ok=True)
-    key = host_key(home)
-    policy = HostPolicy(parse_size(capacity), parse_price(min_price),
-                        parse_price(max_collateral) if max_collateral is not None else None,
-                        Principal.parse(payout) if payout else None)
-    _save_policy(home, policy)
-    bind, _, port = listen.rpartition(":")
-
-    async def go() -> None:
-        async with connect(params, home, api, token, node, mine_every) as chain:
-            agent = HostAgent(home, key, chain, policy, bind or "127.0.0.1", int(port or 0))
-            await agent.start()
-            seen = 0
-
-            def ready() -> None:
-                info = {"host": str(key.principal), "address": agent.address,
-                        "capacity": policy.capacity, "min_price": policy.min_price}
-                print(json.dumps(info) if as_json else
-                      f"host {key.principal} listening on {agent.address}; "
-                      f"selling {policy.capacity} bytes", flush=True)
-
-            async def log_events() -> None:
-                nonlocal seen
-                while True:
-                    await asyncio.sleep(0.5)
-                    for line in agent.events[seen:]:
-                        if not as_json:
-                            print(line, flush=True)
-                    seen = len(agent.events)
-
-            logger = asyncio.ensure_future(log_events())
-            try:
-                await _until_interrupted(ready)
-            finally:
-                logger.cancel()
-                await agent.stop()
-
-    run(go())
-
-
 @host_app.command("status")
 @friendly
-def host_status(net: NetworkOpt = "main", datadir: DatadirOpt = None,
+def host_status(net: NetworkOpt = None, datadir: DatadirOpt = None,
                 as_json: JsonOpt = False) -> None:
     """Capacity used, contracts with periods proven and missed, earnings and collateral."""
-    home = resolve_datadir(net, datadir)
-    if not (home / "host").exists():
+    where = locate(net, datadir)
+    home = where.datadir
+    if not (home / "host" / "host.key").exists():
         raise ConfigError(f"no host in {home} (run `blockcoin host start` first)")
-    agent = HostAgent(home, host_key(home), _Offline(network(net)),  # type: ignore[arg-type]
+    agent = HostAgent(home, host_key(home), _Offline(where.params),  # type: ignore[arg-type]
                       _load_policy(home))
     status = agent.status()
     if as_json:
         typer.echo(json.dumps(status))
         return
     console = Console()
-    console.print(f"host [bold]{status['principal']}[/]: {status['used']} of "
-                  f"{status['capacity']} bytes used; earned {status['earned']}, future "
-                  f"{status['future']}, collateral locked {status['collateral_locked']}; "
-                  f"{status['proven']} periods proven, {status['missed']} missed")
-    table = Table("contract", "path", "index", "owner", "size", "status", "proven", "missed",
+    console.print(f"host [bold]{status['principal']}[/] paid to {short(status['payout'])}: "
+                  f"{format_size(status['used'])} of {format_size(status['capacity'])} used; "
+                  f"earned {format_coins(status['earned'])}, still to earn "
+                  f"{format_coins(status['future'])}, collateral locked "
+                  f"{format_coins(status['collateral_locked'])}; "
+                  f"{status['proven_periods']} periods proven, {status['missed_periods']} missed")
+    table = Table("contract", "path", "fragment", "owner", "size", "state", "proven", "missed",
                   "paid", "corrupt")
     for c in status["contracts"]:
-        table.add_row(c["contract"][:12], c["path"][-24:], str(c["index"]), c["owner"][:14],
-                      str(c["size"]), c["status"], str(c["proven"]), str(c["missed"]),
-                      str(c["paid_total"]), "yes" if c["corrupt"] else "")
+        table.add_row(short(c["id"]), c["path"][-24:], str(c["index"]), short(c["owner"]),
+                      format_size(c["size"]), c["state"], str(c["proven_periods"]),
+                      str(c["missed_periods"]), format_coins(c["paid_total"]),
+                      "yes" if c["corrupt"] else "")
     console.print(table)
 
 
@@ -516,18 +715,22 @@ def demo_command(
     on chain and are paid from escrow, two hosts stop, the file comes back byte-identical, the
     hosts' public records show.
     """
-    from chain.app.demo import main
+    from chain.app.demo import DemoError, main
 
     try:
         result = main(parse_size(size), periods, keep, as_json, mine_interval)
     except (KeyboardInterrupt, asyncio.CancelledError):
         typer.echo("interrupted; every process the demo started is stopped", err=True)
         raise typer.Exit(130) from None
+    except DemoError as exc:  # not a user's mistake: the whole story, with the logs' tail
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(result), flush=True)
     else:
-        print(f"stored {result['stored_fragments']} fragments, {result['payments_made']} payments, "
-              f"{result['hosts_stopped']} hosts stopped, recovered identical: "
-              f"{result['recovered_identical']} ({result['seconds']:g} s)")
+        print(f"== Done in {result['seconds']:.0f} s: {result['stored_fragments']} fragments "
+              f"stored, {result['payments_made']} period payments from escrow, "
+              f"{result['hosts_stopped']} hosts stopped, the file recovered "
+              f"{'byte-identical' if result['recovered_identical'] else 'DIFFERENT'}", flush=True)
     if not result["recovered_identical"]:
         raise typer.Exit(1)

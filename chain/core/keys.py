@@ -107,6 +107,19 @@ class KeyPair:
         return self._box
 
     @staticmethod
+    def principal_of(path: Path) -> Principal:
+        """The principal a key file names, read without opening the key: an encrypted wallet
+        shows its address and balance without the passphrase. A plain file is checked
+        against its seed; a sealed one is checked when it is opened to sign."""
+        record = _read_record(path)
+        try:
+            if "seed" in record:
+                return KeyPair(bytes.fromhex(record["seed"])).principal
+            return Principal.parse(str(record["principal"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KeyError_(f"malformed key file {path}: {exc}") from exc
+
+    @staticmethod
     def is_sealed(path: Path) -> bool:
         """Whether the key file at ``path`` is encrypted with a passphrase."""
         try:
@@ -139,12 +152,7 @@ class KeyPair:
         """Read a key file; a sealed one is opened with ``passphrase``, else with the
         passphrase in the environment variable :data:`PASSPHRASE_ENV` (how a node started
         unattended, or any command, unlocks an encrypted wallet)."""
-        try:
-            record = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise KeyError_(f"no key file at {path} (run `blockcoin init`)") from exc
-        except (OSError, ValueError) as exc:
-            raise KeyError_(f"unreadable key file {path}: {exc}") from exc
+        record = _read_record(path)
         try:
             if "seed" in record:
                 pair = cls(bytes.fromhex(record["seed"]))
@@ -166,6 +174,17 @@ class KeyPair:
             raise KeyError_(f"key file {path} does not match the principal it names")
         return pair
 
+
+def _read_record(path: Path) -> dict[str, str]:
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise KeyError_(f"no key file at {path} (run `blockcoin init`)") from exc
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f"unreadable key file {path}: {exc}") from exc
+    if not isinstance(record, dict):
+        raise KeyError_(f"malformed key file {path}")
+    return record
 
 
 def _scrypt(passphrase: str, salt: bytes) -> bytes:

@@ -20,8 +20,8 @@ from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header, compact_to_target
 from chain.core.keys import KeyPair
 from chain.core.principal import Principal
+from chain.core.units import COIN
 
-COIN = 10**8
 HEADER_VERSION = 2
 GENESIS_TIME = 1767225600  # 2026-01-01T00:00:00Z
 DEV_KEYS = 10

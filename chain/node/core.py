@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from chain.core.block import Block, events_root
 from chain.core.errors import BadEventsRoot, BlockcoinError, ValidationError
 from chain.core.events import SignedEvent, event_id
+from chain.core.header import hash_hex
 from chain.node.chainstate import AcceptResult
 from chain.node.headers import HeaderTree
 from chain.node.local import LocalNode
@@ -28,6 +30,7 @@ from ledger.store import Status
 
 T = TypeVar("T")
 log = logging.getLogger("blockcoin.node")
+SYNC_LOG_SECONDS = 10.0  # while catching up, a progress line this often instead of one per block
 
 BlockListener = Callable[[str, Block, int], None]
 EventListener = Callable[[SignedEvent, bytes, object], None]
@@ -72,6 +75,7 @@ class NodeCore:
             "blocks_connected": 0, "blocks_disconnected": 0, "blocks_invalid": 0,
             "events_accepted": 0, "events_rejected": 0,
         }
+        self._last_sync_log = 0.0
         self.chain.listeners.append(self._on_chain_thread)
 
     def close(self) -> None:
@@ -90,11 +94,28 @@ class NodeCore:
 
     def _on_chain(self, action: str, block: Block, height: int) -> None:
         self.counters["blocks_connected" if action == "connect" else "blocks_disconnected"] += 1
+        self._log_tip(action, block, height)
         for listener in list(self.block_listeners):
             try:
                 listener(action, block, height)
             except Exception:  # a listener's bug must not stop the node
                 log.exception("block listener failed")
+
+    def _log_tip(self, action: str, block: Block, height: int) -> None:
+        """Every new tip at INFO, so an operator sees a node follow the chain whether or not
+        it mines; while catching up, one line every :data:`SYNC_LOG_SECONDS` instead."""
+        if action != "connect":
+            log.info("block %d %s disconnected (reorganisation)", height,
+                     hash_hex(block.hash)[:16])
+            return
+        now = time.monotonic()
+        if self.syncing:
+            if now - self._last_sync_log >= SYNC_LOG_SECONDS:
+                self._last_sync_log = now
+                log.info("syncing: at block %d of %d", height, self.tree.best.height)
+            return
+        log.info("new tip %d %s (%d events)", height, hash_hex(block.hash)[:16],
+                 len(block.events))
 
     # --- blocks ------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ The CLI uses it directly when no node is running; the networked node wraps it.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from chain.core.block import Block
@@ -16,34 +15,35 @@ from chain.core.keys import KeyPair
 from chain.core.params import NetworkParams, default_datadir, network
 from chain.core.principal import Principal
 from chain.node.chainstate import AcceptResult, ChainState
+from chain.node.config import configured_network, write_new_config
 from chain.node.mempool import Mempool
 from chain.node.mining import Solved, solve_block
 from chain.node.template import build_template
 from chain.node.wallet import Wallet
 
 
-def init_datadir(datadir: Path, params: NetworkParams,
-                 passphrase: str | None = None) -> tuple[Wallet, bool]:
-    """Create the data directory, config and wallet key; on regtest the wallet is development
-    key 0, funded at genesis. With a ``passphrase`` the key is kept encrypted (an existing
-    plain key is encrypted in place). Returns the wallet and whether anything was created."""
+def init_datadir(datadir: Path, params: NetworkParams, passphrase: str | None = None,
+                 key: KeyPair | None = None) -> tuple[Wallet, bool]:
+    """Create the data directory, config and wallet key: ``key`` if given (``init --dev-key``
+    passes a development key funded at genesis), else a fresh random one, on every network,
+    so that two data directories never share a wallet by accident. With a ``passphrase`` the
+    key is kept encrypted (an existing plain key is encrypted in place). Returns the wallet and
+    whether anything was created."""
     datadir.mkdir(parents=True, exist_ok=True)
     restrict_datadir(datadir)
-    config = datadir / "config.toml"
     created = False
-    if config.exists():
-        existing = tomllib.loads(config.read_text()).get("network")
-        if existing != params.name:
-            raise ConfigError(f"{datadir} is a {existing!r} data directory, not {params.name!r}")
-    else:
-        config.write_text(f'network = "{params.name}"\n')
-        config.chmod(0o600)
+    existing = configured_network(datadir)
+    if existing is None:
+        write_new_config(datadir, params.name)
         created = True
+    elif existing != params.name:
+        raise ConfigError(f"{datadir} is a {existing!r} data directory, not {params.name!r}")
     key_path = datadir / "wallet.key"
     if not key_path.exists():
-        key = KeyPair.development(0) if params.name == "regtest" else KeyPair.generate()
-        key.save(key_path, passphrase)
+        (key or KeyPair.generate()).save(key_path, passphrase)
         created = True
+    elif key is not None and Wallet.principal_in(datadir) != key.principal:
+        raise ConfigError(f"{datadir} already has a wallet key ({Wallet.principal_in(datadir)})")
     elif passphrase and not KeyPair.is_sealed(key_path):  # encrypt the existing key
         KeyPair.load(key_path).save(key_path, passphrase)
     return Wallet.load(datadir, passphrase), created
@@ -51,10 +51,9 @@ def init_datadir(datadir: Path, params: NetworkParams,
 
 class LocalNode:
     def __init__(self, datadir: Path, params: NetworkParams, verify_threads: int | None = None):
-        config = datadir / "config.toml"
-        if not config.exists():
+        configured = configured_network(datadir)
+        if configured is None:
             raise ConfigError(f"no data directory at {datadir} (run `blockcoin init` first)")
-        configured = tomllib.loads(config.read_text()).get("network")
         if configured != params.name:
             raise ConfigError(f"{datadir} is a {configured!r} data directory, not {params.name!r}")
         self.datadir = datadir

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chain.core.errors import BlockcoinError, ConfigError
+from chain.core.errors import ConfigError
 from chain.core.events import Body, SignedEvent
 from chain.core.keys import KeyPair
-from chain.core.params import COIN
 from chain.core.principal import Principal
 from chain.core.writecap import Writecap
 
@@ -18,38 +16,7 @@ if TYPE_CHECKING:
     from chain.node.mempool import Mempool
 
 DEFAULT_FEE = 1_000
-
-
-class AmountError(BlockcoinError):
-    code = "amount"
-
-
-def parse_amount(text: str) -> int:
-    """Coins as a decimal with at most 8 places (``1.5``), or base units with a ``sat`` suffix."""
-    text = text.strip()
-    try:
-        if text.endswith("sat"):
-            value = int(text[:-3])
-        else:
-            dec = Decimal(text)
-            if not dec.is_finite():
-                raise InvalidOperation
-            scaled = dec * COIN
-            if scaled != scaled.to_integral_value():
-                raise AmountError(f"at most 8 decimal places: {text}")
-            value = int(scaled)
-    except (InvalidOperation, ValueError):
-        raise AmountError(
-            f"not an amount: {text!r} (coins like 1.5, or base units like 150sat)") from None
-    if value <= 0:
-        raise AmountError(f"an amount is positive: {text}")
-    return value
-
-
-def format_amount(base_units: int) -> str:
-    sign = "-" if base_units < 0 else ""
-    whole, frac = divmod(abs(base_units), COIN)
-    return f"{sign}{whole}.{frac:08d}"
+"""Base units a wallet pays per event unless told otherwise (0.00001 coins)."""
 
 
 class Wallet:
@@ -65,6 +32,14 @@ class Wallet:
         if not path.exists():
             raise ConfigError(f"no wallet in {datadir} (run `blockcoin init` first)")
         return cls(KeyPair.load(path, passphrase))
+
+    @staticmethod
+    def principal_in(datadir: Path) -> Principal:
+        """The wallet's principal without opening its key (no passphrase needed)."""
+        path = datadir / "wallet.key"
+        if not path.exists():
+            raise ConfigError(f"no wallet in {datadir} (run `blockcoin init` first)")
+        return KeyPair.principal_of(path)
 
     @property
     def principal(self) -> Principal:

@@ -231,6 +231,9 @@ async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) ->
     # each host's key is funded before it starts: it pays to announce and locks collateral
     bank = Signer(KeyPair.development(3))
     for i in range(3):
+        made = await asyncio.to_thread(cli, "init", "--network", "regtest", "--datadir",
+                                       str(tmp_path / f"h{i}"))
+        assert made.returncode == 0, made.stderr
         key = KeyPair.generate()
         key.save(tmp_path / f"h{i}" / "host" / "host.key")
         await bank.submit(chain, Transfer(key.principal, 10**9))
@@ -243,13 +246,14 @@ async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) ->
             assert h.stdout is not None
             assert json.loads(await asyncio.to_thread(h.stdout.readline))["address"]
         owner = tmp_path / "owner"
-        init = await asyncio.to_thread(cli, "init", "--network", "regtest", "--datadir", str(owner))
+        init = await asyncio.to_thread(cli, "init", "--network", "regtest", "--datadir", str(owner),
+                                       "--dev-key", "0")
         assert init.returncode == 0
         src = tmp_path / "in.txt"
         src.write_bytes(os.urandom(70_000))
         put = await asyncio.to_thread(cli, "store", "put", str(src), "notes/in.txt", "--k", "2",
                                       "--n", "3", "--periods", "100", "--datadir", str(owner),
-                                      "--json", *common)
+                                      "--json", "--yes", *common)
         assert put.returncode == 0, put.stderr[-2000:]
         placed = json.loads(put.stdout)
         assert placed["placed"] and placed["path"].endswith("/notes/in.txt")
@@ -276,4 +280,4 @@ async def test_command_line_put_get_status_against_a_node_api(tmp_path: Path) ->
     assert sum(len(h["contracts"]) for h in held) == 3
     assert all(h["capacity"] == 1 << 20 for h in held)
     # nobody ran `store serve`: the hosts proved and were paid by the chain all the same
-    assert all(h["proven"] >= 1 and h["earned"] > 0 for h in held)
+    assert all(h["proven_periods"] >= 1 and h["earned"] > 0 for h in held)

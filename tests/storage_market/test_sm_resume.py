@@ -30,7 +30,7 @@ from storage_market.host import PENDING, HostAgent, HostPolicy
 from storage_market.inprocess import InProcessChain, serve_api
 
 ROOT = Path(__file__).resolve().parents[2]
-OWNER = KeyPair.development(0)  # what `init --network regtest` gives the owner's datadir
+OWNER = KeyPair.development(0)  # what `init --dev-key 0` gives the owner's datadir
 
 
 async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -60,7 +60,7 @@ async def test_an_interrupted_put_run_again_finishes_and_the_file_comes_back(
     def put(src: Path, path: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "chain", "store", "put", str(src), path, "--periods", "60",
-             "--wait", "120", "--datadir", str(owner_dir), "--json", "--network", "regtest",
+             "--wait", "120", "--datadir", str(owner_dir), "--json", "--yes", "--network", "regtest",
              "--api", url, "--token", token],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -79,7 +79,7 @@ async def test_an_interrupted_put_run_again_finishes_and_the_file_comes_back(
             h.stepped >= chain.node.chain.tip.height for h in hosts))
         init = await asyncio.to_thread(subprocess.run, [
             sys.executable, "-m", "chain", "init", "--network", "regtest", "--datadir",
-            str(owner_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            str(owner_dir), "--dev-key", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert init.returncode == 0, init.stderr
         # where each round kills the first run: a condition on what it has done so far
         points: list[tuple[str, Callable[[], bool]]] = [

@@ -21,7 +21,7 @@ from tests.framework.netkit import ROOT
 
 # One worker runs these one after the other: each starts a dozen processes, and two such
 # dozens at once on two cores would only make both slower.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180),
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.xdist_group("storage-processes")]
 
 
@@ -53,10 +53,10 @@ def test_demo_runs_real_nodes_and_recovers_the_file(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     started = time.monotonic()
     proc = demo(workdir, "--json", "--size", "256K", "--periods", "2")
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=240)
     took = time.monotonic() - started
     assert proc.returncode == 0, err[-3000:]
-    assert took < 90, took
+    assert took < 180, took  # about 30 s on an idle machine
     lines = out.strip().splitlines()
     assert len(lines) == 1  # --json prints the one object and nothing else
     result = json.loads(lines[0])
@@ -66,7 +66,7 @@ def test_demo_runs_real_nodes_and_recovers_the_file(tmp_path: Path) -> None:
     assert result["payments_made"] >= 10
     assert [h["stopped"] for h in result["hosts"]] == [True, True, False, False, False]
     # every host proved the periods on chain and was paid from escrow after the owner left
-    assert all(h["periods_proven"] >= 2 and h["earned"] > 0 for h in result["hosts"])
+    assert all(h["proven_periods"] >= 2 and h["earned"] > 0 for h in result["hosts"])
     # seven node processes with their own development keys; only the miner mines
     nodes = {n["name"]: n for n in result["nodes"]}
     assert sorted(nodes) == ["host1", "host2", "host3", "host4", "host5", "miner", "owner-node"]

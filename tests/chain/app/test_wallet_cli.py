@@ -7,23 +7,20 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from chain.app.cli import app
 from chain.core.params import DEV_ALLOCATION
 from tests.framework.chainkit import DEV
-
-runner = CliRunner()
+from tests.framework.clirun import blockcoin
 
 
 def bc(datadir: Path, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, [*args, "--network", "regtest", "--datadir", str(datadir)])
-    return result.exit_code, result.stdout, result.stderr
+    ran = blockcoin(*args, "--network", "regtest", "--datadir", str(datadir))
+    return ran.code, ran.out, ran.err
 
 
 @pytest.fixture
 def datadir(tmp_path: Path) -> Path:
-    code, out, _ = bc(tmp_path / "d", "init", "--json")
+    code, out, _ = bc(tmp_path / "d", "init", "--dev-key", "0", "--json")
     assert code == 0, out
     assert json.loads(out)["principal"] == str(DEV[0].principal)
     return tmp_path / "d"
@@ -40,7 +37,7 @@ def test_fresh_regtest_wallet_spends_at_once(datadir: Path) -> None:
     tip, balance = state(datadir)
     assert tip["height"] == 0 and balance == DEV_ALLOCATION
     to = str(DEV[5].principal)
-    code, out, _ = bc(datadir, "wallet", "send", to, "2.5", "--fee", "1000", "--json")
+    code, out, _ = bc(datadir, "wallet", "send", to, "2.5", "--fee", "0.00001", "--json")
     assert code == 0 and json.loads(out)["amount"] == 250_000_000
     code, out, _ = bc(datadir, "mine", "--blocks", "2", "--json")
     assert code == 0 and json.loads(out)["height"] == 2
@@ -80,8 +77,8 @@ def test_bad_input_one_line_and_nothing_changes(datadir: Path, args: list[str], 
 
 
 def test_unknown_network_and_missing_datadir(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["query", "tip", "--network", "moon", "--datadir", str(tmp_path)])
-    assert result.exit_code == 1 and "unknown network" in result.stderr
+    ran = blockcoin("query", "tip", "--network", "moon", "--datadir", str(tmp_path))
+    assert ran.one_line_error and "unknown network" in ran.err
     code, _, err = bc(tmp_path / "none", "query", "tip")
     assert code == 1 and "blockcoin init" in err
 
@@ -110,25 +107,34 @@ def test_mine_reports_hash_rate_with_threads(datadir: Path) -> None:
     assert code == 0
     lines = [line for line in err.splitlines() if "hashes in" in line]
     assert len(lines) == 2 and lines[0].startswith("block 1:") and "H/s" in lines[0]
+    code, out, _ = bc(datadir, "mine")
+    assert code == 0 and "paid 0 coins (a block pays its fees and coin minted for storage" in out
     code, _, err = bc(datadir, "mine", "--threads", "0")
-    assert code == 2  # refused by the option's range, before anything is mined
+    assert code == 1 and err.count("\n") == 1  # refused by the option's range, in one line
+    assert state(datadir)[0]["height"] == 3
 
 
-def test_encrypted_wallet_opens_only_with_its_passphrase(tmp_path: Path) -> None:
+def test_encrypted_wallet_signs_only_with_its_passphrase_but_shows_without(
+        tmp_path: Path) -> None:
     where = ["--network", "regtest", "--datadir", str(tmp_path / "enc")]
     good = {"BLOCKCOIN_PASSPHRASE": "correct horse battery"}
-    result = runner.invoke(app, ["init", "--encrypt", "--json", *where], env=good)
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["encrypted"] is True
+    ran = blockcoin("init", "--encrypt", "--dev-key", "0", "--json", *where, env=good)
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out)["encrypted"] is True
     stored = (tmp_path / "enc" / "wallet.key").read_text()
     assert DEV[0].seed.hex() not in stored and "sealed" in stored
-    result = runner.invoke(app, ["wallet", "address", "--json", *where], env=good)
-    assert result.exit_code == 0 and str(DEV[0].principal) in result.stdout
+    # the address and the balance need no passphrase: the key file names its principal
+    ran = blockcoin("wallet", "address", "--json", *where, env={"BLOCKCOIN_PASSPHRASE": None})
+    assert ran.code == 0 and json.loads(ran.out)["principal"] == str(DEV[0].principal)
+    ran = blockcoin("wallet", "balance", "--json", *where, env={"BLOCKCOIN_PASSPHRASE": None})
+    assert ran.code == 0 and json.loads(ran.out)["balance"] == DEV_ALLOCATION
+    to = str(DEV[5].principal)
     for env, message in (({"BLOCKCOIN_PASSPHRASE": None}, "BLOCKCOIN_PASSPHRASE"),
                          ({"BLOCKCOIN_PASSPHRASE": "not the passphrase"}, "wrong passphrase")):
-        result = runner.invoke(app, ["wallet", "address", *where], env=env)
-        lines = result.stderr.strip().splitlines()
-        assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.stderr
+        ran = blockcoin("wallet", "send", to, "1", *where, env=env)
+        assert ran.one_line_error and message in ran.err, ran.err
     assert (tmp_path / "enc" / "wallet.key").read_text() == stored  # refused, and unchanged
-    result = runner.invoke(app, ["init", "--encrypt", *where], env={"BLOCKCOIN_PASSPHRASE": "short"})
-    assert result.exit_code == 1 and "8 characters" in result.stderr
+    ran = blockcoin("wallet", "send", to, "1", "--json", *where, env=good)
+    assert ran.code == 0 and json.loads(ran.out)["amount"] == 10**8
+    ran = blockcoin("init", "--encrypt", *where, env={"BLOCKCOIN_PASSPHRASE": "short"})
+    assert ran.one_line_error and "8 characters" in ran.err
