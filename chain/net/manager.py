@@ -18,11 +18,14 @@ requests go to others. New blocks are announced by sending the last headers of t
 Defence. Messages above the channel's maximum, garbage, invalid headers or blocks, and floods
 past the per-peer rate limits add misbehaviour points (they decay by one per second); at 100
 the peer is disconnected and its principal and address banned for ``ban_seconds``
-(:mod:`chain.net.bans`). Unrequested headers that do not add work are ignored (and cost
-points); requested ones go through a pre-sync (:mod:`chain.net.presync`) and are stored only
-once they show more work than ours. A block nobody delivers stops being waited for
-(:mod:`chain.net.fetchwait`); refused events are remembered (:mod:`chain.net.rejects`). When
-every inbound slot is taken, a newcomer may evict a less useful peer (:mod:`chain.net.eviction`).
+(:mod:`chain.net.bans`). Only what no honest node does costs points: an honest peer cannot
+know our tip, so races (headers that do not connect, a tie with our own block) are free.
+Unrequested headers that do not add work are ignored (points only if the peer claimed a tip
+with as much work before); requested ones go through a pre-sync (:mod:`chain.net.presync`) and
+are stored only once they show more work than ours. A block nobody delivers stops being waited
+for (:mod:`chain.net.fetchwait`); refused events are remembered (:mod:`chain.net.rejects`).
+When every inbound slot is taken, a newcomer may evict a less useful peer
+(:mod:`chain.net.eviction`).
 """
 
 from __future__ import annotations
@@ -336,7 +339,9 @@ class PeerManager:
             await peer.aclose("banned")
             return
         peer.start()
-        peer.send(self._hello())
+        hello = self._hello()
+        peer.told_work = hello.best_work
+        peer.send(hello)
         try:
             try:
                 async with asyncio.timeout(HELLO_TIMEOUT):
@@ -392,6 +397,7 @@ class PeerManager:
         peer.hello = hello
         peer.claimed_height = hello.best_height
         peer.claimed_work = hello.best_work
+        peer.announced = (hello.best_work, hello.best_hash)
         return True
 
     def _register(self, peer: Peer) -> bool:
@@ -579,14 +585,15 @@ class PeerManager:
             return
         work = self.tree.work_after(headers)
         if work is None:
-            # Unknown parent: we are missing something the peer has; ask with a locator.
-            self._misbehave(peer, 10, "headers that do not connect")
+            # Unknown parent: the peer built on a header we did not keep (one we ignored as
+            # low-work, say). Ask with a locator, at no cost to it, as Bitcoin Core does: it
+            # cannot know which of its headers we kept.
             self._request_headers(peer)
             return
         if work <= self.tree.best.work:
             self.counters["low_work_headers"] += 1
             if not solicited:
-                self._misbehave(peer, 5, "unrequested low-work headers")
+                self._on_low_work(peer, headers, work)
                 return
             fork = self.tree.get(headers[0].prev)
             assert fork is not None
@@ -594,6 +601,25 @@ class PeerManager:
             self._on_presync_headers(peer, peer.presync, headers)
             return
         self._store_headers(peer, headers)
+
+    def _on_low_work(self, peer: Peer, headers: list[Header], work: int) -> None:
+        """Unasked headers that do not beat our best header are ignored, not stored.
+
+        They cost an honest peer nothing: it announces its new tip without knowing ours (a tie
+        with a block of ours, a fork after a partition, a better header we hold that it lacks).
+        But an honest node announces to a peer only tips with more work than every tip it told
+        that peer about (see ``_announce``), so an announcement with no more work than the
+        peer's last claim is a lie about its work and costs points: cheap branches sent one
+        after another are cut off. A full batch may be the answer to a request of ours that an
+        announcement crossed, so it is only ignored."""
+        if len(headers) == MAX_HEADERS:
+            return
+        tip = headers[-1].hash
+        claimed_work, claimed_tip = peer.announced
+        if work < claimed_work or (work == claimed_work and tip != claimed_tip):
+            self._misbehave(peer, 5, "announced a tip with no more work than it claimed before")
+        else:
+            peer.announced = (work, tip)
 
     def _store_headers(self, peer: Peer, headers: list[Header]) -> HeaderNode | None:
         """Check and keep ``headers`` (their first one's parent is known), then ask for more."""
@@ -918,6 +944,9 @@ class PeerManager:
             if peer.best is not None and peer.best.work >= tip.work and (
                     self.tree.on_best_chain(peer.best)):
                 continue
+            if tip.work <= peer.told_work:
+                continue  # an intermediate tip of a reorg, below the tip its hello gave
+            peer.told_work = tip.work
             peer.send(message)
         self.counters["announcements"] += 1
 

@@ -57,6 +57,10 @@ class Peer:
         self.best: HeaderNode | None = None
         self.claimed_height = 0
         self.claimed_work = 0  # from its hello; lowered when its headers show less, honestly
+        # (work, hash) of the best tip it told us about unasked: its hello's, then its
+        # announcements' (an honest node's only ever rise; see PeerManager._on_low_work).
+        self.announced: tuple[int, bytes] = (0, b"")
+        self.told_work = 0  # the most work of any tip we told it about (hello, announcements)
         self.presync: HeaderPreSync | None = None
         self.useful_block_at = 0.0  # when it last delivered a block new to us (eviction)
         self.useful_event_at = 0.0  # when it last relayed an event new to our mempool

@@ -22,7 +22,14 @@ from chain.block import Block
 from chain.events import Coinbase, Event, SignedEvent, Transfer
 from chain.keys import KeyPair
 from chain.net import ChannelError
-from chain.net.messages import BlockMsg, Events, GetBlocks, GetHeaders, Headers, decode_message
+from chain.net.messages import (
+    BlockMsg,
+    Events,
+    GetBlocks,
+    GetHeaders,
+    Headers,
+    decode_message,
+)
 from chain.params import REGTEST
 from tests.chain.net.netkit import (
     CLAIM,
@@ -30,6 +37,7 @@ from tests.chain.net.netkit import (
     Hostile,
     NodeProc,
     banned,
+    converged,
     drain,
     idle_sockets,
     init_node_dir,
@@ -243,3 +251,44 @@ async def test_replayed_unfunded_events_cost_one_check_each(tmp_path: Path) -> N
         assert checked <= len(events), checked
         for h in peers:
             assert await off_thread(banned, node, h.key)
+
+
+async def test_honest_announcements_around_withheld_headers_cost_nothing(tmp_path: Path) -> None:
+    """Withheld headers make a's best header one that b lacks: b's new blocks then reach a as
+    headers with less work than a's best, and, built on one a did not keep, as headers that do
+    not connect. Both are races b cannot know about; they once cost b points until a banned it,
+    by its address too, so every honest node on that address."""
+    a = NodeProc(init_node_dir(tmp_path / "a", 1), "--no-discover", name="a")
+    b = NodeProc(init_node_dir(tmp_path / "b", 2), "--no-discover", name="b")
+    with running(a, b):
+        await off_thread(a.start)
+        b.args += ["--connect", a.p2p]
+        await off_thread(b.start)
+        await off_thread(a.post, "/mine", {"blocks": 2})
+        await off_thread(wait_until, lambda: converged([a, b], 2), 30, "b to sync from a")
+        for round_ in range(2):
+            parent, height = await off_thread(tip_block, a)
+            withheld = make_blocks(2, events_per_block=0, seed=40 + round_,
+                                   parent=parent.header, start_height=height)
+            w = Hostile(a.p2p_port, KeyPair.generate())
+            reader = None
+            try:
+                await w.open(best_height=height + 2, best_work=CLAIM)
+                reader = asyncio.ensure_future(drain(w))
+                await w.send(Headers([blk.header for blk in withheld]))
+                await off_thread(wait_until, lambda h=height: a.get("/status")[
+                    "best_header_height"] == h + 2, 30, "the withheld headers to be taken")
+                for _ in range(3):  # announced to a while the withheld headers are its best
+                    await off_thread(b.post, "/mine", {"blocks": 1})
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                await w.close()
+            await off_thread(wait_until, lambda h=height: converged([a, b], h + 3), 60,
+                             "a to take b's blocks")
+        assert f"misbehaviour by {b.principal[:14]}" not in a.log()
+        peers = (await off_thread(a.get, "/peers"))["peers"]
+        assert b.principal in {p["principal"] for p in peers}
+        bans = (await off_thread(a.get, "/bans"))["bans"]
+        assert b.principal not in {x["principal"] for x in bans}
+
