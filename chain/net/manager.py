@@ -19,13 +19,13 @@ Defence. Messages above the channel's maximum, garbage, invalid headers or block
 past the per-peer rate limits add misbehaviour points (they decay by one per second); at 100
 the peer is disconnected and its principal and address banned for ``ban_seconds``
 (:mod:`chain.net.bans`). Only what no honest node does costs points: an honest peer cannot
-know our tip, so races (headers that do not connect, a tie with our own block) are free.
-Unrequested headers that do not add work are ignored (points only if the peer claimed a tip
-with as much work before); requested ones go through a pre-sync (:mod:`chain.net.presync`) and
-are stored only once they show more work than ours. A block nobody delivers stops being waited
-for (:mod:`chain.net.fetchwait`); refused events are remembered (:mod:`chain.net.rejects`).
-When every inbound slot is taken, a newcomer may evict a less useful peer
-(:mod:`chain.net.eviction`).
+know our tip or policy, so races (headers that do not connect, a tie with our own block, an
+event our tip refuses) are free. Unrequested headers that do not add work are ignored (points
+only if the peer claimed a tip with as much work before); requested ones go through a pre-sync
+(:mod:`chain.net.presync`) and are stored only once they show more work than ours. A block
+nobody delivers stops being waited for (:mod:`chain.net.fetchwait`); refused events are
+remembered (:mod:`chain.net.rejects`). When every inbound slot is taken, a newcomer may evict a
+less useful peer (:mod:`chain.net.eviction`).
 """
 
 from __future__ import annotations
@@ -47,11 +47,9 @@ from aiohttp import web
 from chain.aio import stop_tasks
 from chain.block import Block
 from chain.errors import (
-    BadNonce,
     BadSignature,
     BlockcoinError,
     DecodeError,
-    DuplicateEvent,
     EventTooLarge,
     TimeTooNew,
     ValidationError,
@@ -106,7 +104,7 @@ HEADERS_TIMEOUT = 30.0
 PING_TIMEOUT = 30.0
 ANNOUNCE_DEPTH = 16
 MAX_BUFFERED_BYTES = 256 << 20
-POLICY_PENALTY = 0.2  # per relayed event that policy refuses (500 of them: a ban)
+RESEND_PENALTY = 0.2  # per event a peer sends us again (500 of them: a ban)
 DOWNLOAD_QUIET = 10.0  # seconds without a downloaded block after which the miner goes on
 
 
@@ -953,35 +951,36 @@ class PeerManager:
     # --- events ------------------------------------------------------------------------
 
     async def _on_events(self, peer: Peer, events: list[SignedEvent]) -> None:
-        """Check relayed events new to us, once each: ids refused recently are skipped, and
-        ids under check right now (sent by another peer too) wait for that check's verdict."""
+        """Check relayed events new to us, once each: ids refused recently are skipped, and so
+        are ids under check right now (sent by another peer too).
+
+        An event refused for our chain's state or our policy (no funds on our tip, a proof
+        whose window just closed, a fee below our minimum) costs its sender nothing: an honest
+        peer relays what its own tip and policy accept and cannot know ours. Points go only to
+        what no honest node sends: an event with a bad signature or over the size limit, and
+        an event the peer itself already sent us on this connection (a replay)."""
         rejects = self.rejects
         fresh: list[SignedEvent] = []
         ids: list[bytes] = []
-        refused_again = 0
+        resent = 0
+        broken: str | None = None
         for ev in events:
             eid = self.core.event_id(ev)
-            peer.know_event(eid)
-            if eid in self.core.mempool.entries or eid in ids:
-                continue
-            if eid in rejects.checking:
-                rejects.checking[eid].append(peer)
+            if not peer.relayed(eid):
+                resent += 1
             elif eid in rejects:
-                refused_again += 1
-            else:
+                if rejects.permanent(eid):
+                    broken = "an event refused for good before"
+            elif eid not in self.core.mempool.entries and eid not in rejects.checking:
                 fresh.append(ev)
                 ids.append(eid)
-        penalties: Counter[Peer] = Counter()
-        penalties[peer] += refused_again
         if fresh:
-            for eid in ids:
-                rejects.checking[eid] = []
+            rejects.checking.update(ids)
             try:
                 results = await self.core.add_events(fresh, source=peer)
             finally:
-                waiting = {eid: rejects.checking.pop(eid, []) for eid in ids}
+                rejects.checking.difference_update(ids)
             self.counters["events_checked"] += len(fresh)
-            broken = None
             for eid, (_, accepted, err) in zip(ids, results, strict=True):
                 if accepted is not None:
                     peer.useful_event_at = _time.monotonic()
@@ -989,18 +988,12 @@ class PeerManager:
                 permanent = isinstance(err, (BadSignature, EventTooLarge))
                 rejects.add(eid, permanent)
                 if permanent:
-                    broken = err
-                if not isinstance(err, (DuplicateEvent, BadNonce)):  # not merely a race
-                    penalties[peer] += not permanent
-                    for other in waiting[eid]:
-                        if isinstance(other, Peer):
-                            penalties[other] += 1
-            if broken is not None:
-                self._misbehave(peer, 50, f"relayed a broken event: {broken}")
-        for who, count in penalties.items():
-            if count and not who.closed:
-                self._misbehave(who, count * POLICY_PENALTY,
-                                f"relayed {count} event(s) that policy refuses")
+                    broken = str(err)
+        if broken is not None:
+            self._misbehave(peer, 50, f"relayed a broken event: {broken}")
+        if resent and not peer.closed:
+            self._misbehave(peer, resent * RESEND_PENALTY,
+                            f"sent {resent} event(s) it had sent before")
 
     def _on_event(self, ev: SignedEvent, eid: bytes, source: object) -> None:
         for peer in list(self.peers.values()):

@@ -28,6 +28,8 @@ from chain.net.messages import (
     GetBlocks,
     GetHeaders,
     Headers,
+    Ping,
+    Pong,
     decode_message,
 )
 from chain.params import REGTEST
@@ -292,3 +294,47 @@ async def test_honest_announcements_around_withheld_headers_cost_nothing(tmp_pat
         bans = (await off_thread(a.get, "/bans"))["bans"]
         assert b.principal not in {x["principal"] for x in bans}
 
+
+async def ping(h: Hostile, nonce: int) -> None:
+    """Ping and read up to the pong: the node has handled everything sent before."""
+    await h.send(Ping(nonce))
+    async with asyncio.timeout(30):
+        while True:
+            msg = decode_message(await h.recv())
+            if isinstance(msg, Pong) and msg.nonce == nonce:
+                return
+
+
+async def test_events_our_tip_refuses_cost_nothing_but_a_resend_does(tmp_path: Path) -> None:
+    """An honest peer relays what its own tip and policy accept: events unfunded on ours (it is
+    on another fork, or a block spent the funds meanwhile) cost it nothing, whether it is the
+    first to send them or not. These once cost 0.2 points each, 500 of them a ban. Sending the
+    same events again on the same connection is a replay no honest node makes."""
+    node = NodeProc(init_node_dir(tmp_path / "e", 1), "--no-discover", name="e")
+    with running(node):
+        await off_thread(node.start)
+        to = KeyPair.development(2).principal
+        message = Events([SignedEvent.create(REGTEST.chain_id, KeyPair.generate(), 0, 100,
+                                             Transfer(to, 1)) for _ in range(500)])
+        first = Hostile(node.p2p_port, KeyPair.generate())
+        second = Hostile(node.p2p_port, KeyPair.generate())
+        try:
+            await first.open()
+            await second.open()
+            await first.send(message)
+            await ping(first, 1)
+            await second.send(message)
+            await ping(second, 2)
+            assert await off_thread(metric, node, "blockcoin_p2p_events_checked_total") == 500
+            connected = {p["principal"] for p in (await off_thread(node.get, "/peers"))["peers"]}
+            assert {str(first.key.principal), str(second.key.principal)} <= connected
+            assert "misbehaviour" not in node.log()
+
+            with contextlib.suppress(ChannelError):
+                await first.send(message)
+            assert await first.closed_by_peer(30)
+            assert await off_thread(banned, node, first.key)
+            assert not await off_thread(banned, node, second.key)
+        finally:
+            await first.close()
+            await second.close()
