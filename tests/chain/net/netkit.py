@@ -237,7 +237,8 @@ def running(*nodes: NodeProc) -> Iterator[tuple[NodeProc, ...]]:
         yield nodes
     except BaseException:
         for node in nodes:
-            sys.stderr.write(f"\n===== {node.name} log =====\n{node.log()[-6000:]}\n")
+            sys.stderr.write(f"\n===== {node.name} log (its end; all of it: {node.log_path})"
+                             f" =====\n{node.log()[-6000:]}\n")
         raise
     finally:
         for node in nodes:

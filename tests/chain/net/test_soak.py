@@ -2,7 +2,9 @@
 hostile peer cycles through the cheap attacks; at the end the nodes agree on the tip and every
 node's global tree equals a fresh fold of its chain (``reindex``).
 
-Run by ``make soak``; excluded from ``make test`` (marker ``soak``).
+Run by ``make soak``; excluded from ``make test`` (marker ``soak``). A failure shows the end of
+each node's log and where the whole log is; pytest keeps only its last three temporary
+directories, so add ``--basetemp=DIR`` to keep every log and data directory of a run.
 """
 
 from __future__ import annotations
