@@ -532,7 +532,7 @@ class PeerManager:
         elif isinstance(msg, NotFound):
             for h in msg.hashes:
                 if peer.inflight.pop(h, None) is not None:
-                    self.waits.failed(h)
+                    self.waits.failed(h, _time.monotonic())
                     if self.inflight.get(h) is peer:
                         del self.inflight[h]
             self._schedule()
@@ -683,12 +683,13 @@ class PeerManager:
 
     def _offered(self, node: HeaderNode) -> None:
         """A peer offers a chain we stopped waiting for: try it again, unless its blocks have
-        failed to arrive too often (then only new work on top brings it back)."""
+        failed to arrive too often lately (then new work on top, or time, brings it back)."""
         if not node.unavailable:
             return
+        now = _time.monotonic()
         cur: HeaderNode | None = node
         while cur is not None and cur.unavailable:
-            if self.waits.exhausted(cur.hash):
+            if self.waits.exhausted(cur.hash, now):
                 return
             cur = cur.prev
         self.tree.revive(node)
@@ -869,7 +870,7 @@ class PeerManager:
                     sender = senders[outcome.block.hash]
                     if outcome.invalid:
                         if outcome.mutated:  # someone else may hold the real block
-                            self.waits.failed(outcome.block.hash)
+                            self.waits.failed(outcome.block.hash, _time.monotonic())
                         self._misbehave(sender, BAN_SCORE, f"invalid block: {outcome.error}")
                     elif outcome.error is None and outcome.result is not None and (
                             not outcome.result.already_known):
@@ -1051,7 +1052,7 @@ class PeerManager:
                 if now - max(oldest, peer.last_block_at) > self.config.stall_timeout:
                     self.counters["stalls"] += 1
                     for h in peer.inflight:
-                        self.waits.failed(h)
+                        self.waits.failed(h, now)
                     self._release(peer)
                     peer.close_soon("stalled block download")
                     continue
@@ -1063,6 +1064,12 @@ class PeerManager:
                     peer.best is None or peer.best.work < peer.claimed_work) and (
                     random.random() < 0.1):
                 self._request_headers(peer)
+        # A connected peer's best header is a standing offer: once the failures of a chain
+        # given up on are old, the best such chain is tried again, mined on or not.
+        offers = [p.best for p in self.peers.values()
+                  if not p.closed and p.best is not None and p.best.unavailable]
+        if offers:
+            self._offered(max(offers, key=lambda n: n.work))
         self._dial_more()
         self._stop_waiting(now)
         self._schedule()

@@ -338,3 +338,33 @@ async def test_events_our_tip_refuses_cost_nothing_but_a_resend_does(tmp_path: P
         finally:
             await first.close()
             await second.close()
+
+
+async def test_a_chain_given_up_on_comes_back_when_nobody_mines_on_it(tmp_path: Path) -> None:
+    """Peers relaying an honest chain's headers but never its blocks make the node give up on
+    that chain. Once nobody mined on it, no new work brought it back: the node never took it,
+    even from its honest miner offering it. Failed deliveries are now forgotten after ten stall
+    timeouts, and a connected peer's chain is then tried again."""
+    a = NodeProc(init_node_dir(tmp_path / "a", 1), "--no-discover", "--stall-timeout", "1",
+                 name="a")
+    b = NodeProc(init_node_dir(tmp_path / "b", 2), "--no-discover", name="b")
+    with running(a, b):
+        await off_thread(a.start)
+        await off_thread(b.start)
+        await off_thread(b.post, "/mine", {"blocks": 5})
+        headers = [Block.decode(await off_thread(b.get, f"/blocks/{h}/raw")).header
+                   for h in range(1, 6)]
+        for _ in range(3):  # three failed deliveries: the most a block gets
+            s = Hostile(a.p2p_port, KeyPair.generate())
+            try:
+                await s.open(best_height=5, best_work=CLAIM)
+                await s.send(Headers(headers))
+                assert await s.closed_by_peer(30)  # dropped for stalling
+            finally:
+                await s.close()
+        await off_thread(wait_until, lambda: a.get("/status")["best_header_height"] == 0, 30,
+                         "a to give up on b's chain")
+        await off_thread(a.post, "/peers", {"address": b.p2p})
+        tip = await off_thread(wait_until, lambda: converged([a, b], 5), 60,
+                               "a to take b's chain")
+        assert tip == await off_thread(b.tip)
