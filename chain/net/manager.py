@@ -638,17 +638,23 @@ class PeerManager:
     def _on_presync_headers(self, peer: Peer, ps: HeaderPreSync, headers: list[Header]) -> None:
         """Headers of a chain that has not (yet) shown more work than ours."""
         if ps.phase is Phase.REDOWNLOAD:
+            # Headers other than the pre-synced ones, or fewer, may come from an honest peer
+            # whose best chain changed between the two passes (a reorg): the pre-sync ends at
+            # no cost to it and starts again later (``_tick``), as in Bitcoin Core. A liar gains
+            # nothing: it had to show more work than ours, and only headers matching what it
+            # pre-synced are stored.
             try:
                 ps.verify(headers)
             except ValidationError as exc:
                 peer.presync = None
-                self._misbehave(peer, BAN_SCORE, f"redownloaded headers: {exc}")
+                log.info("header pre-sync with %s ended: %s", peer.label, exc)
                 return
             if ps.redownload_done:
                 peer.presync = None
             elif len(headers) < MAX_HEADERS:
                 peer.presync = None
-                self._misbehave(peer, BAN_SCORE, "stopped short of the headers it pre-synced")
+                log.info("header pre-sync with %s ended: fewer headers than pre-synced",
+                         peer.label)
                 return
             self._store_headers(peer, headers)
             return

@@ -42,6 +42,7 @@ from tests.chain.net.netkit import (
     converged,
     drain,
     idle_sockets,
+    import_blocks,
     init_node_dir,
     make_blocks,
     metric,
@@ -368,3 +369,51 @@ async def test_a_chain_given_up_on_comes_back_when_nobody_mines_on_it(tmp_path: 
         tip = await off_thread(wait_until, lambda: converged([a, b], 5), 60,
                                "a to take b's chain")
         assert tip == await off_thread(b.tip)
+
+
+async def serve_chains(h: Hostile, before: list[Block], after: list[Block],
+                       switch_after: int) -> None:
+    """Answer requests for headers and blocks as a node whose best chain is ``before`` for its
+    first ``switch_after`` answers of headers and ``after`` from then on (a reorg)."""
+    blocks = {b.hash: b for b in before + after}
+    answered = 0
+    with contextlib.suppress(ChannelError):
+        while True:
+            msg = decode_message(await h.recv())
+            if isinstance(msg, GetHeaders):
+                chain = before if answered < switch_after else after
+                answered += 1
+                heights = {b.hash: i + 1 for i, b in enumerate(chain)}
+                start = next((heights[x] for x in msg.locator if x in heights), 0)
+                await h.send(Headers([b.header for b in chain[start:start + 2000]]))
+            elif isinstance(msg, GetBlocks):
+                for x in msg.hashes:
+                    await h.send(BlockMsg.of(blocks[x]))
+
+
+async def test_a_peer_reorganising_during_header_presync_is_not_banned(tmp_path: Path) -> None:
+    """A fork longer than one batch of headers, with less work at first, is pre-synced and then
+    downloaded again to be stored. A peer whose chain changed between the two passes (a reorg
+    onto more work) serves other headers the second time: it was banned for that, by its
+    address too. Now the pre-sync just ends, starts again later, and the node takes the chain."""
+    ours = make_blocks(2001, events_per_block=0, seed=60)
+    import_blocks(init_node_dir(tmp_path / "a", 1), ours).close()
+    first = make_blocks(2002, events_per_block=0, seed=61)
+    second = make_blocks(2002, events_per_block=0, seed=62)
+    a = NodeProc(tmp_path / "a", "--no-discover", name="a")
+    with running(a):
+        await off_thread(a.start)
+        h = Hostile(a.p2p_port, KeyPair.generate())
+        server = None
+        try:
+            await h.open(best_height=2002, best_work=CLAIM)
+            # Two answers pre-sync the first chain; the third, the redownload, is of the second.
+            server = asyncio.ensure_future(serve_chains(h, first, second, switch_after=2))
+            tip = await off_thread(wait_until, lambda: (t := a.tip())[0] == 2002 and t, 90,
+                                   "a to take the peer's chain")
+        finally:
+            if server is not None:
+                server.cancel()
+            await h.close()
+        assert tip[1] == second[-1].hash[::-1].hex()
+        assert not await off_thread(banned, a, h.key)
