@@ -11,7 +11,8 @@ best chain" and "which block comes next" are O(1).
 The best header is the most-work one that is still a candidate: a header whose block failed
 validation is *invalid* with all its descendants (as Bitcoin Core's ``BLOCK_FAILED_VALID``),
 and one whose block nobody delivered is *unavailable* with its descendants
-(:mod:`chain.net.p2p.fetchwait`) until new work is built on it or its block arrives.
+(:mod:`chain.net.p2p.fetchwait`) until new work is built on it, its block arrives or a peer
+offers it again.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header
 from chain.core.keys import KeyPair
 from chain.core.params import HEADER_VERSION, REGTEST
-from chain.net.channel import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
+from chain.net.channel.noise import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
 from chain.net.p2p.messages import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -237,7 +237,8 @@ def running(*nodes: NodeProc) -> Iterator[tuple[NodeProc, ...]]:
         yield nodes
     except BaseException:
         for node in nodes:
-            sys.stderr.write(f"\n===== {node.name} log =====\n{node.log()[-6000:]}\n")
+            sys.stderr.write(f"\n===== {node.name} log (its end; all of it: {node.log_path})"
+                             f" =====\n{node.log()[-6000:]}\n")
         raise
     finally:
         for node in nodes:

@@ -18,11 +18,14 @@ requests go to others. New blocks are announced by sending the last headers of t
 Defence. Messages above the channel's maximum, garbage, invalid headers or blocks, and floods
 past the per-peer rate limits add misbehaviour points (they decay by one per second); at 100
 the peer is disconnected and its principal and address banned for ``ban_seconds``
-(:mod:`chain.net.p2p.bans`). Unrequested headers that do not add work are ignored (and cost
-points); requested ones go through a pre-sync (:mod:`chain.net.p2p.presync`) and are stored only
-once they show more work than ours. A block nobody delivers stops being waited for
-(:mod:`chain.net.p2p.fetchwait`); refused events are remembered (:mod:`chain.net.p2p.rejects`). When
-every inbound slot is taken, a newcomer may evict a less useful peer (:mod:`chain.net.p2p.eviction`).
+(:mod:`chain.net.p2p.bans`). Only what no honest node does costs points: an honest peer cannot
+know our tip or policy, so races (headers that do not connect, a tie with our own block, an
+event our tip refuses) are free. Unrequested headers that do not add work are ignored (points
+only if the peer claimed a tip with as much work before); requested ones go through a pre-sync
+(:mod:`chain.net.p2p.presync`) and are stored only once they show more work than ours. A block
+nobody delivers stops being waited for (:mod:`chain.net.p2p.fetchwait`); refused events are
+remembered (:mod:`chain.net.p2p.rejects`). When every inbound slot is taken, a newcomer may evict a
+less useful peer (:mod:`chain.net.p2p.eviction`).
 """
 
 from __future__ import annotations
@@ -44,11 +47,9 @@ from aiohttp import web
 from chain.core.aio import stop_tasks
 from chain.core.block import Block
 from chain.core.errors import (
-    BadNonce,
     BadSignature,
     BlockcoinError,
     DecodeError,
-    DuplicateEvent,
     EventTooLarge,
     TimeTooNew,
     ValidationError,
@@ -102,7 +103,7 @@ HEADERS_TIMEOUT = 30.0
 PING_TIMEOUT = 30.0
 ANNOUNCE_DEPTH = 16
 MAX_BUFFERED_BYTES = 256 << 20
-POLICY_PENALTY = 0.2  # per relayed event that policy refuses (500 of them: a ban)
+RESEND_PENALTY = 0.2  # per event a peer sends us again (500 of them: a ban)
 DOWNLOAD_QUIET = 10.0  # seconds without a downloaded block after which the miner goes on
 
 
@@ -325,7 +326,9 @@ class PeerManager:
             await peer.aclose("banned")
             return
         peer.start()
-        peer.send(self._hello())
+        hello = self._hello()
+        peer.told_work = hello.best_work
+        peer.send(hello)
         try:
             try:
                 async with asyncio.timeout(HELLO_TIMEOUT):
@@ -381,6 +384,7 @@ class PeerManager:
         peer.hello = hello
         peer.claimed_height = hello.best_height
         peer.claimed_work = hello.best_work
+        peer.announced = (hello.best_work, hello.best_hash)
         return True
 
     def _register(self, peer: Peer) -> bool:
@@ -517,7 +521,7 @@ class PeerManager:
         elif isinstance(msg, NotFound):
             for h in msg.hashes:
                 if peer.inflight.pop(h, None) is not None:
-                    self.waits.failed(h)
+                    self.waits.failed(h, _time.monotonic())
                     if self.inflight.get(h) is peer:
                         del self.inflight[h]
             self._schedule()
@@ -568,14 +572,15 @@ class PeerManager:
             return
         work = self.tree.work_after(headers)
         if work is None:
-            # Unknown parent: we are missing something the peer has; ask with a locator.
-            self._misbehave(peer, 10, "headers that do not connect")
+            # Unknown parent: the peer built on a header we did not keep (one we ignored as
+            # low-work, say). Ask with a locator, at no cost to it, as Bitcoin Core does: it
+            # cannot know which of its headers we kept.
             self._request_headers(peer)
             return
         if work <= self.tree.best.work:
             self.counters["low_work_headers"] += 1
             if not solicited:
-                self._misbehave(peer, 5, "unrequested low-work headers")
+                self._on_low_work(peer, headers, work)
                 return
             fork = self.tree.get(headers[0].prev)
             assert fork is not None
@@ -583,6 +588,25 @@ class PeerManager:
             self._on_presync_headers(peer, peer.presync, headers)
             return
         self._store_headers(peer, headers)
+
+    def _on_low_work(self, peer: Peer, headers: list[Header], work: int) -> None:
+        """Unasked headers that do not beat our best header are ignored, not stored.
+
+        They cost an honest peer nothing: it announces its new tip without knowing ours (a tie
+        with a block of ours, a fork after a partition, a better header we hold that it lacks).
+        But an honest node announces to a peer only tips with more work than every tip it told
+        that peer about (see ``_announce``), so an announcement with no more work than the
+        peer's last claim is a lie about its work and costs points: cheap branches sent one
+        after another are cut off. A full batch may be the answer to a request of ours that an
+        announcement crossed, so it is only ignored."""
+        if len(headers) == MAX_HEADERS:
+            return
+        tip = headers[-1].hash
+        claimed_work, claimed_tip = peer.announced
+        if work < claimed_work or (work == claimed_work and tip != claimed_tip):
+            self._misbehave(peer, 5, "announced a tip with no more work than it claimed before")
+        else:
+            peer.announced = (work, tip)
 
     def _store_headers(self, peer: Peer, headers: list[Header]) -> HeaderNode | None:
         """Check and keep ``headers`` (their first one's parent is known), then ask for more."""
@@ -603,17 +627,23 @@ class PeerManager:
     def _on_presync_headers(self, peer: Peer, ps: HeaderPreSync, headers: list[Header]) -> None:
         """Headers of a chain that has not (yet) shown more work than ours."""
         if ps.phase is Phase.REDOWNLOAD:
+            # Headers other than the pre-synced ones, or fewer, may come from an honest peer
+            # whose best chain changed between the two passes (a reorg): the pre-sync ends at
+            # no cost to it and starts again later (``_tick``), as in Bitcoin Core. A liar gains
+            # nothing: it had to show more work than ours, and only headers matching what it
+            # pre-synced are stored.
             try:
                 ps.verify(headers)
             except ValidationError as exc:
                 peer.presync = None
-                self._misbehave(peer, BAN_SCORE, f"redownloaded headers: {exc}")
+                log.info("header pre-sync with %s ended: %s", peer.label, exc)
                 return
             if ps.redownload_done:
                 peer.presync = None
             elif len(headers) < MAX_HEADERS:
                 peer.presync = None
-                self._misbehave(peer, BAN_SCORE, "stopped short of the headers it pre-synced")
+                log.info("header pre-sync with %s ended: fewer headers than pre-synced",
+                         peer.label)
                 return
             self._store_headers(peer, headers)
             return
@@ -648,12 +678,13 @@ class PeerManager:
 
     def _offered(self, node: HeaderNode) -> None:
         """A peer offers a chain we stopped waiting for: try it again, unless its blocks have
-        failed to arrive too often (then only new work on top brings it back)."""
+        failed to arrive too often lately (then new work on top, or time, brings it back)."""
         if not node.unavailable:
             return
+        now = _time.monotonic()
         cur: HeaderNode | None = node
         while cur is not None and cur.unavailable:
-            if self.waits.exhausted(cur.hash):
+            if self.waits.exhausted(cur.hash, now):
                 return
             cur = cur.prev
         self.tree.revive(node)
@@ -834,7 +865,7 @@ class PeerManager:
                     sender = senders[outcome.block.hash]
                     if outcome.invalid:
                         if outcome.mutated:  # someone else may hold the real block
-                            self.waits.failed(outcome.block.hash)
+                            self.waits.failed(outcome.block.hash, _time.monotonic())
                         self._misbehave(sender, BAN_SCORE, f"invalid block: {outcome.error}")
                     elif outcome.error is None and outcome.result is not None and (
                             not outcome.result.already_known):
@@ -907,41 +938,45 @@ class PeerManager:
             if peer.best is not None and peer.best.work >= tip.work and (
                     self.tree.on_best_chain(peer.best)):
                 continue
+            if tip.work <= peer.told_work:
+                continue  # an intermediate tip of a reorg, below the tip its hello gave
+            peer.told_work = tip.work
             peer.send(message)
         self.counters["announcements"] += 1
 
     # --- events ------------------------------------------------------------------------
 
     async def _on_events(self, peer: Peer, events: list[SignedEvent]) -> None:
-        """Check relayed events new to us, once each: ids refused recently are skipped, and
-        ids under check right now (sent by another peer too) wait for that check's verdict."""
+        """Check relayed events new to us, once each: ids refused recently are skipped, and so
+        are ids under check right now (sent by another peer too).
+
+        An event refused for our chain's state or our policy (no funds on our tip, a proof
+        whose window just closed, a fee below our minimum) costs its sender nothing: an honest
+        peer relays what its own tip and policy accept and cannot know ours. Points go only to
+        what no honest node sends: an event with a bad signature or over the size limit, and
+        an event the peer itself already sent us on this connection (a replay)."""
         rejects = self.rejects
         fresh: list[SignedEvent] = []
         ids: list[bytes] = []
-        refused_again = 0
+        resent = 0
+        broken: str | None = None
         for ev in events:
             eid = self.core.event_id(ev)
-            peer.know_event(eid)
-            if eid in self.core.mempool.entries or eid in ids:
-                continue
-            if eid in rejects.checking:
-                rejects.checking[eid].append(peer)
+            if not peer.relayed(eid):
+                resent += 1
             elif eid in rejects:
-                refused_again += 1
-            else:
+                if rejects.permanent(eid):
+                    broken = "an event refused for good before"
+            elif eid not in self.core.mempool.entries and eid not in rejects.checking:
                 fresh.append(ev)
                 ids.append(eid)
-        penalties: Counter[Peer] = Counter()
-        penalties[peer] += refused_again
         if fresh:
-            for eid in ids:
-                rejects.checking[eid] = []
+            rejects.checking.update(ids)
             try:
                 results = await self.core.add_events(fresh, source=peer)
             finally:
-                waiting = {eid: rejects.checking.pop(eid, []) for eid in ids}
+                rejects.checking.difference_update(ids)
             self.counters["events_checked"] += len(fresh)
-            broken = None
             for eid, (_, accepted, err) in zip(ids, results, strict=True):
                 if accepted is not None:
                     peer.useful_event_at = _time.monotonic()
@@ -949,18 +984,12 @@ class PeerManager:
                 permanent = isinstance(err, (BadSignature, EventTooLarge))
                 rejects.add(eid, permanent)
                 if permanent:
-                    broken = err
-                if not isinstance(err, (DuplicateEvent, BadNonce)):  # not merely a race
-                    penalties[peer] += not permanent
-                    for other in waiting[eid]:
-                        if isinstance(other, Peer):
-                            penalties[other] += 1
-            if broken is not None:
-                self._misbehave(peer, 50, f"relayed a broken event: {broken}")
-        for who, count in penalties.items():
-            if count and not who.closed:
-                self._misbehave(who, count * POLICY_PENALTY,
-                                f"relayed {count} event(s) that policy refuses")
+                    broken = str(err)
+        if broken is not None:
+            self._misbehave(peer, 50, f"relayed a broken event: {broken}")
+        if resent and not peer.closed:
+            self._misbehave(peer, resent * RESEND_PENALTY,
+                            f"sent {resent} event(s) it had sent before")
 
     def _on_event(self, ev: SignedEvent, eid: bytes, source: object) -> None:
         for peer in list(self.peers.values()):
@@ -1018,7 +1047,7 @@ class PeerManager:
                 if now - max(oldest, peer.last_block_at) > self.config.stall_timeout:
                     self.counters["stalls"] += 1
                     for h in peer.inflight:
-                        self.waits.failed(h)
+                        self.waits.failed(h, now)
                     self._release(peer)
                     peer.close_soon("stalled block download")
                     continue
@@ -1030,6 +1059,12 @@ class PeerManager:
                     peer.best is None or peer.best.work < peer.claimed_work) and (
                     random.random() < 0.1):
                 self._request_headers(peer)
+        # A connected peer's best header is a standing offer: once the failures of a chain
+        # given up on are old, the best such chain is tried again, mined on or not.
+        offers = [p.best for p in self.peers.values()
+                  if not p.closed and p.best is not None and p.best.unavailable]
+        if offers:
+            self._offered(max(offers, key=lambda n: n.work))
         self._dial_more()
         self._stop_waiting(now)
         self._schedule()

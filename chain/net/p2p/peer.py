@@ -57,6 +57,10 @@ class Peer:
         self.best: HeaderNode | None = None
         self.claimed_height = 0
         self.claimed_work = 0  # from its hello; lowered when its headers show less, honestly
+        # (work, hash) of the best tip it told us about unasked: its hello's, then its
+        # announcements' (an honest node's only ever rise; see PeerManager._on_low_work).
+        self.announced: tuple[int, bytes] = (0, b"")
+        self.told_work = 0  # the most work of any tip we told it about (hello, announcements)
         self.presync: HeaderPreSync | None = None
         self.useful_block_at = 0.0  # when it last delivered a block new to us (eviction)
         self.useful_event_at = 0.0  # when it last relayed an event new to our mempool
@@ -69,7 +73,7 @@ class Peer:
         self.rtt: float | None = None
         self.score = 0.0
         self._score_stamp = _time.monotonic()
-        self.known_events: OrderedDict[bytes, None] = OrderedDict()
+        self.known_events: OrderedDict[bytes, bool] = OrderedDict()  # id -> it sent it to us
         self.msg_bucket = TokenBucket(msg_rate, msg_rate * 4)
         self.byte_bucket = TokenBucket(byte_rate, byte_rate * 4)
         self.bytes_in = 0
@@ -110,13 +114,25 @@ class Peer:
         return self.score
 
     def know_event(self, eid: bytes) -> bool:
-        """Record that the peer knows ``eid``; True if it was new to it."""
+        """Record that the peer knows ``eid`` (we send it); True if it was new to it."""
         if eid in self.known_events:
             return False
-        self.known_events[eid] = None
+        self._remember_event(eid, False)
+        return True
+
+    def relayed(self, eid: bytes) -> bool:
+        """Record that the peer sent us ``eid``; False if it had sent it before on this
+        connection. Both ends keep the same record (what each sent the other, equally bounded),
+        so an honest node never sends an event twice; crossing relays are not a resend."""
+        if self.known_events.get(eid, False):
+            return False
+        self._remember_event(eid, True)
+        return True
+
+    def _remember_event(self, eid: bytes, from_peer: bool) -> None:
+        self.known_events[eid] = from_peer
         if len(self.known_events) > KNOWN_EVENTS:
             self.known_events.popitem(last=False)
-        return True
 
     # --- sending -----------------------------------------------------------------------
 

@@ -5,9 +5,8 @@ the same refused events (unfunded, badly signed) could otherwise keep a core bus
 As Bitcoin Core's ``m_recent_rejects`` does, the node remembers the ids it refused: an event
 that can never become valid (a bad signature, over the size limit) stays remembered; one
 refused for the state of the chain (no funds yet, a nonce ahead) is forgotten when the tip
-moves, since it may be valid on the new tip. Ids under check are tracked too, with the other
-peers that sent them meanwhile, so six peers sending the same message at once cause one check,
-not six, and each shares the verdict.
+moves, since it may be valid on the new tip. Ids under check are tracked too, so six peers
+sending the same message at once cause one check, not six.
 """
 
 from __future__ import annotations
@@ -21,13 +20,17 @@ class RecentRejects:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
         self._ids: OrderedDict[bytes, bool] = OrderedDict()  # id -> refused for good
-        self.checking: dict[bytes, list[object]] = {}  # id -> the others who sent it meanwhile
+        self.checking: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __contains__(self, eid: bytes) -> bool:
         return eid in self._ids
+
+    def permanent(self, eid: bytes) -> bool:
+        """Whether ``eid`` was refused for good (no honest node relays it)."""
+        return self._ids.get(eid, False)
 
     def add(self, eid: bytes, permanent: bool) -> None:
         self._ids[eid] = permanent

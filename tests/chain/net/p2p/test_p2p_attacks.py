@@ -23,15 +23,26 @@ from chain.core.events import Coinbase, Event, SignedEvent, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
 from chain.net.channel import ChannelError
-from chain.net.p2p.messages import BlockMsg, Events, GetBlocks, GetHeaders, Headers, decode_message
+from chain.net.p2p.messages import (
+    BlockMsg,
+    Events,
+    GetBlocks,
+    GetHeaders,
+    Headers,
+    Ping,
+    Pong,
+    decode_message,
+)
 from tests.framework.netkit import (
     CLAIM,
     UPGRADE,
     Hostile,
     NodeProc,
     banned,
+    converged,
     drain,
     idle_sockets,
+    import_blocks,
     init_node_dir,
     make_blocks,
     metric,
@@ -243,3 +254,166 @@ async def test_replayed_unfunded_events_cost_one_check_each(tmp_path: Path) -> N
         assert checked <= len(events), checked
         for h in peers:
             assert await off_thread(banned, node, h.key)
+
+
+async def test_honest_announcements_around_withheld_headers_cost_nothing(tmp_path: Path) -> None:
+    """Withheld headers make a's best header one that b lacks: b's new blocks then reach a as
+    headers with less work than a's best, and, built on one a did not keep, as headers that do
+    not connect. Both are races b cannot know about; they once cost b points until a banned it,
+    by its address too, so every honest node on that address."""
+    a = NodeProc(init_node_dir(tmp_path / "a", 1), "--no-discover", name="a")
+    b = NodeProc(init_node_dir(tmp_path / "b", 2), "--no-discover", name="b")
+    with running(a, b):
+        await off_thread(a.start)
+        b.args += ["--connect", a.p2p]
+        await off_thread(b.start)
+        await off_thread(a.post, "/mine", {"blocks": 2})
+        await off_thread(wait_until, lambda: converged([a, b], 2), 30, "b to sync from a")
+        for round_ in range(2):
+            parent, height = await off_thread(tip_block, a)
+            withheld = make_blocks(2, events_per_block=0, seed=40 + round_,
+                                   parent=parent.header, start_height=height)
+            w = Hostile(a.p2p_port, KeyPair.generate())
+            reader = None
+            try:
+                await w.open(best_height=height + 2, best_work=CLAIM)
+                reader = asyncio.ensure_future(drain(w))
+                await w.send(Headers([blk.header for blk in withheld]))
+                await off_thread(wait_until, lambda h=height: a.get("/status")[
+                    "best_header_height"] == h + 2, 30, "the withheld headers to be taken")
+                for _ in range(3):  # announced to a while the withheld headers are its best
+                    await off_thread(b.post, "/mine", {"blocks": 1})
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                await w.close()
+            await off_thread(wait_until, lambda h=height: converged([a, b], h + 3), 60,
+                             "a to take b's blocks")
+        assert f"misbehaviour by {b.principal[:14]}" not in a.log()
+        peers = (await off_thread(a.get, "/peers"))["peers"]
+        assert b.principal in {p["principal"] for p in peers}
+        bans = (await off_thread(a.get, "/bans"))["bans"]
+        assert b.principal not in {x["principal"] for x in bans}
+
+
+async def ping(h: Hostile, nonce: int) -> None:
+    """Ping and read up to the pong: the node has handled everything sent before."""
+    await h.send(Ping(nonce))
+    async with asyncio.timeout(30):
+        while True:
+            msg = decode_message(await h.recv())
+            if isinstance(msg, Pong) and msg.nonce == nonce:
+                return
+
+
+async def test_events_our_tip_refuses_cost_nothing_but_a_resend_does(tmp_path: Path) -> None:
+    """An honest peer relays what its own tip and policy accept: events unfunded on ours (it is
+    on another fork, or a block spent the funds meanwhile) cost it nothing, whether it is the
+    first to send them or not. These once cost 0.2 points each, 500 of them a ban. Sending the
+    same events again on the same connection is a replay no honest node makes."""
+    node = NodeProc(init_node_dir(tmp_path / "e", 1), "--no-discover", name="e")
+    with running(node):
+        await off_thread(node.start)
+        to = KeyPair.development(2).principal
+        message = Events([SignedEvent.create(REGTEST.chain_id, KeyPair.generate(), 0, 100,
+                                             Transfer(to, 1)) for _ in range(500)])
+        first = Hostile(node.p2p_port, KeyPair.generate())
+        second = Hostile(node.p2p_port, KeyPair.generate())
+        try:
+            await first.open()
+            await second.open()
+            await first.send(message)
+            await ping(first, 1)
+            await second.send(message)
+            await ping(second, 2)
+            assert await off_thread(metric, node, "blockcoin_p2p_events_checked_total") == 500
+            connected = {p["principal"] for p in (await off_thread(node.get, "/peers"))["peers"]}
+            assert {str(first.key.principal), str(second.key.principal)} <= connected
+            assert "misbehaviour" not in node.log()
+
+            with contextlib.suppress(ChannelError):
+                await first.send(message)
+            assert await first.closed_by_peer(30)
+            assert await off_thread(banned, node, first.key)
+            assert not await off_thread(banned, node, second.key)
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def test_a_chain_given_up_on_comes_back_when_nobody_mines_on_it(tmp_path: Path) -> None:
+    """Peers relaying an honest chain's headers but never its blocks make the node give up on
+    that chain. Once nobody mined on it, no new work brought it back: the node never took it,
+    even from its honest miner offering it. Failed deliveries are now forgotten after ten stall
+    timeouts, and a connected peer's chain is then tried again."""
+    a = NodeProc(init_node_dir(tmp_path / "a", 1), "--no-discover", "--stall-timeout", "1",
+                 name="a")
+    b = NodeProc(init_node_dir(tmp_path / "b", 2), "--no-discover", name="b")
+    with running(a, b):
+        await off_thread(a.start)
+        await off_thread(b.start)
+        await off_thread(b.post, "/mine", {"blocks": 5})
+        headers = [Block.decode(await off_thread(b.get, f"/blocks/{h}/raw")).header
+                   for h in range(1, 6)]
+        for _ in range(3):  # three failed deliveries: the most a block gets
+            s = Hostile(a.p2p_port, KeyPair.generate())
+            try:
+                await s.open(best_height=5, best_work=CLAIM)
+                await s.send(Headers(headers))
+                assert await s.closed_by_peer(30)  # dropped for stalling
+            finally:
+                await s.close()
+        await off_thread(wait_until, lambda: a.get("/status")["best_header_height"] == 0, 30,
+                         "a to give up on b's chain")
+        await off_thread(a.post, "/peers", {"address": b.p2p})
+        tip = await off_thread(wait_until, lambda: converged([a, b], 5), 60,
+                               "a to take b's chain")
+        assert tip == await off_thread(b.tip)
+
+
+async def serve_chains(h: Hostile, before: list[Block], after: list[Block],
+                       switch_after: int) -> None:
+    """Answer requests for headers and blocks as a node whose best chain is ``before`` for its
+    first ``switch_after`` answers of headers and ``after`` from then on (a reorg)."""
+    blocks = {b.hash: b for b in before + after}
+    answered = 0
+    with contextlib.suppress(ChannelError):
+        while True:
+            msg = decode_message(await h.recv())
+            if isinstance(msg, GetHeaders):
+                chain = before if answered < switch_after else after
+                answered += 1
+                heights = {b.hash: i + 1 for i, b in enumerate(chain)}
+                start = next((heights[x] for x in msg.locator if x in heights), 0)
+                await h.send(Headers([b.header for b in chain[start:start + 2000]]))
+            elif isinstance(msg, GetBlocks):
+                for x in msg.hashes:
+                    await h.send(BlockMsg.of(blocks[x]))
+
+
+async def test_a_peer_reorganising_during_header_presync_is_not_banned(tmp_path: Path) -> None:
+    """A fork longer than one batch of headers, with less work at first, is pre-synced and then
+    downloaded again to be stored. A peer whose chain changed between the two passes (a reorg
+    onto more work) serves other headers the second time: it was banned for that, by its
+    address too. Now the pre-sync just ends, starts again later, and the node takes the chain."""
+    ours = make_blocks(2001, events_per_block=0, seed=60)
+    import_blocks(init_node_dir(tmp_path / "a", 1), ours).close()
+    first = make_blocks(2002, events_per_block=0, seed=61)
+    second = make_blocks(2002, events_per_block=0, seed=62)
+    a = NodeProc(tmp_path / "a", "--no-discover", name="a")
+    with running(a):
+        await off_thread(a.start)
+        h = Hostile(a.p2p_port, KeyPair.generate())
+        server = None
+        try:
+            await h.open(best_height=2002, best_work=CLAIM)
+            # Two answers pre-sync the first chain; the third, the redownload, is of the second.
+            server = asyncio.ensure_future(serve_chains(h, first, second, switch_after=2))
+            tip = await off_thread(wait_until, lambda: (t := a.tip())[0] == 2002 and t, 90,
+                                   "a to take the peer's chain")
+        finally:
+            if server is not None:
+                server.cancel()
+            await h.close()
+        assert tip[1] == second[-1].hash[::-1].hex()
+        assert not await off_thread(banned, a, h.key)

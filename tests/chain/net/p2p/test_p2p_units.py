@@ -228,9 +228,13 @@ def test_blocks_nobody_delivers_stop_being_candidates_until_new_work() -> None:
     assert tree.best is tree.genesis
     tree.add_headers([chain[3].header])  # new work on top: worth trying again
     assert tree.best.hash == chain[3].hash and not tree.get(first).unavailable  # type: ignore[union-attr]
-    waits.failed(first)
-    waits.failed(first)
-    assert waits.give_up(first, has_source=True, now=0.0)
+    waits.failed(first, now=110.0)
+    waits.failed(first, now=111.0)
+    assert waits.give_up(first, has_source=True, now=112.0)
+    assert waits.exhausted(first, now=111.0 + waits.retry_after - 1)
+    # Failures are forgotten after a while: a chain nobody mines on any more can come back.
+    assert not waits.exhausted(first, now=111.0 + waits.retry_after)
+    assert not waits.give_up(first, has_source=True, now=111.0 + waits.retry_after)
 
 
 def test_eviction_protects_useful_peers_and_picks_the_busiest_group() -> None:

@@ -2,7 +2,9 @@
 hostile peer cycles through the cheap attacks; at the end the nodes agree on the tip and every
 node's global tree equals a fresh fold of its chain (``reindex``).
 
-Run by ``make soak``; excluded from ``make test`` (marker ``soak``).
+Run by ``make soak``; excluded from ``make test`` (marker ``soak``). A failure shows the end of
+each node's log and where the whole log is; pytest keeps only its last three temporary
+directories, so add ``--basetemp=DIR`` to keep every log and data directory of a run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from chain.core.block import Block
 from chain.core.events import Coinbase, Event, SignedEvent, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
-from chain.net.channel import ChannelError
+from chain.net.channel.noise import ChannelError
 from chain.net.p2p.messages import BlockMsg, Events, GetBlocks, GetHeaders, Headers, decode_message
 from tests.framework.netkit import (
     CLAIM,
