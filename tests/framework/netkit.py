@@ -34,7 +34,7 @@ from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header
 from chain.core.keys import KeyPair
 from chain.core.params import HEADER_VERSION, REGTEST
-from chain.net.channel.noise import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
+from chain.net.channel import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
 from chain.net.p2p.messages import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,

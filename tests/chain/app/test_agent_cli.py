@@ -48,9 +48,18 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` with its bytes, logs aside (they grow while agents run)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "logs" not in p.parts}
+    """Every file under ``root`` with its bytes, logs aside (they grow while agents run); a
+    file that vanishes while it is read (an atomic write's temporary) is left out."""
+    out: dict[str, bytes] = {}
+    for p in sorted(root.rglob("*")):
+        if "logs" in p.parts:
+            continue
+        try:
+            if p.is_file():
+                out[str(p.relative_to(root))] = p.read_bytes()
+        except FileNotFoundError:
+            continue
+    return out
 
 
 @pytest.fixture
@@ -73,7 +82,8 @@ def test_one_host_per_directory_paid_into_the_wallet(node: NodeProc) -> None:
         assert info["host"] != info["payout"]
         # the running host rewrites its own state.json as blocks come; nothing else changes
         def mine_only() -> dict[str, bytes]:
-            return {k: v for k, v in snapshot(node.datadir / "host").items() if k != "state.json"}
+            return {k: v for k, v in snapshot(node.datadir / "host").items()
+                    if k != "state.json" and not k.startswith(".state.json.")}
 
         before = mine_only()
         second = blockcoin("host", "start", "-n", "regtest", "-d", home, "--capacity", "1M")

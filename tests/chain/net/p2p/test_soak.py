@@ -25,7 +25,7 @@ from chain.core.block import Block
 from chain.core.events import Coinbase, Event, SignedEvent, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
-from chain.net.channel.noise import ChannelError
+from chain.net.channel import ChannelError
 from chain.net.p2p.messages import BlockMsg, Events, GetBlocks, GetHeaders, Headers, decode_message
 from tests.framework.netkit import (
     CLAIM,
