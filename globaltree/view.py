@@ -152,8 +152,8 @@ class StateView:
         return bytes(undo)
 
 
-def apply_undo(undo: bytes, batch: Sink) -> None:
-    """Restore every key a block touched to the value it had before the block."""
+def undo_entries(undo: bytes) -> list[tuple[bytes, bytes | None]]:
+    """Every key a block touched with the value it had before the block (None: absent)."""
 
     def read(r: Reader) -> list[tuple[bytes, bytes | None]]:
         out: list[tuple[bytes, bytes | None]] = []
@@ -162,7 +162,12 @@ def apply_undo(undo: bytes, batch: Sink) -> None:
             out.append((key, r.var_bytes(1 << 24) if r.flag() else None))
         return out
 
-    for key, old in decode_all(undo, read):
+    return decode_all(undo, read)
+
+
+def apply_undo(undo: bytes, batch: Sink) -> None:
+    """Restore every key a block touched to the value it had before the block."""
+    for key, old in undo_entries(undo):
         if old is None:
             batch.delete(key)
         else:

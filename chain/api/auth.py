@@ -67,3 +67,41 @@ def check_token(header: str | None, token: str) -> bool:
     if not header or not header.isascii() or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+
+
+SESSION_COOKIE = "blockcoin_session"
+SESSION_HEADER = "X-Blockcoin-Dashboard"
+"""A request authenticated by the session cookie must also carry this header: a page of another
+site can make a browser send the cookie only with a plain form post, never with a custom
+header (that needs a CORS preflight the node does not answer), so no other site can act."""
+SESSION_SECONDS = 12 * 3600
+
+
+class Sessions:
+    """The dashboard's logins: a browser that proved it knows the cookie file's token gets a
+    random session id in an HttpOnly cookie, so the token itself never sits in the page's
+    script, its storage or a URL. Kept in memory: a restarted node (which writes a new token
+    anyway) forgets them."""
+
+    def __init__(self, seconds: float = SESSION_SECONDS, limit: int = 1000) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self._expiry: dict[str, float] = {}
+
+    def open(self, now: float) -> str:
+        self._expiry = {s: t for s, t in self._expiry.items() if t > now}
+        while len(self._expiry) >= self.limit:  # the oldest login goes first
+            self._expiry.pop(next(iter(self._expiry)))
+        sid = secrets.token_hex(32)
+        self._expiry[sid] = now + self.seconds
+        return sid
+
+    def valid(self, sid: str | None, now: float) -> bool:
+        if not sid or not sid.isascii():
+            return False
+        expiry = self._expiry.get(sid)
+        return expiry is not None and expiry > now
+
+    def close(self, sid: str | None) -> None:
+        if sid:
+            self._expiry.pop(sid, None)

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chain.api.auth import check_token, is_loopback
+from chain.api.auth import SESSION_COOKIE, SESSION_HEADER, Sessions, check_token, is_loopback
 from chain.api.openapi import openapi_document
 from chain.api.views import block_json, event_json, header_json
 from chain.core.aio import stop_tasks
@@ -60,6 +60,10 @@ MAX_JSON_DEPTH = 16
 _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 MineFn = Callable[[int, Principal | None], Awaitable[list[Block]]]
+ConsentFn = Callable[[str | None, Principal, bytes, int], Awaitable[bytes]]
+"""Asks a host (at its announced address) to consent to a contract's running ``periods``
+periods in all: the host's signature. The application gives it (it speaks the storage
+protocol); without it, the dashboard's extend is refused."""
 
 
 class ApiError(Exception):
@@ -91,6 +95,8 @@ class ApiContext:
     subscribers: set[asyncio.Queue[str | None]] = field(default_factory=set)
     allowed_hosts: frozenset[str] = frozenset()  # Host names beyond loopback (lowercase)
     gate: ConnectionGate | None = None  # the API port's: told when a connection is busy
+    sessions: Sessions = field(default_factory=Sessions)  # the dashboard's logins
+    consent: ConsentFn | None = None
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
@@ -163,11 +169,22 @@ async def error_middleware(
     return response
 
 
+def authorized(request: web.Request) -> bool:
+    """The bearer token, or a dashboard session (its cookie and the header no other site's
+    page can send)."""
+    ctx = request.app[CTX]
+    if check_token(request.headers.get("Authorization"), ctx.token):
+        return True
+    return (request.headers.get(SESSION_HEADER) == "1"
+            and ctx.sessions.valid(request.cookies.get(SESSION_COOKIE), _time.time()))
+
+
 def _auth(request: web.Request) -> None:
-    if not check_token(request.headers.get("Authorization"), request.app[CTX].token):
+    if not authorized(request):
         raise ApiError(401, "unauthorized",
                        "this request changes node state: send 'Authorization: Bearer <token>' "
-                       "with the token from the api.cookie file in the data directory")
+                       "with the token from the api.cookie file in the data directory, or log "
+                       "in to the dashboard with it")
 
 
 def _digits(text: str, max_len: int = 20) -> bool:
@@ -675,6 +692,9 @@ def render_metrics(ctx: ApiContext) -> str:
 
 
 def make_app(ctx: ApiContext) -> web.Application:
+    # the dashboard's handlers build on this module's, so they are added from here, last
+    from chain.api.dashboard import add_routes
+
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CTX] = ctx
     watch = app[TIP_WATCH] = TipWatch()
@@ -715,6 +735,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_get("/state/digest", state_digest)
     r.add_get("/subscribe", subscribe)
     r.add_get("/metrics", metrics)
+    add_routes(app)
 
     async def close_subscribers(app: web.Application) -> None:
         watch.closing = True

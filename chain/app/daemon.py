@@ -54,6 +54,7 @@ from chain.node.local import LocalNode
 from chain.node.mining import mine_header, shared_miner, solve
 from chain.node.template import build_template
 from chain.node.wallet import DEFAULT_FEE
+from storage_market import protocol as proto
 
 log = logging.getLogger("blockcoin.node")
 
@@ -65,6 +66,7 @@ API_IDLE_TIMEOUT = 15.0  # an API keep-alive connection between requests
 P2P_PENDING_SLOTS = 128  # handshakes under way, on top of the inbound peers
 P2P_MAX_PER_HOST = 16
 API_MAX_CONNECTIONS = 1024
+CONSENT_TIMEOUT = 30.0  # a host's answer to an extension asked from the dashboard
 
 
 @dataclass
@@ -201,7 +203,7 @@ class Daemon:
 
         self.token = write_cookie(self.datadir)
         ctx = ApiContext(self.core, self.manager, self.token, self.datadir, self.mine_now,
-                         mining=lambda: self.miner is not None)
+                         mining=lambda: self.miner is not None, consent=self.ask_extension)
         api_host, api_port = parse_address(opts.api or f"127.0.0.1:{params.api_port}",
                                            allow_zero=True)
         budget = port_budget(self.fd_limit, API_MAX_CONNECTIONS, 0.5)
@@ -270,6 +272,16 @@ class Daemon:
         self.stopped.set()
 
     # --- work done for the API ---------------------------------------------------------
+
+    async def ask_extension(self, address: str | None, host: Principal, offer_id: bytes,
+                            periods: int) -> bytes:
+        """The host's consent to a contract of this node's wallet running ``periods`` periods
+        in all (the dashboard's extend), asked over the storage protocol as the owner."""
+        channel = await proto.dial(address, self.core.key, self.params.chain_id, host)
+        async with channel:
+            await proto.send(channel, proto.Extend(offer_id, periods))
+            consent = await proto.expect(channel, proto.Consent, CONSENT_TIMEOUT)
+        return consent.signature
 
     async def mine_now(self, count: int, recipient: Principal | None) -> list[Block]:
         core = self.core

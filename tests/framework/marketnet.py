@@ -1,0 +1,173 @@
+"""A storage devnet for the dashboard's tests and benchmark: one real node on 127.0.0.1 that has
+mined, stored, proven and missed.
+
+- the node (development key 1), not mining by itself: a thread mines a block every
+  ``interval`` seconds through ``POST /mine`` while the market is set up, and stops, so the chain
+  stands still while a test compares the page with the API (:meth:`MarketNet.mine` adds a block
+  on demand);
+- two host agents, ``blockcoin host start``: the node's own (``n/host``) and a second one in
+  its own directory (development key 3) using the same node;
+- an owner (development key 2, directory ``o``) storing a file 1-of-2 through the node; the
+  node's host pays its earnings to that owner, so the owner's liabilities meet the same
+  principal's host earnings (the owner is not the node's wallet: a node announces its own p2p
+  address under its wallet, where hosts would look for the owner's storage listener);
+- both hosts prove a period; then the second host stops, and misses.
+
+Every wait is bounded; every process is stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from chain.core.keys import KeyPair
+from chain.core.principal import Principal
+from tests.framework.clirun import blockcoin
+from tests.framework.netkit import ROOT, NodeProc, init_node_dir, wait_until
+
+SETUP_TIMEOUT = 120.0
+
+
+def _spawn(log: Path, *args: str) -> subprocess.Popen[str]:
+    """A long-running agent whose first stdout line is its --json ready line (its stderr goes
+    to ``log``)."""
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "chain", *args, "--json"], cwd=ROOT,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+def _ready(proc: subprocess.Popen[str], log: Path) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # bounded: the agent exits (an empty line) on any error
+    assert line, f"agent exited with {proc.wait(10)}: {log.read_text()[-2000:]}"
+    found: dict[str, Any] = json.loads(line)
+    return found
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class MarketNet:
+    def __init__(self, root: Path, interval: float = 0.25) -> None:
+        self.root = root
+        self.interval = interval
+        self.node = NodeProc(init_node_dir(root / "n", 1), "--no-discover", name="n")
+        self.agents: list[subprocess.Popen[str]] = []
+        self._halt = threading.Event()
+        self._miner: threading.Thread | None = None
+        self.host: dict[str, Any] = {}
+        self.other_host: dict[str, Any] = {}
+        self.path = ""
+        self.owner: Principal | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.node.api_port}"
+
+    @property
+    def token(self) -> str:
+        return (self.node.datadir / "api.cookie").read_text().strip()
+
+    def get(self, path: str) -> Any:
+        return self.node.get(path)
+
+    def mine(self, blocks: int = 1) -> int:
+        return int(self.node.post("/mine", {"blocks": blocks})["height"])
+
+    def _mine_loop(self) -> None:
+        from chain.api.client import ApiClient
+
+        with ApiClient(self.url, self.token, timeout=30) as client:
+            while not self._halt.wait(self.interval):
+                client.post("/mine", {"blocks": 1})
+
+    def start_mining(self) -> None:
+        self._halt.clear()
+        self._miner = threading.Thread(target=self._mine_loop, daemon=True)
+        self._miner.start()
+
+    def stop_mining(self) -> None:
+        self._halt.set()
+        if self._miner is not None:
+            self._miner.join(30)
+            self._miner = None
+
+    def record(self, host: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.get(f"/global/principals/{host}").get("host") or {}
+        return found
+
+    def setup(self) -> None:
+        """Mine, store, prove and miss (see the module's docstring)."""
+        self.node.start()
+        self.start_mining()
+        home = str(self.node.datadir)
+        # the node announces its address with its wallet, which funds the host keys too: once
+        # the announcement is mined, the funding transfers cannot race it for a nonce
+        wallet = self.node.principal
+        wait_until(lambda: bool(self.get(f"/global/principals/{wallet}").get("address")),
+                   SETUP_TIMEOUT, "the node's own address on chain")
+        owner_dir = init_node_dir(self.root / "o", 2)
+        self.owner = KeyPair.development(2).principal
+        logs = (self.root / "host1.err", self.root / "host2.err")
+        first = _spawn(logs[0], "host", "start", "-n", "regtest", "-d", home, "--capacity", "1M",
+                       "--fund", "5", "--payout", str(self.owner))
+        self.agents.append(first)
+        self.host = _ready(first, logs[0])
+        other_dir = init_node_dir(self.root / "h2", 3)
+        second = _spawn(logs[1], "host", "start", "-n", "regtest", "-d", str(other_dir),
+                        "--node", home, "--capacity", "1M", "--fund", "5")
+        self.agents.append(second)
+        self.other_host = _ready(second, logs[1])
+        for info in (self.host, self.other_host):
+            wait_until(lambda info=info: bool(self.get(
+                f"/global/principals/{info['host']}").get("address")), SETUP_TIMEOUT,
+                "the hosts' addresses on chain")
+        src = self.root / "file.bin"
+        src.write_bytes(os.urandom(20_000))
+        put = blockcoin("store", "put", str(src), "file.bin", "--k", "1", "--n", "2",
+                        "--periods", "40", "--yes", "--json", "-n", "regtest", "-d",
+                        str(owner_dir), "--node", home)
+        assert put.code == 0, put.err
+        self.path = str(json.loads(put.out)["path"])
+        hosts = (self.host["host"], self.other_host["host"])
+        wait_until(lambda: all(self.record(h).get("proven_periods", 0) >= 1 for h in hosts),
+                   SETUP_TIMEOUT, "both hosts' first proofs")
+        _stop(second)
+        wait_until(lambda: self.record(hosts[1]).get("missed_periods", 0) >= 1, SETUP_TIMEOUT,
+                   "the stopped host's miss")
+        self.stop_mining()
+
+    def close(self) -> None:
+        self.stop_mining()
+        for agent in self.agents:
+            _stop(agent)
+        self.node.stop()
+
+
+@contextlib.contextmanager
+def market_net(root: Path, interval: float = 0.25) -> Iterator[MarketNet]:
+    net = MarketNet(root, interval)
+    try:
+        net.setup()
+        yield net
+    except BaseException:
+        sys.stderr.write(f"\n===== node log (its end) =====\n{net.node.log()[-5000:]}\n")
+        raise
+    finally:
+        net.close()
