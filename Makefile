@@ -3,16 +3,32 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UI := chain/api/ui
+UI_BUILT := $(UI)/vendor/.built
+NPM_DIR := build/npm
 
-.PHONY: venv test soak demo bench lint typecheck clean
+.PHONY: venv ui test soak demo bench lint typecheck clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(UI_BUILT)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The dashboard's charting library (uPlot), from the npm registry at the version
+# package-lock.json pins, copied where the node serves it; nothing is fetched at run time.
+ui: $(UI_BUILT)
+
+$(UI_BUILT): $(UI)/package.json $(UI)/package-lock.json
+	mkdir -p $(NPM_DIR) $(UI)/vendor
+	cp $(UI)/package.json $(UI)/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	cp $(NPM_DIR)/node_modules/uplot/dist/uPlot.iife.min.js \
+	   $(NPM_DIR)/node_modules/uplot/dist/uPlot.min.css $(UI)/vendor/
+	cp $(NPM_DIR)/node_modules/uplot/LICENSE $(UI)/vendor/uPlot.LICENSE
+	touch $@
 
 test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not soak"
@@ -35,4 +51,4 @@ typecheck: venv
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache $(UI)/vendor

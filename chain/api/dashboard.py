@@ -57,10 +57,11 @@ from chain.node.wallet import DEFAULT_FEE
 from globaltree.records import Contract, ContractState
 
 UI_DIR = Path(__file__).with_name("ui")
-ASSETS = {  # name -> content type: nothing else under ui/ is served
-    "app.js": "text/javascript", "views.js": "text/javascript", "charts.js": "text/javascript",
-    "style.css": "text/css", "vendor/uPlot.iife.min.js": "text/javascript",
-    "vendor/uPlot.min.css": "text/css",
+ASSETS = {  # name -> (file under ui/, content type): nothing else there is served
+    "app.js": ("app.js", "text/javascript"), "views.js": ("views.js", "text/javascript"),
+    "charts.js": ("charts.js", "text/javascript"), "style.css": ("style.css", "text/css"),
+    "uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript"),
+    "uPlot.min.css": ("vendor/uPlot.min.css", "text/css"),
 }
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
@@ -90,10 +91,10 @@ async def index(request: web.Request) -> web.Response:
 
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    ctype = ASSETS.get(name)
-    if ctype is None:
+    found = ASSETS.get(name)
+    if found is None:
         raise ApiError(404, "not-found", f"no dashboard asset {name!r}")
-    return web.Response(body=_asset(name), content_type=ctype, charset="utf-8",
+    return web.Response(body=_asset(found[0]), content_type=found[1], charset="utf-8",
                         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
@@ -418,7 +419,7 @@ def add_routes(app: web.Application) -> None:
     app[STATS] = Stats()
     r = app.router
     r.add_get("/", index)
-    r.add_get("/ui/{name:.+}", asset)
+    r.add_get("/ui/{name}", asset)
     r.add_get("/session", session_status)
     r.add_post("/session", login)
     r.add_delete("/session", logout)

@@ -99,13 +99,65 @@ SCHEMAS: dict[str, Any] = {
                         hash=HEX64),
     "Dialling": _obj(["address", "status"], address={"type": "string"},
                      status={"type": "string"}),
+    "Session": _obj(["logged_in"], logged_in={"type": "boolean"}),
+    "NodeView": _obj(["network", "wallet", "host", "height", "hash", "syncing",
+                      "best_header_height", "period_blocks", "logged_in"],
+                     network={"type": "string"}, wallet=PRINCIPAL, host=NULLABLE_STR,
+                     height=INT, hash=HEX64, syncing={"type": "boolean"},
+                     best_header_height=INT, period_blocks=INT,
+                     logged_in={"type": "boolean"}),
+    "Alert": _obj(["level", "code", "message"], level={"type": "string"},
+                  code={"type": "string"}, message={"type": "string"}),
+    "HostView": _obj(["principal", "node_host", "tip", "balance", "record", "capacity", "used",
+                      "free", "disk", "contracts", "alerts"],
+                     principal=PRINCIPAL, node_host={"type": "boolean"}, tip=INT, balance=INT,
+                     record={"nullable": True, "allOf": [_ref("HostRecord")]},
+                     capacity={"type": "integer", "nullable": True}, used=INT,
+                     free={"type": "integer", "nullable": True},
+                     disk={"type": "object", "nullable": True},
+                     contracts={"type": "array", "items": {"allOf": [_ref("Contract"), {
+                         "type": "object", "properties": {
+                             "period": {"type": "integer", "nullable": True},
+                             "window_closes": {"type": "integer", "nullable": True},
+                             "blocks_left": {"type": "integer", "nullable": True},
+                             "proven_this_period": {"type": "boolean", "nullable": True}}}]}},
+                     alerts={"type": "array", "items": _ref("Alert")}),
+    "OwnerFile": _obj(["path", "k", "n", "held", "health", "contracts", "liability_per_period",
+                       "paid_total", "missed_periods"],
+                      path={"type": "string"}, k=INT, n=INT, held=INT,
+                      health={"type": "string", "enum": ["healthy", "degraded", "at-risk",
+                                                         "ended"]},
+                      contracts=INT, liability_per_period=INT, paid_total=INT,
+                      missed_periods=INT),
+    "OwnerView": _obj(["principal", "tip", "files", "repairs", "liability_per_period",
+                       "host_earnings_per_period", "paying_hosts", "contracts"],
+                      principal=PRINCIPAL, tip=INT,
+                      files={"type": "array", "items": _ref("OwnerFile")},
+                      repairs={"type": "array", "items": {"type": "object"}},
+                      liability_per_period=INT, host_earnings_per_period=INT,
+                      paying_hosts={"type": "array", "items": PRINCIPAL},
+                      contracts={"type": "array", "items": _ref("Contract")}),
+    "Series": _obj(["series", "principal", "bucket", "period_blocks", "tip", "hash", "fields",
+                    "points"],
+                   series={"type": "string", "enum": ["chain", "host", "owner"]},
+                   principal=NULLABLE_STR, bucket=INT, period_blocks=INT, tip=INT, hash=HEX64,
+                   fields={"type": "array", "items": {"type": "string"}},
+                   points={"type": "array", "items": {"type": "array", "items": {
+                       "type": "integer"}}}),
+    "Found": _obj(["kind", "id"], kind={"type": "string", "enum": [
+        "block", "event", "contract", "principal", "path"]}, id={"type": "string"}),
 }
 
 AUTH: list[dict[str, list[str]]] = [{"cookie": []}]
 BLOCK_ID = {"name": "ident", "in": "path", "required": True,
             "description": "best-chain height or block hash (64 hex digits)",
             "schema": {"type": "string", "pattern": "^([0-9]{1,12}|[0-9a-fA-F]{64})$"}}
-UNAUTHORIZED = _err("missing or wrong token")
+UNAUTHORIZED = _err("missing or wrong token (or dashboard session)")
+BUCKET = {"name": "bucket", "in": "query", "required": False,
+          "description": "blocks per point, a whole number of storage periods (default: "
+                         "enough periods that the chain fits in 240 points)",
+          "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 20}}
+AMOUNT = {"type": "string", "description": "coins (1.5) or base units (150sat)"}
 
 
 def _get(summary: str, ok: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
@@ -232,6 +284,96 @@ PATHS: dict[str, Any] = {
         "operationId": "subscribe",
         "responses": {"101": {"description": "switching to WebSocket"},
                       "400": _err("not a WebSocket request")}}},
+    "/": {"get": {"summary": "The dashboard (explorer, host and owner views).",
+                  "operationId": "dashboard",
+                  "responses": {"200": {"description": "the page", "content": {"text/html": {
+                      "schema": {"type": "string"}}}},
+                                "404": _err("the assets are not built (make ui)")}}},
+    "/ui/{name}": {"get": {
+        "summary": "A dashboard asset (its scripts, styles and the charting library).",
+        "operationId": "dashboardAsset",
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the asset", "content": {
+            "text/javascript": {"schema": {"type": "string"}},
+            "text/css": {"schema": {"type": "string"}}}},
+            "404": _err("no such asset, or not built")}}},
+    "/session": {
+        **_get("Whether this browser is logged in to the dashboard.",
+               _json(_ref("Session"), "session"), op="session"),
+        "post": {"summary": "Log in: trade the api.cookie token for an HttpOnly session cookie "
+                            "(the dashboard's actions then need no token in the page).",
+                 "operationId": "login",
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": {**_obj(["token"], token={"type": "string", "maxLength": 200}),
+                                "additionalProperties": False}}}},
+                 "responses": {"200": _json(_ref("Session"), "logged in (Set-Cookie)"),
+                               "400": _err("bad body"), "401": _err("wrong token")}},
+        "delete": {"summary": "Log out.", "operationId": "logout",
+                   "responses": {"200": _json(_ref("Session"), "logged out")}}},
+    "/views/node": _get("This node for the dashboard: its wallet, its host (if its data "
+                        "directory has one), tip, sync, login.",
+                        _json(_ref("NodeView"), "node"), op="nodeView"),
+    "/views/hosts/{principal}": _get(
+        "A host's view: record, capacity (this node's host), contracts with their next proof "
+        "window, alerts.", _json(_ref("HostView"), "host"),
+        params=[{"name": "principal", "in": "path", "required": True, "schema": PRINCIPAL}],
+        errors={"400": _err("bad principal")}, op="hostView"),
+    "/views/owners/{principal}": _get(
+        "An owner's view: files with their health, liabilities per period, the earnings of "
+        "hosts paying the same principal, repairs.", _json(_ref("OwnerView"), "owner"),
+        params=[{"name": "principal", "in": "path", "required": True, "schema": PRINCIPAL}],
+        errors={"400": _err("bad principal")}, op="ownerView"),
+    "/stats/chain": _get(
+        "The chain's totals at every bucket of blocks: coins in circulation, bytes under "
+        "contract, bytes proven (cumulative), active hosts.", _json(_ref("Series"), "series"),
+        params=[BUCKET], errors={"400": _err("bad bucket")}, op="chainStats"),
+    "/stats/hosts/{principal}": _get(
+        "A host's record at every bucket of blocks (earned, bytes stored, periods proven and "
+        "missed, collateral locked).", _json(_ref("Series"), "series"),
+        params=[{"name": "principal", "in": "path", "required": True, "schema": PRINCIPAL},
+                BUCKET], errors={"400": _err("bad principal or bucket")}, op="hostStats"),
+    "/stats/owners/{principal}": _get(
+        "An owner's contracts at every bucket of blocks (paid, escrow, bytes under contract, "
+        "liability per period, active contracts).", _json(_ref("Series"), "series"),
+        params=[{"name": "principal", "in": "path", "required": True, "schema": PRINCIPAL},
+                BUCKET], errors={"400": _err("bad principal or bucket")}, op="ownerStats"),
+    "/search": _get(
+        "What an id names: a block (height or hash), an event, a contract, a principal or a "
+        "path.", _json(_ref("Found"), "found"),
+        params=[{**_query("q", "the id", {"type": "string", "minLength": 1, "maxLength": 1024}),
+                 "required": True}],
+        errors={"400": _err("not an id"), "404": _err("nothing by that id")}, op="search"),
+    "/wallet/send": {"post": {
+        "summary": "Send coins from the node's wallet.", "operationId": "walletSend",
+        "security": AUTH,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            **_obj(["to", "amount"], to=PRINCIPAL, amount=AMOUNT, fee=AMOUNT),
+            "additionalProperties": False}}}},
+        "responses": {"202": _json(_ref("Submitted"), "signed and pending"),
+                      "400": _err("bad request or refused"), "401": UNAUTHORIZED}}},
+    "/contracts/{id}/release": {"post": {
+        "summary": "End a contract of the node's wallet (the escrow left comes back).",
+        "operationId": "releaseContract", "security": AUTH,
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": HEX64}],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            **_obj([], fee=AMOUNT), "additionalProperties": False}}}},
+        "responses": {"202": _json(_ref("Submitted"), "signed and pending"),
+                      "400": _err("bad request or refused"), "401": UNAUTHORIZED,
+                      "403": _err("not the wallet's contract"),
+                      "404": _err("unknown contract")}}},
+    "/contracts/{id}/extend": {"post": {
+        "summary": "Extend a contract of the node's wallet by some periods, with its host's "
+                   "consent (asked over the storage protocol).",
+        "operationId": "extendContract", "security": AUTH,
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": HEX64}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            **_obj(["periods"], periods={"type": "integer", "minimum": 1, "maximum": 10000},
+                   fee=AMOUNT), "additionalProperties": False}}}},
+        "responses": {"202": _json(_ref("Submitted"), "signed and pending"),
+                      "400": _err("bad request, inactive, or no consent"), "401": UNAUTHORIZED,
+                      "403": _err("not the wallet's contract"),
+                      "404": _err("unknown contract")}}},
     "/metrics": _get("Prometheus metrics.", {"description": "text exposition format 0.0.4",
                                              "content": {"text/plain": {"schema": {
                                                  "type": "string"}}}}, op="metrics"),
