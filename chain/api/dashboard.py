@@ -36,7 +36,7 @@ from chain.api.server import (
     _int_param,
     _json_body,
     _principal,
-    authorized,
+    in_session,
 )
 from chain.api.stats import Stats
 from chain.core.errors import BlockcoinError
@@ -102,7 +102,7 @@ async def asset(request: web.Request) -> web.Response:
 
 
 async def session_status(request: web.Request) -> web.Response:
-    return web.json_response({"logged_in": authorized(request)})
+    return web.json_response({"logged_in": in_session(request)})
 
 
 async def login(request: web.Request) -> web.Response:
@@ -158,7 +158,7 @@ async def node_view(request: web.Request) -> web.Response:
         "network": core.params.name, "wallet": str(core.principal),
         "host": str(host) if host else None, "height": tip.height, "hash": hash_hex(tip.hash),
         "syncing": core.syncing, "best_header_height": core.tree.best.height,
-        "period_blocks": core.params.storage_period_blocks, "logged_in": authorized(request)})
+        "period_blocks": core.params.storage_period_blocks, "logged_in": in_session(request)})
 
 
 def _window(c: Contract, tip: int) -> dict[str, Any]:
@@ -297,8 +297,8 @@ async def owner_stats(request: web.Request) -> web.Response:
 
 
 async def search(request: web.Request) -> web.Response:
-    """What an id names: a block (height or hash), an event or a contract (hash), a principal,
-    or a path (``blk.../name``); the dashboard opens the matching view."""
+    """What an id names: a block (height or hash), a contract (its offer's event id) or another
+    event, a principal, or a path (``blk.../name``); the dashboard opens the matching view."""
     ctx = request.app[CTX]
     q = request.query.get("q", "").strip()
     if not q or len(q) > 1024:
@@ -311,10 +311,10 @@ async def search(request: web.Request) -> web.Response:
         raw = _event_id(q.lower())
         if chain.store.get_block(raw) is not None:
             return web.json_response({"kind": "block", "id": q.lower()})
+        if chain.tree.contract(raw) is not None:  # named by its offer's event id
+            return web.json_response({"kind": "contract", "id": q.lower()})
         if chain.store.event_location(raw) is not None or raw in ctx.core.mempool.entries:
             return web.json_response({"kind": "event", "id": q.lower()})
-        if chain.tree.contract(raw) is not None:
-            return web.json_response({"kind": "contract", "id": q.lower()})
         raise ApiError(404, "not-found", "no block, event or contract has that hash")
     if "/" in q.strip("/"):
         path = "/" + q.strip("/")

@@ -169,14 +169,17 @@ async def error_middleware(
     return response
 
 
+def in_session(request: web.Request) -> bool:
+    """Whether the request carries a live dashboard session cookie."""
+    return request.app[CTX].sessions.valid(request.cookies.get(SESSION_COOKIE), _time.time())
+
+
 def authorized(request: web.Request) -> bool:
     """The bearer token, or a dashboard session (its cookie and the header no other site's
     page can send)."""
-    ctx = request.app[CTX]
-    if check_token(request.headers.get("Authorization"), ctx.token):
+    if check_token(request.headers.get("Authorization"), request.app[CTX].token):
         return True
-    return (request.headers.get(SESSION_HEADER) == "1"
-            and ctx.sessions.valid(request.cookies.get(SESSION_COOKIE), _time.time()))
+    return request.headers.get(SESSION_HEADER) == "1" and in_session(request)
 
 
 def _auth(request: web.Request) -> None:

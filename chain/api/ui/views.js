@@ -73,7 +73,7 @@ function card(label, figure, value, text = value) {
 
 // Replace `view`'s content, leaving out the parts a view does not show (null).
 function show(view, ...parts) {
-  show(view, ...parts.filter((x) => x !== null && x !== undefined && x !== false));
+  view.replaceChildren(...parts.filter((x) => x !== null && x !== undefined && x !== false));
 }
 
 function table(headers, rows, attrs = {}) {

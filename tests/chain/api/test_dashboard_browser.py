@@ -1,0 +1,289 @@
+"""The dashboard in a real browser: Debian's chromium, driven by Playwright, against a node whose
+chain has mined, stored, proven and missed (:mod:`tests.framework.marketnet`).
+
+Each view loads with no console error and shows the figures the API gives for the same tip (the
+chain stands still while they are compared), follows a new block over the WebSocket, and an
+action without login is refused with nothing changed. Screenshots of every view go to
+``build/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.framework.marketnet import MarketNet, market_net
+from tests.framework.netkit import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "build" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 30_000  # a view's render or a live update, on a loaded machine
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
+              pytest.mark.xdist_group("dashboard-browser"),
+              pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="needs Debian's chromium (.ci/run installs it)")]
+
+
+class Browser:
+    """One page of a fresh chromium profile, with every console error and page error kept."""
+
+    def __init__(self, page: Any, url: str) -> None:
+        self.page = page
+        self.url = url
+        self.errors: list[str] = []
+        self.expected: list[str] = []  # errors a test provokes on purpose (substrings)
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def show(self, route: str, view: str) -> None:
+        """Open ``#/route`` and wait until its view has rendered."""
+        target = f"{self.url}/#/{route}"
+        before = self.page.evaluate("Number(document.body.dataset.renders || 0)")
+        if self.page.url == target:  # the same address: no hashchange, so load it again
+            self.page.reload()
+            before = 0
+        elif self.page.url.startswith(self.url):
+            self.page.evaluate("r => { location.hash = r }", f"#/{route}")
+        else:
+            self.page.goto(target)
+            before = 0
+        self.page.wait_for_function(
+            "([v, n]) => document.body.dataset.view === v && "
+            "Number(document.body.dataset.renders || 0) > n", arg=[view, before], timeout=WAIT_MS)
+
+    def figure(self, name: str) -> str:
+        value: str = self.page.get_attribute(f'[data-figure="{name}"]', "data-value")
+        return value
+
+    def figures(self, names: list[str]) -> dict[str, str]:
+        return {name: self.figure(name) for name in names}
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def wait_height(self, height: int) -> None:
+        self.page.wait_for_function("h => Number(document.body.dataset.height) >= h",
+                                    arg=height, timeout=WAIT_MS)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MarketNet]:
+    with market_net(tmp_path_factory.mktemp("dashboard")) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def browser(net: MarketNet) -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                profile, executable_path=str(CHROMIUM), args=ARGS, headless=True,
+                viewport={"width": 1280, "height": 900})
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                page.set_default_timeout(WAIT_MS)
+                yield Browser(page, net.url)
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def clean(browser: Browser) -> Iterator[Browser]:
+    """The page, checked for console errors once the test is done with it."""
+    browser.errors.clear()
+    browser.expected.clear()
+    yield browser
+    assert [e for e in browser.errors if not any(x in e for x in browser.expected)] == []
+
+
+def last_point(series: dict[str, Any]) -> dict[str, int]:
+    return dict(zip(series["fields"], series["points"][-1], strict=True))
+
+
+def test_explorer_shows_the_chain_and_follows_new_blocks(net: MarketNet, clean: Browser) -> None:
+    b = clean
+    b.show("", "explorer")
+    status, totals = net.get("/status"), last_point(net.get("/stats/chain"))
+    assert b.figures(["tip-height", "tip-hash", "circulation", "under-contract",
+                      "active-hosts"]) == {
+        "tip-height": str(status["height"]), "tip-hash": status["hash"],
+        "circulation": str(totals["circulation"]),
+        "under-contract": str(totals["under_contract"]),
+        "active-hosts": str(totals["active_hosts"])}
+    assert totals["under_contract"] > 0 and totals["proven_bytes"] > 0
+    assert b.page.locator("[data-chart] canvas").count() >= 4
+    first_row = b.page.locator("#recent-blocks tbody tr").first.locator("td").first
+    assert first_row.inner_text() == str(status["height"])
+    b.shot("explorer")
+    # a block mined now reaches the page over the WebSocket
+    height = net.mine()
+    b.wait_height(height)
+    assert b.figure("tip-height") == str(height) == str(net.get("/status")["height"])
+
+
+def search(b: Browser, query: str, view: str) -> None:
+    before = b.page.evaluate("Number(document.body.dataset.renders || 0)")
+    b.page.fill("#q", query)
+    b.page.press("#q", "Enter")
+    b.page.wait_for_function(
+        "([v, n]) => document.body.dataset.view === v && Number(document.body.dataset.renders) > n",
+        arg=[view, before], timeout=WAIT_MS)
+
+
+def test_the_search_box_opens_every_kind_of_id(net: MarketNet, clean: Browser) -> None:
+    b = clean
+    b.show("", "explorer")
+    tip = net.get("/tip")
+    search(b, str(tip["height"]), "block")
+    assert b.figure("block-hash") == tip["hash"]
+    b.shot("block")
+    contracts = net.get(f"/contracts?owner={net.owner}")["contracts"]
+    search(b, contracts[0]["id"], "contract")
+    assert b.figures(["contract-state", "contract-proven", "contract-missed"]) == {
+        "contract-state": contracts[0]["state"],
+        "contract-proven": str(contracts[0]["proven_periods"]),
+        "contract-missed": str(contracts[0]["missed_periods"])}
+    b.shot("contract")
+    found = net.get(f"/blocks/{contracts[0]['start']}")
+    event_id = next(e["id"] for e in found["events"] if e["kind"] == "fragment_stored")
+    search(b, event_id, "event")
+    assert b.figure("event-status") == "confirmed"
+    search(b, net.path, "path")
+    assert b.figure("fragments-held") == str(len(net.get(f"/global/fragments{net.path}")[
+        "fragments"]))
+    b.shot("path")
+    host = net.other_host["host"]
+    search(b, host, "principal")
+    record = net.get(f"/global/principals/{host}")
+    assert b.figures(["balance", "host-proven", "host-missed", "host-earned"]) == {
+        "balance": str(record["balance"]), "host-proven": str(record["host"]["proven_periods"]),
+        "host-missed": str(record["host"]["missed_periods"]),
+        "host-earned": str(record["host"]["earned"])}
+    assert record["host"]["missed_periods"] >= 1
+    b.shot("principal")
+
+
+HOST_FIGURES = ["capacity", "used", "free", "host-active", "host-proven", "host-missed",
+                "host-earned", "host-collateral", "balance"]
+
+
+def host_api(view: dict[str, Any]) -> dict[str, str]:
+    r = view["record"]
+    return {"capacity": str(view["capacity"]), "used": str(view["used"]),
+            "free": str(view["free"]), "host-active": str(r["contracts_active"]),
+            "host-proven": str(r["proven_periods"]), "host-missed": str(r["missed_periods"]),
+            "host-earned": str(r["earned"]), "host-collateral": str(r["collateral_locked"]),
+            "balance": str(view["balance"])}
+
+
+def test_host_view_of_the_nodes_host_and_of_one_that_missed(net: MarketNet,
+                                                            clean: Browser) -> None:
+    b = clean
+    b.show("host", "host")
+    host = net.host["host"]
+    view = net.get(f"/views/hosts/{host}")
+    assert view["node_host"] and view["capacity"] == 1 << 20
+    assert b.figures(HOST_FIGURES) == host_api(view)
+    rows = b.page.locator("tr[data-contract]")
+    assert rows.count() == len(view["contracts"]) >= 1
+    assert b.page.locator('[data-chart="earnings"] canvas').count() == 1
+    b.shot("host")
+    # the next block moves the proof windows and the page with them
+    height = net.mine()
+    b.wait_height(height)
+    assert b.figures(HOST_FIGURES) == host_api(net.get(f"/views/hosts/{host}"))
+    # the host that stopped: its misses, in public
+    other = net.other_host["host"]
+    b.show(f"host/{other}", "host")
+    seen = b.figures(["host-missed", "host-proven"])
+    record = net.get(f"/views/hosts/{other}")["record"]
+    assert seen == {"host-missed": str(record["missed_periods"]),
+                    "host-proven": str(record["proven_periods"])}
+    assert record["missed_periods"] >= 1
+    b.shot("host-missed")
+
+
+def test_owner_view_shows_health_spend_and_solvency(net: MarketNet, clean: Browser) -> None:
+    b = clean
+    b.show(f"owner/{net.owner}", "owner")
+    view = net.get(f"/views/owners/{net.owner}")
+    assert b.figures(["files", "liability", "host-earnings", "repairs"]) == {
+        "files": str(len(view["files"])), "liability": str(view["liability_per_period"]),
+        "host-earnings": str(view["host_earnings_per_period"]),
+        "repairs": str(len(view["repairs"]))}
+    assert view["host_earnings_per_period"] > 0  # the node's host pays this owner
+    row = b.page.locator(f'tr[data-file="{net.path}"]')
+    file = view["files"][0]
+    assert row.locator("[data-health]").get_attribute("data-health") == file["health"]
+    assert row.locator("[data-held]").get_attribute("data-held") == str(file["held"])
+    assert b.page.locator('[data-chart="spend"] canvas').count() == 1
+    assert b.page.locator('[data-chart="solvency"] canvas').count() == 1
+    b.shot("owner")
+    height = net.mine()
+    b.wait_height(height)
+    now = net.get(f"/views/owners/{net.owner}")
+    assert b.figure("liability") == str(now["liability_per_period"])
+
+
+def test_actions_are_refused_without_login_and_work_after_it(net: MarketNet,
+                                                             clean: Browser) -> None:
+    b = clean
+    b.expected.append("the server responded with a status of 401")  # the refusals, as logged
+    wallet = net.node.principal
+    b.show("owner", "owner")  # the node's own wallet: its send form
+    before = net.get(f"/global/principals/{wallet}")
+    pool = net.get("/mempool")["count"]
+    b.page.fill('[data-action="send"] input[name="to"]', str(net.owner))
+    b.page.fill('[data-action="send"] input[name="amount"]', "1.5")
+    b.page.click('[data-action="send"] button')
+    b.page.locator('[data-result="send"][data-outcome]').wait_for(timeout=WAIT_MS)
+    assert b.page.get_attribute('[data-result="send"]', "data-outcome") == "unauthorized"
+    assert net.get("/mempool")["count"] == pool
+    assert net.get(f"/global/principals/{wallet}")["next_nonce"] == before["next_nonce"]
+    # the API's own writes too: no session, no header, no token
+    status = b.page.evaluate("fetch('/mine', {method: 'POST', body: '{}', headers: "
+                             "{'Content-Type': 'application/json', 'X-Blockcoin-Dashboard': "
+                             "'1'}}).then(r => r.status)")
+    assert status == 401
+    # a wrong token is refused; the right one gives a session the page's script cannot read
+    b.show("login", "login")
+    b.page.fill('#login-form input[name="token"]', "0" * 64)
+    b.page.click("#login-form button")
+    b.page.locator('[data-result="login"][data-outcome]').wait_for(timeout=WAIT_MS)
+    b.page.fill('#login-form input[name="token"]', net.token)
+    b.page.click("#login-form button")
+    b.page.wait_for_selector('#login-link[data-logged-in="true"]', timeout=WAIT_MS)
+    assert "blockcoin_session" not in b.page.evaluate("document.cookie")
+    assert net.token not in b.page.url
+    b.show("login", "login")
+    assert b.figure("logged-in") == "true"
+    b.shot("login")
+    b.show("owner", "owner")
+    b.page.fill('[data-action="send"] input[name="to"]', str(net.owner))
+    b.page.fill('[data-action="send"] input[name="amount"]', "1.5")
+    b.page.click('[data-action="send"] button')
+    b.page.locator('[data-result="send"][data-outcome="ok"]').wait_for(timeout=WAIT_MS)
+    assert net.get(f"/global/principals/{wallet}")["pending"] == before["pending"] + 1
+    b.shot("owner-send")
+    # logged out, refused again
+    b.show("login", "login")
+    b.page.click("text=Log out")
+    b.page.wait_for_selector('#login-link[data-logged-in="false"]', timeout=WAIT_MS)
+    status = b.page.evaluate("fetch('/wallet/send', {method: 'POST', body: '{}', headers: "
+                             "{'Content-Type': 'application/json', 'X-Blockcoin-Dashboard': "
+                             "'1'}}).then(r => r.status)")
+    assert status == 401
