@@ -309,7 +309,7 @@ async def search(request: web.Request) -> web.Response:
         return web.json_response({"kind": "block", "id": q})
     if len(q) == 64:
         raw = _event_id(q.lower())
-        if chain.store.get_block(raw) is not None:
+        if chain.index.get(_block_hash(ctx, q.lower())) is not None:
             return web.json_response({"kind": "block", "id": q.lower()})
         if chain.tree.contract(raw) is not None:  # named by its offer's event id
             return web.json_response({"kind": "contract", "id": q.lower()})

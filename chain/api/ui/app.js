@@ -43,7 +43,8 @@ async function render() {
         errorBox.hidden = true;
         ctx.current = shown || {};
         document.body.dataset.view = label;
-        document.body.dataset.height = shown && shown.height !== undefined ? String(shown.height) : "";
+        // the tip the view was drawn at: its own, or the newest the page has heard of
+        document.body.dataset.height = String(shown && shown.height !== undefined ? shown.height : ctx.node.height);
       } catch (err) {
         errorBox.textContent = `${label}: ${err.message}`;
         errorBox.hidden = false;

@@ -200,14 +200,14 @@ export async function contract(view, id, ctx) {
       card("Proven periods", "contract-proven", c.proven_periods), card("Missed periods", "contract-missed", c.missed_periods),
       card("Escrow", "contract-escrow", c.escrow, coins(c.escrow)), card("Paid", "contract-paid", c.paid_total, coins(c.paid_total))),
     h("p", {}, "Owner ", principalLink(c.owner), " · host ", principalLink(c.host), " · path ", link(`#/path${c.path}`, c.path)),
-    mine && c.state === "active" ? contractActions(c) : null, fields(c));
+    mine && (c.state === "active" || c.state === "offered") ? contractActions(c) : null, fields(c));
   return {};
 }
 
 function contractActions(c) {
   return h("div", {},
     actionForm("release", [], "Release", () => api(`/contracts/${c.id}/release`, { method: "POST", body: {} })),
-    actionForm("extend", [h("input", { name: "periods", type: "number", min: 1, value: 1, "aria-label": "periods to add" })], "Extend",
+    c.state !== "active" ? null : actionForm("extend", [h("input", { name: "periods", type: "number", min: 1, value: 1, "aria-label": "periods to add" })], "Extend",
       (form) => api(`/contracts/${c.id}/extend`, { method: "POST", body: { periods: Number(form.get("periods")) } })));
 }
 
@@ -312,7 +312,7 @@ export async function owner(view, id, ctx) {
       h("td", {}, x.path), h("td", {}, x.index), h("td", {}, x.height), h("td", {}, link(`#/contract/${x.replaced}`, short(x.replaced))),
       h("td", {}, x.replaced_state), h("td", {}, principalLink(x.host))))),
     h("h2", {}, "Contracts"),
-    contractTable(v.contracts, mine ? { headers: ["action"], cells: (c) => [h("td", {}, c.state === "active"
+    contractTable(v.contracts, mine ? { headers: ["action"], cells: (c) => [h("td", {}, c.state === "active" || c.state === "offered"
       ? actionForm(`release-${c.id.slice(0, 8)}`, [], "Release", () => api(`/contracts/${c.id}/release`, { method: "POST", body: {} })) : "")] } : null),
     mine ? h("div", {}, h("h2", {}, "Send coins from this node's wallet"),
       actionForm("send", [h("input", { name: "to", size: 62, placeholder: "recipient blk…", "aria-label": "recipient" }),

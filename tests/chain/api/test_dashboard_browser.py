@@ -9,6 +9,9 @@ action without login is refused with nothing changed. Screenshots of every view 
 
 from __future__ import annotations
 
+import http.client
+import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from chain.core.events import FragmentOffer, SignedEvent
+from chain.core.keys import KeyPair
+from chain.core.params import REGTEST
 from tests.framework.marketnet import MarketNet, market_net
 from tests.framework.netkit import ROOT
 
@@ -239,19 +245,44 @@ def test_owner_view_shows_health_spend_and_solvency(net: MarketNet, clean: Brows
     assert b.figure("liability") == str(now["liability_per_period"])
 
 
+def offer_from_the_wallet(net: MarketNet) -> str:
+    """An open offer of the node's own wallet (development key 1), mined: the contract the
+    dashboard's release ends."""
+    key = KeyPair.development(1)
+    tip = int(net.get("/tip")["height"])
+    body = FragmentOffer(key.principal.root_path + "/offer.bin", bytes(32), 0, 1, 1, 4096,
+                         bytes(32), 1024, 1000, 0, REGTEST.storage_period_blocks, 2, tip + 50)
+    nonce = int(net.get(f"/global/principals/{key.principal}")["next_nonce"])
+    event = SignedEvent.create(REGTEST.chain_id, key, nonce, 10_000, body, None, None)
+    cid = str(net.node.post("/events", {"event": event.raw.hex()})["id"])
+    net.mine()
+    assert net.get(f"/contracts/{cid}")["state"] == "offered"
+    return cid
+
+
+def click_action(b: Browser, name: str) -> str:
+    b.page.click(f'[data-action="{name}"] button')
+    done = f'[data-result="{name}"][data-outcome]'
+    b.page.locator(done).wait_for(timeout=WAIT_MS)
+    outcome: str = b.page.get_attribute(done, "data-outcome")
+    return outcome
+
+
 def test_actions_are_refused_without_login_and_work_after_it(net: MarketNet,
                                                              clean: Browser) -> None:
     b = clean
     b.expected.append("the server responded with a status of 401")  # the refusals, as logged
     wallet = net.node.principal
+    cid = offer_from_the_wallet(net)
+    b.show(f"contract/{cid}", "contract")
+    assert click_action(b, "release") == "unauthorized"
+    assert net.get(f"/contracts/{cid}")["state"] == "offered"
     b.show("owner", "owner")  # the node's own wallet: its send form
     before = net.get(f"/global/principals/{wallet}")
     pool = net.get("/mempool")["count"]
     b.page.fill('[data-action="send"] input[name="to"]', str(net.owner))
     b.page.fill('[data-action="send"] input[name="amount"]', "1.5")
-    b.page.click('[data-action="send"] button')
-    b.page.locator('[data-result="send"][data-outcome]').wait_for(timeout=WAIT_MS)
-    assert b.page.get_attribute('[data-result="send"]', "data-outcome") == "unauthorized"
+    assert click_action(b, "send") == "unauthorized"
     assert net.get("/mempool")["count"] == pool
     assert net.get(f"/global/principals/{wallet}")["next_nonce"] == before["next_nonce"]
     # the API's own writes too: no session, no header, no token
@@ -275,10 +306,18 @@ def test_actions_are_refused_without_login_and_work_after_it(net: MarketNet,
     b.show("owner", "owner")
     b.page.fill('[data-action="send"] input[name="to"]', str(net.owner))
     b.page.fill('[data-action="send"] input[name="amount"]', "1.5")
-    b.page.click('[data-action="send"] button')
-    b.page.locator('[data-result="send"][data-outcome="ok"]').wait_for(timeout=WAIT_MS)
+    assert click_action(b, "send") == "ok"
     assert net.get(f"/global/principals/{wallet}")["pending"] == before["pending"] + 1
     b.shot("owner-send")
+    # the offer, released from its page; the next block ends it, and the page follows
+    b.show(f"contract/{cid}", "contract")
+    assert click_action(b, "release") == "ok"
+    b.shot("contract-release")
+    height = net.mine()
+    b.wait_height(height)
+    assert net.get(f"/contracts/{cid}")["state"] == "released"
+    b.page.wait_for_selector('[data-figure="contract-state"][data-value="released"]',
+                             timeout=WAIT_MS)
     # logged out, refused again
     b.show("login", "login")
     b.page.click("text=Log out")
@@ -287,3 +326,73 @@ def test_actions_are_refused_without_login_and_work_after_it(net: MarketNet,
                              "{'Content-Type': 'application/json', 'X-Blockcoin-Dashboard': "
                              "'1'}}).then(r => r.status)")
     assert status == 401
+
+
+def raw(net: MarketNet, method: str, path: str, body: str | None = None,
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", net.node.api_port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_the_session_cookie_and_what_it_allows(net: MarketNet) -> None:
+    """HttpOnly and SameSite=Strict; a session alone (without the header no other site's page
+    can send) moves nothing; the token itself is never taken from a URL."""
+    status, headers, _ = raw(net, "POST", "/session", json.dumps({"token": net.token}),
+                             {"Content-Type": "application/json"})
+    cookie = headers["Set-Cookie"]
+    assert status == 200 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    session = cookie.split(";")[0]
+    send = json.dumps({"to": str(net.owner), "amount": "1sat"})
+    pool = net.get("/mempool")["count"]
+    for extra in ({}, {"X-Blockcoin-Dashboard": "1", "Cookie": "blockcoin_session=" + "0" * 64},
+                  {"Cookie": session}):
+        code, _, _ = raw(net, "POST", "/wallet/send", send,
+                         {"Content-Type": "application/json", **extra})
+        assert code == 401
+    code, _, _ = raw(net, "POST", f"/wallet/send?token={net.token}", send,
+                     {"Content-Type": "application/json"})
+    assert code == 401 and net.get("/mempool")["count"] == pool
+    code, _, body = raw(net, "POST", "/wallet/send", send, {
+        "Content-Type": "application/json", "X-Blockcoin-Dashboard": "1", "Cookie": session})
+    assert code == 202 and net.get("/mempool")["count"] == pool + 1
+    # release and extend take only the wallet's own contracts
+    other = net.get(f"/contracts?owner={net.owner}")["contracts"][0]["id"]
+    for action, payload in (("release", "{}"), ("extend", '{"periods": 2}')):
+        code, _, body = raw(net, "POST", f"/contracts/{other}/{action}", payload, {
+            "Content-Type": "application/json", "Authorization": f"Bearer {net.token}"})
+        assert code == 403 and json.loads(body)["error"] == "not-owner"
+        code, _, _ = raw(net, "POST", f"/contracts/{'ab' * 32}/{action}", payload, {
+            "Content-Type": "application/json", "Authorization": f"Bearer {net.token}"})
+        assert code == 404
+    # the page: a strict content security policy, only its own assets
+    code, headers, page = raw(net, "GET", "/")
+    assert code == 200 and "script-src 'self'" in headers["Content-Security-Policy"]
+    for asset in re.findall(rb'(?:src|href)="(/ui/[^"]+)"', page):
+        assert raw(net, "GET", asset.decode())[0] == 200
+    assert raw(net, "GET", "/ui/package.json")[0] == 404
+    assert raw(net, "GET", "/ui/..%2Fdashboard.py")[0] == 404
+
+
+def test_stats_and_search_answer_from_the_chain(net: MarketNet) -> None:
+    period = REGTEST.storage_period_blocks
+    series = net.get(f"/stats/chain?bucket={2 * period}")
+    heights = [p[0] for p in series["points"]]
+    assert series["bucket"] == 2 * period and heights[-1] == series["tip"]
+    assert all(h % (2 * period) == 0 for h in heights[:-1])
+    assert raw(net, "GET", f"/stats/chain?bucket={period + 1}")[0] == 400
+    host = net.get(f"/stats/hosts/{net.other_host['host']}")
+    last = dict(zip(host["fields"], host["points"][-1], strict=True))
+    record = net.get(f"/global/principals/{net.other_host['host']}")["host"]
+    assert last["missed_periods"] == record["missed_periods"] >= 1
+    assert last["earned"] == record["earned"]
+    tip = net.get("/tip")
+    for query, kind in ((str(tip["height"]), "block"), (tip["hash"], "block"),
+                        (str(net.owner), "principal"), (net.path, "path")):
+        assert net.get(f"/search?q={query}") == {"kind": kind, "id": query}
+    for query, code in (("x" * 64, 400), ("9" * 12, 404), ("nonsense", 400)):
+        assert raw(net, "GET", f"/search?q={query}")[0] == code
