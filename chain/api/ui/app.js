@@ -12,11 +12,14 @@ const ROUTES = {
 const main = document.getElementById("view");
 const errorBox = document.getElementById("error");
 const ctx = { node: null, current: null, renders: 0, refreshSession, rerender: () => render() };
+// asked at once, beside the first view's own requests; the views that need it wait for it
+ctx.ready = refreshSession();
 let rendering = null;
 let again = false;
 
 async function refreshSession() {
   ctx.node = await views.api("/views/node");
+  ctx.ready = Promise.resolve(ctx.node);
   const a = document.getElementById("login-link");
   a.textContent = ctx.node.logged_in ? "Logged in" : "Log in";
   a.dataset.loggedIn = String(ctx.node.logged_in);
@@ -38,8 +41,8 @@ async function render() {
       const [label, view] = ROUTES[name] || ROUTES[""];
       for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === label);
       try {
-        if (!ctx.node) await refreshSession();
         const shown = await view(main, arg, ctx);
+        await ctx.ready;
         errorBox.hidden = true;
         ctx.current = shown || {};
         document.body.dataset.view = label;
@@ -52,6 +55,7 @@ async function render() {
         document.body.dataset.view = `${label}-error`;
       }
       ctx.renders += 1;
+      if (ctx.renders === 1) document.body.dataset.firstRender = String(Math.round(performance.now()));
       document.body.dataset.renders = String(ctx.renders);
     } while (again);
     rendering = null;

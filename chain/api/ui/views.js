@@ -193,6 +193,7 @@ export async function event(view, id) {
 }
 
 export async function contract(view, id, ctx) {
+  await ctx.ready;
   const c = await api(`/contracts/${encodeURIComponent(id)}`);
   const mine = ctx.node && c.owner === ctx.node.wallet;
   show(view, h("h1", {}, `Contract ${short(c.id)}`),
@@ -259,6 +260,7 @@ function choose(view, kind, text) {
 }
 
 export async function host(view, id, ctx) {
+  await ctx.ready;
   const p = id || (ctx.node && ctx.node.host);
   if (!p) return choose(view, "Host", "This node's data directory has no host. Which host principal?");
   const [v, stats] = await Promise.all([api(`/views/hosts/${encodeURIComponent(p)}`), api(`/stats/hosts/${encodeURIComponent(p)}`)]);
@@ -287,6 +289,7 @@ export async function host(view, id, ctx) {
 // --- owner ---------------------------------------------------------------------------------------
 
 export async function owner(view, id, ctx) {
+  await ctx.ready;
   const p = id || (ctx.node && ctx.node.wallet);
   if (!p) return choose(view, "Owner", "Which owner principal?");
   const [v, stats] = await Promise.all([api(`/views/owners/${encodeURIComponent(p)}`), api(`/stats/owners/${encodeURIComponent(p)}`)]);
