@@ -143,7 +143,7 @@ class Series:
         missing = [h for h in wanted if h not in found]
         if missing:
             self._walk(chain, bucket, min(missing), found, hashes)
-        return [found[h] for h in wanted]
+        return [found[h] for h in wanted if h in found]  # a walk stops at a missing undo
 
     def _walk(self, chain: ChainState, bucket: int, lowest: int, found: dict[int, Point],
               hashes: dict[int, bytes | None]) -> None:
