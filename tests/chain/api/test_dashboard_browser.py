@@ -220,6 +220,17 @@ def test_host_view_of_the_nodes_host_and_of_one_that_missed(net: MarketNet,
     assert seen == {"host-missed": str(record["missed_periods"]),
                     "host-proven": str(record["proven_periods"])}
     assert record["missed_periods"] >= 1
+    # its current window, unproven, down to its last block: the alert, as the API gives it
+    active = [c for c in net.get(f"/views/hosts/{other}")["contracts"] if c["state"] == "active"]
+    if active and active[0]["blocks_left"] > 1:
+        net.mine(active[0]["blocks_left"] - 1)
+    view = net.get(f"/views/hosts/{other}")
+    if active:
+        assert "proof-window-closing" in [a["code"] for a in view["alerts"]]
+    b.show(f"host/{other}", "host")
+    b.wait_height(view["tip"])  # drawn from the tip the API answered at, not a block before
+    shown = b.page.eval_on_selector_all("[data-alert]", "els => els.map(e => e.dataset.alert)")
+    assert shown == [a["code"] for a in view["alerts"]]
     b.shot("host-missed")
 
 
