@@ -645,7 +645,7 @@ def render_metrics(ctx: ApiContext) -> str:
     metric("header_tree_size", "gauge", "Headers held in memory, with or without their block.",
            [("", len(core.tree))])
     metric("recent_rejects", "gauge", "Event ids refused recently (not checked again).",
-           [("", len(manager.rejects))])
+           [("", len(manager.relay.rejects))])
     if ctx.gate is not None and manager.gate is not None:
         for gate in (manager.gate, ctx.gate):
             metric(f"{gate.name}_connections", "gauge", "Open connections by stage and refusals.",
