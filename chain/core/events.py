@@ -172,6 +172,23 @@ class FragmentOffer:
                 "period_blocks": self.period_blocks, "periods": self.periods,
                 "expiry_height": self.expiry_height}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FragmentOffer:
+        """The inverse of :meth:`to_json`, for offers read back from an API answer or an agent's
+        state file; anything missing or mistyped is a :class:`DecodeError`."""
+        try:
+            ints = {name: data[name] for name in (
+                "index", "n", "k", "size", "leaf_size", "price", "collateral", "period_blocks",
+                "periods", "expiry_height")}
+            if not all(type(v) is int for v in ints.values()) or type(data["path"]) is not str:
+                raise TypeError("a field has the wrong type")
+            version, root = bytes.fromhex(data["version"]), bytes.fromhex(data["root"])
+            if len(version) != 32 or len(root) != 32:
+                raise ValueError("version and root are 32 bytes")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"not a fragment offer: {exc}") from None
+        return cls(path=data["path"], version=version, root=root, **ints)
+
 
 @dataclass(frozen=True, slots=True)
 class FragmentStored:
