@@ -36,6 +36,9 @@ from chain.net.p2p.messages import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Hello,
+    Message,
+    Ping,
+    Pong,
     decode_message,
     encode_message,
 )
@@ -45,6 +48,8 @@ from chain.node.mining import solve
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+_NONCES = itertools.count(1)
 _SOURCES = itertools.count(os.getpid() % 200 * 250)
 
 
@@ -196,6 +201,30 @@ class Hostile:
     async def recv(self) -> bytes:
         assert self.channel is not None
         return await self.channel.recv()
+
+    async def wait_for(self, kind: type[M], timeout: float = 30.0) -> M:
+        """Read until a message of type ``kind`` arrives (others are dropped); TimeoutError
+        after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = decode_message(await self.recv())
+                if isinstance(msg, kind):
+                    return msg
+
+    async def sync_with_ping(self, timeout: float = 30.0) -> None:
+        """Ping and read up to the pong: the node has handled everything sent before (it
+        handles a peer's messages in order)."""
+        nonce = next(_NONCES)
+        await self.send(Ping(nonce))
+        async with asyncio.timeout(timeout):
+            while not (isinstance(msg := decode_message(await self.recv()), Pong)
+                       and msg.nonce == nonce):
+                pass
+
+    async def send_and_ping(self, msg: Any, timeout: float = 30.0) -> None:
+        """Send ``msg`` and wait until the node has handled it."""
+        await self.send(msg)
+        await self.sync_with_ping(timeout)
 
     async def closed_by_peer(self, timeout: float = 20.0) -> bool:
         """Read until the node hangs up; True if it did within ``timeout``."""
