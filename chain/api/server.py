@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chain.api.auth import check_token, is_loopback
+from chain.api.auth import check_token
 from chain.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain.api.metrics import render_metrics
 from chain.api.openapi import openapi_document
@@ -44,6 +44,7 @@ from chain.core.events import SignedEvent, decode_event
 from chain.core.header import hash_from_hex, hash_hex
 from chain.core.paths import check_path
 from chain.core.principal import Principal
+from chain.net.http import is_loopback
 from chain.net.p2p.addrman import parse_peer_spec
 from chain.net.p2p.bans import parse_network
 from chain.net.p2p.gate import ConnectionGate, Stage

@@ -17,7 +17,6 @@ import typer
 from rich.progress import Progress
 
 from chain import __version__
-from chain.api.client import ApiClient, ApiError, NodeNotRunning
 from chain.app.clikit import (
     DatadirOpt,
     JsonOpt,
@@ -37,6 +36,7 @@ from chain.core.filemodes import private_umask
 from chain.core.header import hash_from_hex, hash_hex
 from chain.core.principal import Principal
 from chain.core.units import format_coins, parse_amount
+from chain.net.http import ApiClient, ApiError, NodeNotRunning
 from chain.node.local import LocalNode, init_datadir
 from chain.node.wallet import DEFAULT_FEE
 from ledger.errors import DatadirLocked

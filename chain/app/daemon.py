@@ -40,13 +40,13 @@ from typing import Any
 from aiohttp import web
 
 from chain.api.auth import remove_cookie, write_cookie
-from chain.api.client import node_file
 from chain.api.server import ApiContext, make_app
 from chain.core.block import Block
 from chain.core.events import Announce
 from chain.core.filemodes import private_umask
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
+from chain.net.http import node_file
 from chain.net.p2p.addrman import parse_address
 from chain.net.p2p.gate import ConnectionGate, GatedSite, port_budget, raise_fd_limit
 from chain.net.p2p.manager import NetConfig, PeerManager

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chain.api.client import ApiClient
 from chain.core.errors import BlockcoinError
+from chain.net.http import ApiClient
 
 T = TypeVar("T")
 
@@ -199,17 +199,21 @@ class NodeProcess:
         return f"; last lines of {self.log_path}:\n" + "\n".join(text) if text else ""
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM to the child's group, then SIGKILL if it has not exited within ``timeout``."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                signal_group(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        return self.proc.returncode
+        """SIGTERM to the child's group, then SIGKILL if it has not exited within ``timeout``.
+        The API client is closed after the node is gone, so that requests in flight get the
+        answers a stopping node gives them."""
+        try:
+            if self.proc is None:
+                return None
+            if self.proc.poll() is None:
+                signal_group(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    signal_group(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(5)
+            return self.proc.returncode
+        finally:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -30,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chain.api.client import ApiClient  # noqa: E402
 from chain.app.processes import NodeProcess  # noqa: E402
 from chain.consensus.validation import expected_bits  # noqa: E402
 from chain.core.block import Block, events_root  # noqa: E402
@@ -41,6 +40,7 @@ from chain.core.header import Header, hash_hex  # noqa: E402
 from chain.core.keys import KeyPair  # noqa: E402
 from chain.core.params import HEADER_VERSION, REGTEST  # noqa: E402
 from chain.core.principal import Principal  # noqa: E402
+from chain.net.http import ApiClient  # noqa: E402
 from chain.node.chainstate import ChainState  # noqa: E402
 from chain.node.local import init_datadir  # noqa: E402
 from chain.node.mining import solve  # noqa: E402
