@@ -10,8 +10,8 @@ Run ``python -m tests.vectors.make_consensus_vectors`` from the repository root 
 
 Files:
 - ``consensus_genesis.json``: each network's genesis block.
-- ``consensus_block.json``: a valid regtest block at height 1 with six events, and the blocks
-  file (``blockcoin export``) holding it.
+- ``consensus_block.json``: a valid regtest block at height 1 with six events, the blocks
+  file (``blockcoin export``) holding it, and the global tree (every key, the digest) after it.
 - ``consensus_events.json``: one event of each kind, with body fields, bytes, id, signer and
   signed message.
 - ``consensus_writecap.json``: a three-link writecap chain with allowances.
@@ -64,6 +64,10 @@ from chain.core.storageproof import (
 )
 from chain.core.units import COIN
 from chain.core.writecap import Writecap
+from globaltree.fold import apply_block
+from globaltree.queries import GlobalTree
+from globaltree.view import StateView
+from tests.framework.chainkit import DictDB, hashes_of
 
 HERE = Path(__file__).parent
 CHAIN_ID = REGTEST.chain_id
@@ -267,6 +271,19 @@ def genesis_vectors() -> dict[str, Any]:
     return out
 
 
+def state_after(blocks: list[Block]) -> dict[str, Any]:
+    """The global tree after folding ``blocks`` from genesis: every key and value, and the
+    digest ``GET /state/digest`` reports."""
+    db = DictDB()
+    for height, block in enumerate(blocks):
+        view = StateView(db)
+        apply_block(view, REGTEST, block, height, hashes_of(blocks[:height]))
+        view.commit(db)
+    digest, count = GlobalTree(db).digest()
+    return {"digest": digest, "keys": count,
+            "entries": [[_hex(k), _hex(v)] for k, v in db.iterator(prefix=b"S")]}
+
+
 def block_vectors() -> dict[str, Any]:
     block = block_one()
     raw = block.encode()
@@ -283,6 +300,7 @@ def block_vectors() -> dict[str, Any]:
         "events": [_event_json(ev, CHAIN_ID) for ev in block.events],
         "block_hex": _hex(raw),
         "blocks_file_hex": _hex(encode_varint(len(raw)) + raw),
+        "state_after": state_after([REGTEST.genesis, block]),
     }
 
 

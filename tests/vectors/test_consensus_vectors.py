@@ -22,7 +22,7 @@ from chain.core.params import NETWORKS, REGTEST
 from chain.core.principal import Principal
 from chain.core.storageproof import leaf_count, leaf_indexes, period_seed, root_from_path
 from chain.core.writecap import Writecap, check_writecap
-from tests.framework.chainkit import open_chain
+from tests.framework.chainkit import open_chain, state_dump
 from tests.vectors import make_consensus_vectors as gen
 
 HERE = Path(__file__).parent
@@ -101,6 +101,10 @@ def test_block_is_accepted_by_a_chain_state(tmp_path: Path) -> None:
         result = chain.accept_block(block, now=v["header"]["time"])
         assert result.new_tip and result.height == v["height"] == 1
         assert chain.tip.hash == block.hash
+        state = v["state_after"]
+        assert chain.tree.digest() == (state["digest"], state["keys"])
+        assert [[k.hex(), val.hex()] for k, val in sorted(state_dump(chain).items())] == (
+            state["entries"])
     finally:
         chain.close()
 
