@@ -83,7 +83,8 @@ class Announce:
     def check(self) -> None:
         if self.address:
             host, sep, port = self.address.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            # isdecimal, not isdigit: a digit int() refuses (a superscript) would raise
+            if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
                 raise BadEvent(f"address must be host:port, got {self.address!r}")
             if not self.address.isprintable() or " " in self.address:
                 raise BadEvent("address has unprintable characters")
