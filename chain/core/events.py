@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.errors import BadEvent, BadSignature, DecodeError, EventTooLarge
 from chain.core.keys import KeyPair, verify
-from chain.core.paths import MAX_PATH_BYTES, check_path
+from chain.core.paths import MAX_PATH_BYTES, check_path, visible
 from chain.core.principal import Principal
 from chain.core.writecap import Writecap
 
@@ -86,7 +86,7 @@ class Announce:
             # isdecimal, not isdigit: a digit int() refuses (a superscript) would raise
             if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
                 raise BadEvent(f"address must be host:port, got {self.address!r}")
-            if not self.address.isprintable() or " " in self.address:
+            if not visible(self.address) or " " in self.address:
                 raise BadEvent("address has unprintable characters")
 
     def to_json(self) -> dict[str, Any]:
@@ -530,6 +530,9 @@ class SignedEvent:
             raise BadEvent("an account and its writecap go together")
         if self.account is not None and self.account == self.signer:
             raise BadEvent("a signer acting for itself carries no writecap")
+        if self.writecap is not None:
+            for link in self.writecap.links():
+                check_path(link.path)  # one spelling of the paths a chain covers
         if not self.verify_signature(chain_id):
             raise BadSignature("event signature does not verify")
 
