@@ -30,6 +30,7 @@ from typing import Any
 
 from chain.core.keys import KeyPair
 from chain.core.principal import Principal
+from chain.net.http import ApiClient
 from tests.framework.clirun import blockcoin
 from tests.framework.netkit import ROOT, NodeProc, init_node_dir, wait_until
 
@@ -70,6 +71,7 @@ class MarketNet:
         self.node = NodeProc(init_node_dir(root / "n", 1), "--no-discover", name="n")
         self.agents: list[subprocess.Popen[str]] = []
         self._halt = threading.Event()
+        self._miner_failed: Exception | None = None
         self._miner: threading.Thread | None = None
         self.host: dict[str, Any] = {}
         self.other_host: dict[str, Any] = {}
@@ -85,17 +87,20 @@ class MarketNet:
         return (self.node.datadir / "api.cookie").read_text().strip()
 
     def get(self, path: str) -> Any:
+        if self._miner_failed is not None:  # the waits that poll through here fail at once
+            raise AssertionError(f"the mining thread stopped: {self._miner_failed!r}")
         return self.node.get(path)
 
     def mine(self, blocks: int = 1) -> int:
         return int(self.node.post("/mine", {"blocks": blocks})["height"])
 
     def _mine_loop(self) -> None:
-        from chain.api.client import ApiClient
-
-        with ApiClient(self.url, self.token, timeout=30) as client:
-            while not self._halt.wait(self.interval):
-                client.post("/mine", {"blocks": 1})
+        try:
+            with ApiClient(self.url, self.token, timeout=30) as client:
+                while not self._halt.wait(self.interval):
+                    client.post("/mine", {"blocks": 1})
+        except Exception as exc:
+            self._miner_failed = exc
 
     def start_mining(self) -> None:
         self._halt.clear()
