@@ -18,7 +18,13 @@ from pathlib import Path
 
 from chain.consensus.validation import EventChecker, check_block, check_header
 from chain.core.block import Block
-from chain.core.errors import BadParent, BlockcoinError, UnknownParent, ValidationError
+from chain.core.errors import (
+    BadParent,
+    BadStateRoot,
+    BlockcoinError,
+    UnknownParent,
+    ValidationError,
+)
 from chain.core.events import event_id
 from chain.core.header import work_of
 from chain.core.params import NetworkParams
@@ -242,7 +248,10 @@ class ChainState:
         view = StateView(self.store.db)
         apply_block(view, self.params, block, entry.height, self.store.hash_at, ids)
         batch = self.store.batch()
-        undo = view.commit(batch)
+        undo, root = view.commit(batch)
+        if root != block.header.state_root:
+            raise BadStateRoot(f"state root {root.hex()} after the block, header says"
+                               f" {block.header.state_root.hex()}")
         self.store.connect_keys(batch, entry.hash, entry.height, ids, undo)
         first_time = entry.status != Status.CONNECTED_ONCE
         if first_time:
@@ -266,7 +275,10 @@ class ChainState:
             raise CorruptLedger(f"block or undo record of {entry.hash[::-1].hex()} missing")
         ids = [event_id(self.params.chain_id, e) for e in block.events]
         batch = self.store.batch()
-        apply_undo(undo, batch)
+        parent = self.index[entry.header.prev]
+        if apply_undo(undo, self.store.db, batch) != parent.header.state_root:
+            raise CorruptLedger(f"undoing {entry.hash[::-1].hex()} does not restore its parent's"
+                                " state root; run reindex")
         self.store.disconnect_keys(batch, entry.hash, entry.header.prev, entry.height, ids)
         batch.commit()
         self.tip = self.index[entry.header.prev]
