@@ -40,8 +40,8 @@ class MemoryDB:
     """A dict with the slice of plyvel's interface a state view uses: the global tree of a
     chain built without a node (tests, benchmarks, reference folds)."""
 
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = dict(data or {})
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)

@@ -36,7 +36,7 @@ class NetworkParams:
     genesis_bits: int
     genesis_nonce: int
     # the state root after genesis (its allocations), which the genesis header commits to;
-    # tests/chain/core/test_params.py folds genesis and checks it
+    # tests/chain/core/test_statetree.py folds genesis and checks it
     genesis_state_root: bytes
     p2p_port: int
     api_port: int

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from chain.core.header import Header
 from chain.core.keys import KeyPair
 from chain.core.params import HEADER_VERSION, REGTEST
 from chain.node.mining import solve
+from globaltree.fold import fold_into, genesis_state
 
 
 def build(path: Path, events: int, per_block: int) -> None:
@@ -48,6 +50,7 @@ def build(path: Path, events: int, per_block: int) -> None:
     blocks = []
     made = 0
     height = 0
+    state = genesis_state(REGTEST)
     while made < events:
         height += 1
         batch: list[Event] = []
@@ -59,8 +62,10 @@ def build(path: Path, events: int, per_block: int) -> None:
         made += len(batch)
         all_events: list[Event] = [Coinbase(height, senders[0].principal, 200 * len(batch)), *batch]
         t += 1
-        header = solve(Header(HEADER_VERSION, prev.hash, events_root(all_events), ZERO_HASH, t,
-                              expected_bits(REGTEST, prev, height - 1), 0))
+        unsealed = Block(Header(HEADER_VERSION, prev.hash, events_root(all_events), ZERO_HASH, t,
+                                expected_bits(REGTEST, prev, height - 1), 0), all_events)
+        root = fold_into(state, REGTEST, unsealed, height, lambda h: None)
+        header = solve(replace(unsealed.header, state_root=root))
         assert header is not None
         blocks.append(Block(header, all_events))
         prev = header

@@ -101,7 +101,7 @@ def make_blocks(count: int, events_per_block: int = 2, seed: int = 1,
     height = start_height
     t = prev.time
     miner = (recipient or KeyPair.development(9)).principal
-    state = genesis_state() if parent is None else None
+    state = genesis_state(REGTEST) if parent is None else None
     blocks = []
     for _ in range(count):
         height += 1
