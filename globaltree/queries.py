@@ -76,6 +76,11 @@ class GlobalTree:
             })
         return out
 
+    def fragments_json(self, path: str) -> dict[str, object]:
+        """``/global/fragments/PATH``: the holders of each fragment index, keyed by the index."""
+        holders = self.fragments(path)
+        return {"path": path, "fragments": {str(i): h for i, h in sorted(holders.items())}}
+
     def announced(self, limit: int) -> list[tuple[Principal, str]]:
         """Up to ``limit`` principals with a published network address, and the address."""
         out: list[tuple[Principal, str]] = []

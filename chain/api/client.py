@@ -20,10 +20,11 @@ NODE_FILE = "node.json"
 class ApiError(BlockcoinError):
     code = "api"
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, body: object = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.body = body  # the whole error document (a 404 with ?proof=1 carries the proof)
 
 
 class NodeNotRunning(BlockcoinError):
@@ -106,7 +107,7 @@ class ApiClient:
             try:
                 err = json.loads(raw)
                 raise ApiError(response.status, str(err.get("error", "error")),
-                               str(err.get("message", "")))
+                               str(err.get("message", "")), err)
             except (ValueError, AttributeError):
                 raise ApiError(response.status, "http", raw[:200].decode(errors="replace")) from None
         if ctype.startswith("application/json"):

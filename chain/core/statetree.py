@@ -150,13 +150,13 @@ class _Update:
                 self.writes[self.store.position(depth, here)] = None
             return result
         split = next((i for i, (kh, _) in enumerate(changes) if bit(kh, depth)), len(changes))
+        kids = (node[1], node[2])
         sides: list[_Result | None] = [None, None]
         for side, part in ((0, changes[:split]), (1, changes[split:])):
             if part:
-                child_hash = node[1 + side]
-                child = self.store.read(depth + 1, part[0][0]) if child_hash != EMPTY else None
+                child = self.store.read(depth + 1, part[0][0]) if kids[side] != EMPTY else None
                 sides[side] = self.update(depth + 1, child, part)
-        hashes = [s[0] if s is not None else node[1 + i] for i, s in enumerate(sides)]
+        hashes = [s[0] if s is not None else kids[i] for i, s in enumerate(sides)]
         if hashes[0] == EMPTY and hashes[1] == EMPTY:
             self.writes[self.store.position(depth, here)] = None
             return EMPTY, None
@@ -233,8 +233,9 @@ def prove(store: NodeStore, key: bytes) -> Proof:
     depth = 0
     while node is not None and node[0] == _INNER:
         b = bit(kh, depth)
-        siblings.append(node[2 - b])
-        child = node[1 + b]
+        kids = (node[1], node[2])
+        siblings.append(kids[1 - b])
+        child = kids[b]
         depth += 1
         node = store.read(depth, kh) if child != EMPTY else None
     return Proof(tuple(siblings), (node[1], node[2]) if node is not None else None)

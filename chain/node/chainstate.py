@@ -15,6 +15,7 @@ import time as _time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from chain.consensus.validation import EventChecker, check_block, check_header
 from chain.core.block import Block
@@ -30,6 +31,7 @@ from chain.core.header import work_of
 from chain.core.params import NetworkParams
 from chain.core.schema import EVENT, HEIGHT, META_REINDEX, TIP, UNDO
 from globaltree.fold import apply_block
+from globaltree.proofs import StateProof, prove_query
 from globaltree.queries import GlobalTree
 from globaltree.records import STATE_PREFIXES
 from globaltree.view import StateView, apply_undo
@@ -37,6 +39,7 @@ from ledger.errors import CorruptLedger
 from ledger.store import IndexEntry, LedgerStore, Status
 
 Listener = Callable[[str, Block, int], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -285,6 +288,18 @@ class ChainState:
         for listener in self.listeners:
             listener("disconnect", block, entry.height)
         return entry.hash
+
+    # --- proofs -----------------------------------------------------------------------------
+
+    def prove(self, query: Callable[[GlobalTree], T]) -> tuple[T, StateProof]:
+        """``query``'s answer on the current tip with a proof of every key it read, both from
+        one snapshot (a block connecting meanwhile changes neither); safe off the chain thread."""
+        with self.store.db.snapshot() as snap:
+            tip = snap.get(TIP)
+            if tip is None or tip not in self.index:
+                raise CorruptLedger("the tip is not in the header index; run reindex")
+            entry = self.index[tip]
+            return prove_query(snap, entry.hash, entry.height, entry.header.state_root, query)
 
     # --- reindex ----------------------------------------------------------------------------
 
