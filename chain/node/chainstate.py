@@ -72,6 +72,11 @@ class ChainState:
         elif tip_hash is None:
             self._init_genesis()
         else:
+            if self.store.hash_at(0) != params.genesis_hash:
+                self.close()
+                raise CorruptLedger(
+                    f"the database in {datadir / 'chain'} holds another genesis block (a chain of"
+                    " an earlier header version?): move it away and sync again")
             if tip_hash not in self.index:
                 raise CorruptLedger("the tip is not in the header index; run reindex")
             self.tip = self.index[tip_hash]

@@ -5,6 +5,8 @@ value is refused; every network's genesis header commits to its genesis state.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,9 +14,12 @@ from hypothesis import strategies as st
 from chain.core import statetree
 from chain.core.errors import DecodeError
 from chain.core.params import NETWORKS
+from chain.core.schema import HEIGHT
 from chain.core.statetree import Proof, prove, verify
 from globaltree.fold import genesis_state
 from globaltree.view import MemoryDB, node_store, state_root
+from ledger.errors import CorruptLedger
+from tests.framework.chainkit import open_chain
 
 keys = st.binary(min_size=1, max_size=6)
 values = st.binary(max_size=8)
@@ -112,3 +117,13 @@ def test_genesis_commits_to_the_genesis_state(name: str) -> None:
     params = NETWORKS[name]
     assert state_root(genesis_state(params)) == params.genesis.header.state_root
     assert params.genesis.header.version == 3
+
+
+def test_a_database_of_another_genesis_is_refused(tmp_path: Path) -> None:
+    """A data directory made by an earlier header version (another genesis) stops the node with
+    one clear line instead of a chain no block connects to."""
+    chain = open_chain(tmp_path / "n")
+    chain.store.db.put(HEIGHT + (0).to_bytes(8, "big"), b"\x05" * 32)
+    chain.close()
+    with pytest.raises(CorruptLedger, match="another genesis"):
+        open_chain(tmp_path / "n")
