@@ -17,6 +17,7 @@ proofs with nothing but a header.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -59,15 +60,11 @@ def bit(kh: bytes, depth: int) -> int:
 
 
 def _masked(kh: bytes, depth: int) -> bytes:
-    full, rem = divmod(depth, 8)
-    if rem:
-        return kh[:full] + bytes((kh[full] & (0xFF << (8 - rem)) & 0xFF,)) + bytes(31 - full)
-    return kh[:full] + bytes(32 - full)
+    shift = MAX_DEPTH - depth
+    return ((int.from_bytes(kh, "big") >> shift) << shift).to_bytes(32, "big")
 
 
-def _flipped(kh: bytes, depth: int) -> bytes:
-    i = depth >> 3
-    return kh[:i] + bytes((kh[i] ^ (0x80 >> (depth & 7)),)) + kh[i + 1 :]
+Node = tuple[int, bytes, bytes]  # (kind, key hash or left, value hash or right)
 
 
 class NodeStore:
@@ -80,11 +77,13 @@ class NodeStore:
         self.prefix = prefix
         self.get = get
 
-    def position(self, depth: int, kh: bytes) -> bytes:
-        return self.prefix + depth.to_bytes(2, "big") + _masked(kh, depth)
+    def at(self, depth: int, path: int) -> bytes:
+        """The database key of the node at ``depth`` on ``path`` (the path as an integer)."""
+        shift = MAX_DEPTH - depth
+        return self.prefix + depth.to_bytes(2, "big") + ((path >> shift) << shift).to_bytes(32, "big")
 
-    def read(self, depth: int, kh: bytes) -> tuple[int, bytes, bytes] | None:
-        raw = self.get(self.position(depth, kh))
+    def read(self, depth: int, path: int) -> Node | None:
+        raw = self.get(self.at(depth, path))
         if raw is None:
             return None
         if len(raw) != 65 or raw[0] > _INNER:
@@ -92,7 +91,7 @@ class NodeStore:
         return raw[0], raw[1:33], raw[33:]
 
     def root(self) -> bytes:
-        node = self.read(0, EMPTY)
+        node = self.read(0, 0)
         if node is None:
             return EMPTY
         kind, a, b = node
@@ -106,73 +105,88 @@ class NodeStore:
 _Result = tuple[bytes, Leaf | None]
 
 
-class _Update:
-    __slots__ = ("store", "writes")
+def _split_point(path: int, depth: int) -> int:
+    """The smallest path under ``path``'s depth-bit prefix whose bit ``depth`` is 1."""
+    shift = MAX_DEPTH - depth
+    return ((path >> shift) << shift) | (1 << (shift - 1))
 
-    def __init__(self, store: NodeStore) -> None:
+
+class _Update:
+    """One descent applying sorted changes; paths are integers, and a subtree's changes are a
+    range of the sorted arrays, split by bisection rather than copied."""
+
+    __slots__ = ("paths", "store", "values", "writes")
+
+    def __init__(self, store: NodeStore, changes: list[tuple[bytes, bytes | None]]) -> None:
         self.store = store
+        self.paths = [int.from_bytes(kh, "big") for kh, _ in changes]
+        self.values = changes
         self.writes: dict[bytes, bytes | None] = {}
 
     def put_leaf(self, depth: int, leaf: Leaf) -> _Result:
-        self.writes[self.store.position(depth, leaf[0])] = b"\x00" + leaf[0] + leaf[1]
+        self.writes[self.store.at(depth, int.from_bytes(leaf[0], "big"))] = (
+            b"\x00" + leaf[0] + leaf[1])
         return leaf_hash(*leaf), leaf
 
-    def put_inner(self, depth: int, kh: bytes, left: bytes, right: bytes) -> _Result:
-        self.writes[self.store.position(depth, kh)] = b"\x01" + left + right
+    def put_inner(self, depth: int, path: int, left: bytes, right: bytes) -> _Result:
+        self.writes[self.store.at(depth, path)] = b"\x01" + left + right
         return inner_hash(left, right), None
 
-    def build(self, depth: int, leaves: list[Leaf]) -> _Result:
-        """A subtree over ``leaves`` (sorted by key hash) at a position that held nothing below."""
+    def build(self, depth: int, leaves: list[tuple[int, Leaf]]) -> _Result:
+        """A subtree over ``leaves`` (sorted by path) at a position that held nothing below."""
         if not leaves:
             return EMPTY, None
         if len(leaves) == 1:
-            return self.put_leaf(depth, leaves[0])
+            return self.put_leaf(depth, leaves[0][1])
         if depth >= MAX_DEPTH:
             raise DecodeError("two state keys share a 256-bit path")
-        split = next((i for i, leaf in enumerate(leaves) if bit(leaf[0], depth)), len(leaves))
+        cut = _split_point(leaves[0][0], depth)
+        split = bisect.bisect_left(leaves, cut, key=lambda leaf: leaf[0])
         left = self.build(depth + 1, leaves[:split])[0]
         right = self.build(depth + 1, leaves[split:])[0]
         return self.put_inner(depth, leaves[0][0], left, right)
 
-    def update(self, depth: int, node: tuple[int, bytes, bytes] | None,
-               changes: list[tuple[bytes, bytes | None]]) -> _Result:
-        """Apply ``changes`` (sorted, non-empty, all under this position) to ``node``."""
-        here = changes[0][0]
+    def update(self, depth: int, node: Node | None, lo: int, hi: int) -> _Result:
+        """Apply changes ``lo:hi`` (non-empty, all under this position) to ``node``."""
+        paths = self.paths
+        here = paths[lo]
         if node is None or node[0] == _LEAF:
             merged: dict[bytes, bytes] = {node[1]: node[2]} if node is not None else {}
-            for kh, vh in changes:
+            for kh, vh in self.values[lo:hi]:
                 if vh is None:
                     merged.pop(kh, None)
                 else:
                     merged[kh] = vh
-            result = self.build(depth, sorted(merged.items()))
+            leaves = sorted((int.from_bytes(kh, "big"), (kh, vh)) for kh, vh in merged.items())
+            result = self.build(depth, leaves)
             if result[0] == EMPTY and node is not None:
-                self.writes[self.store.position(depth, here)] = None
+                self.writes[self.store.at(depth, here)] = None
             return result
-        split = next((i for i, (kh, _) in enumerate(changes) if bit(kh, depth)), len(changes))
+        split = bisect.bisect_left(paths, _split_point(here, depth), lo, hi)
         kids = (node[1], node[2])
         sides: list[_Result | None] = [None, None]
-        for side, part in ((0, changes[:split]), (1, changes[split:])):
-            if part:
-                child = self.store.read(depth + 1, part[0][0]) if kids[side] != EMPTY else None
-                sides[side] = self.update(depth + 1, child, part)
+        for side, a, b in ((0, lo, split), (1, split, hi)):
+            if a < b:
+                child = self.store.read(depth + 1, paths[a]) if kids[side] != EMPTY else None
+                sides[side] = self.update(depth + 1, child, a, b)
         hashes = [s[0] if s is not None else kids[i] for i, s in enumerate(sides)]
         if hashes[0] == EMPTY and hashes[1] == EMPTY:
-            self.writes[self.store.position(depth, here)] = None
+            self.writes[self.store.at(depth, here)] = None
             return EMPTY, None
         if EMPTY in hashes:
             # one child left: if it is a single leaf, it moves up to this position
             side = 0 if hashes[1] == EMPTY else 1
             kept = sides[side]
-            kh = here if bit(here, depth) == side else _flipped(here, depth)
-            leaf = kept[1] if kept is not None else self._leaf_at(depth + 1, kh)
+            flip = 1 << (MAX_DEPTH - 1 - depth)
+            path = here if bool(here & flip) == bool(side) else here ^ flip
+            leaf = kept[1] if kept is not None else self._leaf_at(depth + 1, path)
             if leaf is not None:
-                self.writes[self.store.position(depth + 1, kh)] = None
+                self.writes[self.store.at(depth + 1, path)] = None
                 return self.put_leaf(depth, leaf)
         return self.put_inner(depth, here, hashes[0], hashes[1])
 
-    def _leaf_at(self, depth: int, kh: bytes) -> Leaf | None:
-        node = self.store.read(depth, kh)
+    def _leaf_at(self, depth: int, path: int) -> Leaf | None:
+        node = self.store.read(depth, path)
         return (node[1], node[2]) if node is not None and node[0] == _LEAF else None
 
 
@@ -186,8 +200,8 @@ def update(store: NodeStore, changes: Iterable[tuple[bytes, bytes | None]]
         by_hash[key_hash(key)] = value_hash(value) if value is not None else None
     if not by_hash:
         return store.root(), {}
-    job = _Update(store)
-    root = job.update(0, store.read(0, EMPTY), sorted(by_hash.items()))[0]
+    job = _Update(store, sorted(by_hash.items()))
+    root = job.update(0, store.read(0, 0), 0, len(job.paths))[0]
     return root, job.writes
 
 
@@ -228,16 +242,16 @@ class Proof:
 
 def prove(store: NodeStore, key: bytes) -> Proof:
     kh = key_hash(key)
+    path = int.from_bytes(kh, "big")
     siblings: list[bytes] = []
-    node = store.read(0, EMPTY)
+    node = store.read(0, 0)
     depth = 0
     while node is not None and node[0] == _INNER:
         b = bit(kh, depth)
         kids = (node[1], node[2])
         siblings.append(kids[1 - b])
-        child = kids[b]
         depth += 1
-        node = store.read(depth, kh) if child != EMPTY else None
+        node = store.read(depth, path) if kids[b] != EMPTY else None
     return Proof(tuple(siblings), (node[1], node[2]) if node is not None else None)
 
 
