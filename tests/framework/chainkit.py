@@ -52,12 +52,27 @@ def hashes_of(blocks: Sequence[Block]) -> Callable[[int], bytes | None]:
     return lambda h: blocks[h].hash if 0 <= h < len(blocks) else None
 
 
+_FOLDS: dict[bytes, tuple[NetworkParams, dict[bytes, bytes]]] = {}  # block hash -> state after it
+_FOLDS_KEPT = 512
+
+
 def reference_fold(params: NetworkParams, blocks: Iterable[Block]) -> dict[bytes, bytes]:
-    db = MemoryDB()
-    seen: list[Block] = []
-    for height, block in enumerate(blocks):
-        fold_into(db, params, block, height, hashes_of(seen))
-        seen.append(block)
+    """The state after ``blocks`` (from genesis), folded afresh in memory. Folds are kept by
+    their last block, so folding a branch again (every block a random tree adds) starts from
+    its longest already-folded prefix instead of genesis."""
+    chain = list(blocks)
+    db, start = MemoryDB(), 0
+    for i in range(len(chain) - 1, -1, -1):
+        kept = _FOLDS.get(chain[i].hash)
+        if kept is not None and kept[0] is params:
+            db, start = MemoryDB(kept[1]), i + 1
+            break
+    for height in range(start, len(chain)):
+        fold_into(db, params, chain[height], height, hashes_of(chain[:height]))
+    if chain:
+        if len(_FOLDS) >= _FOLDS_KEPT:
+            del _FOLDS[next(iter(_FOLDS))]
+        _FOLDS[chain[-1].hash] = (params, dict(db.data))
     return db.data
 
 
