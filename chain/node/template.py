@@ -1,5 +1,5 @@
-"""Block templates: the tip's child with the best-paying events that apply, and a coinbase
-claiming exactly their fees plus the storage mint."""
+"""Block templates: the tip's child with the best-paying events that apply, a coinbase
+claiming exactly their fees plus the storage mint, and the state root after them all."""
 
 from __future__ import annotations
 
