@@ -24,7 +24,6 @@ from urllib.parse import quote
 import aiohttp
 import typer
 
-from chain.api.client import ApiClient, ApiError
 from chain.app.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, locate
 from chain.core.encoding import Reader
 from chain.core.errors import BlockcoinError, DecodeError, ValidationError
@@ -33,6 +32,7 @@ from chain.core.keys import KeyPair
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
 from chain.net.channel import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
+from chain.net.http import ApiClient, ApiError
 from chain.net.p2p.messages import (
     MAX_HEADERS,
     MIN_PROTOCOL_VERSION,

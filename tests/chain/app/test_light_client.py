@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from chain.api.client import ApiClient
 from chain.app.light import LightClient, ProvenQuery
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
+from chain.net.http import ApiClient
 from globaltree.errors import StateProofError
 from tests.framework.clirun import blockcoin
 from tests.framework.netkit import NodeProc, import_blocks, init_node_dir, make_blocks
