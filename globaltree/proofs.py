@@ -78,9 +78,11 @@ class StateProof:
     def from_json(cls, data: object) -> StateProof:
         """Parse a proof from untrusted JSON; anything malformed is a StateProofError."""
         try:
-            assert isinstance(data, dict)
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
             raw_items = data["items"]
-            assert isinstance(raw_items, list) and len(raw_items) <= MAX_ITEMS
+            if not isinstance(raw_items, list) or len(raw_items) > MAX_ITEMS:
+                raise ValueError(f"items is not a list of at most {MAX_ITEMS}")
             items = []
             for item in raw_items:
                 value = item["value"]
@@ -89,9 +91,10 @@ class StateProof:
                               statetree.Proof.decode(bytes.fromhex(item["proof"]))))
             root = bytes.fromhex(data["state_root"])
             height = data["height"]
-            assert len(root) == 32 and isinstance(height, int) and height >= 0
+            if len(root) != 32 or not isinstance(height, int) or height < 0:
+                raise ValueError("bad state root or height")
             return cls(hash_from_hex(data["block"]), height, root, tuple(items))
-        except (AssertionError, KeyError, TypeError, ValueError, DecodeError) as exc:
+        except (KeyError, TypeError, ValueError, DecodeError) as exc:
             raise StateProofError(f"malformed state proof ({type(exc).__name__}: {exc})") from None
 
     def verified(self, root: bytes) -> dict[bytes, bytes | None]:
