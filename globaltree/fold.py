@@ -61,16 +61,17 @@ from globaltree.records import (
     Contract,
     ContractState,
     HostRecord,
+    PathFragments,
     closing_key,
     closing_prefix,
     contract_key,
-    fragment_key,
+    fragments_key,
     holder_key,
     host_key,
     revoked_key,
     spent_key,
 )
-from globaltree.view import StateView
+from globaltree.view import KeyValueReader, MemoryDB, StateView
 
 HashAt = Callable[[int], bytes | None]
 
@@ -294,7 +295,8 @@ class Fold:
             contract.closes = self.height + offer.period_blocks
             view.store(contract_key(contract.id), contract)
             view.put(closing_key(contract.closes, contract.id), b"")
-            view.put(fragment_key(offer.path, offer.index, host), contract.id)
+            view.writable(fragments_key(offer.path), PathFragments.decode, PathFragments).add(
+                offer.index, host, contract.id)
             view.put(holder_key(offer.path, host), contract.id)
             view.put(BY_HOST + host.digest + contract.id, b"")
             record = self.host_record(host)
@@ -450,7 +452,10 @@ class Fold:
         host = contract.host
         if contract.state == ContractState.ACTIVE and host is not None:
             offer = contract.offer
-            view.delete(fragment_key(offer.path, offer.index, host))
+            held = view.writable(fragments_key(offer.path), PathFragments.decode, PathFragments)
+            held.remove(offer.index, host)
+            if not held.entries:
+                view.delete(fragments_key(offer.path))
             view.delete(holder_key(offer.path, host))
             record = self.host_record(host)
             record.bytes_stored -= offer.size
@@ -537,3 +542,28 @@ def apply_block(view: StateView, params: NetworkParams, block: Block, height: in
         )
     fold.credit_coinbase(coinbase)
     return fold
+
+
+def state_root_after(db: KeyValueReader, params: NetworkParams, block: Block, height: int,
+                     hash_at: HashAt) -> bytes:
+    """The state root after ``block`` at ``height`` on the state in ``db``, written nowhere:
+    what a block builder puts in the header (raises a ValidationError if the block's events
+    do not apply)."""
+    view = StateView(db)
+    apply_block(view, params, block, height, hash_at)
+    return view.root()
+
+
+def fold_into(db: MemoryDB, params: NetworkParams, block: Block, height: int,
+              hash_at: HashAt) -> bytes:
+    """Fold ``block`` into an in-memory state and return the state root after it."""
+    view = StateView(db)
+    apply_block(view, params, block, height, hash_at)
+    return view.commit(db).root
+
+
+def genesis_state(params: NetworkParams) -> MemoryDB:
+    """The global tree after genesis, in memory: the start of a chain built without a node."""
+    db = MemoryDB()
+    fold_into(db, params, params.genesis, 0, lambda h: None)
+    return db

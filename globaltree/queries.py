@@ -12,8 +12,9 @@ from globaltree.records import (
     Account,
     Contract,
     HostRecord,
+    PathFragments,
     contract_key,
-    fragment_prefix,
+    fragments_key,
     host_key,
 )
 from globaltree.view import KeyValueReader, StateView
@@ -57,14 +58,12 @@ class GlobalTree:
     def fragments(self, path: str) -> dict[int, list[dict[str, object]]]:
         """For each fragment index of ``path``, its holders joined with their addresses."""
         out: dict[int, list[dict[str, object]]] = {}
-        prefix = fragment_prefix(path)
-        for key in self.view.keys_with_prefix(prefix):
-            index = key[len(prefix)]
-            host = Principal(key[len(prefix) + 1 :])
-            cid = self.view.get(key)
-            assert cid is not None
+        held = self.view.peek(fragments_key(path), PathFragments.decode)
+        for index, digest, cid in held.entries if held is not None else []:
+            host = Principal(digest)
             contract = self.contract(cid)
-            assert contract is not None
+            if contract is None:
+                raise DecodeError(f"fragment record of {path} names a missing contract")
             acct = self.principal(host)
             out.setdefault(index, []).append({
                 "host": str(host),
@@ -76,6 +75,11 @@ class GlobalTree:
                 "x25519": acct.x25519.hex() if acct and acct.x25519 else None,
             })
         return out
+
+    def fragments_json(self, path: str) -> dict[str, object]:
+        """``/global/fragments/PATH``: the holders of each fragment index, keyed by the index."""
+        holders = self.fragments(path)
+        return {"path": path, "fragments": {str(i): h for i, h in sorted(holders.items())}}
 
     def announced(self, limit: int) -> list[tuple[Principal, str]]:
         """Up to ``limit`` principals with a published network address, and the address."""

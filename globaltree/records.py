@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar
 
@@ -38,12 +38,9 @@ def contract_key(cid: bytes) -> bytes:
     return CONTRACT + cid
 
 
-def fragment_prefix(path: str) -> bytes:
-    return FRAGMENT + path.encode("utf-8") + b"\x00"
-
-
-def fragment_key(path: str, index: int, host: Principal) -> bytes:
-    return fragment_prefix(path) + bytes((index,)) + host.digest
+def fragments_key(path: str) -> bytes:
+    """Where a path's holders are: one record per path, so one proof shows all of them."""
+    return FRAGMENT + hashlib.sha256(path.encode("utf-8")).digest()
 
 
 def holder_key(path: str, host: Principal) -> bytes:
@@ -105,6 +102,38 @@ class Account:
             "address": self.address or None,
             "updated_height": self.updated,
         }
+
+
+@dataclass(slots=True)
+class PathFragments:
+    """``/global/fragments/PATH``: every stored fragment of a path as (index, host principal
+    digest, contract id), sorted. One record rather than a key per holder so that a proof of
+    this one key shows the whole list, absence included."""
+
+    entries: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+
+    def add(self, index: int, host: Principal, cid: bytes) -> None:
+        self.entries.append((index, host.digest, cid))
+        self.entries.sort()
+
+    def remove(self, index: int, host: Principal) -> None:
+        self.entries = [e for e in self.entries if (e[0], e[1]) != (index, host.digest)]
+
+    def encode(self) -> bytes:
+        w = Writer().varint(len(self.entries))
+        for index, host, cid in self.entries:
+            w.u8(index).fixed(host, 32).fixed(cid, 32)
+        return bytes(w)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PathFragments:
+        def read(r: Reader) -> PathFragments:
+            entries = [(r.u8(), r.fixed(32), r.fixed(32)) for _ in range(r.varint(1 << 20))]
+            if entries != sorted(set(entries)):
+                raise DecodeError("fragment entries out of order")
+            return cls(entries)
+
+        return decode_all(data, read)
 
 
 class ContractState(IntEnum):

@@ -1,14 +1,16 @@
 """A write-back view of the state: reads fall through to the database, writes stay in memory
-until committed into a ledger batch together with the undo record that reverses them."""
+until committed into a ledger batch together with the undo record that reverses them and the
+state tree's node changes (so the header's state root follows every commit and every undo)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
+from chain.core import statetree
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.principal import Principal
-from chain.core.schema import ACCOUNT
+from chain.core.schema import ACCOUNT, TREE
 from globaltree.records import Account
 
 
@@ -32,6 +34,52 @@ class Record(Protocol):
 
 
 R = TypeVar("R", bound=Record)
+
+
+class MemoryDB:
+    """A dict with the slice of plyvel's interface a state view uses: the global tree of a
+    chain built without a node (tests, benchmarks, reference folds)."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = dict(data or {})
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def iterator(self, *, prefix: bytes, include_value: bool = True) -> Iterator[Any]:
+        for key in sorted(k for k in self.data if k.startswith(prefix)):
+            yield (key, self.data[key]) if include_value else key
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+class Committed(NamedTuple):
+    undo: bytes  # the prior value of every key the commit touched
+    root: bytes  # the state root after the commit
+
+
+def node_store(db: KeyValueReader) -> statetree.NodeStore:
+    """The state tree's nodes in ``db``."""
+    return statetree.NodeStore(TREE, db.get)
+
+
+def state_root(db: KeyValueReader) -> bytes:
+    return node_store(db).root()
+
+
+def _update_tree(db: KeyValueReader, changes: Iterable[tuple[bytes, bytes | None]],
+                 batch: Sink) -> bytes:
+    root, writes = statetree.update(node_store(db), changes)
+    for key, node in writes.items():
+        if node is None:
+            batch.delete(key)
+        else:
+            batch.put(key, node)
+    return root
 
 
 class StateView:
@@ -133,8 +181,14 @@ class StateView:
         self._objects.clear()
         return self._changes
 
-    def commit(self, batch: Sink) -> bytes:
-        """Write the changes into ``batch`` and return the undo record that reverses them."""
+    def root(self) -> bytes:
+        """The state root the database would have with this view's changes committed; reads
+        the tree's nodes and writes nothing (block templates put it in their header)."""
+        return statetree.update(node_store(self._db), self.changes().items())[0]
+
+    def commit(self, batch: Sink) -> Committed:
+        """Write the changes and the state tree's node changes into ``batch``; return the undo
+        record that reverses the changes, and the new state root."""
         undo = Writer()
         changes = self.changes()
         undo.varint(len(changes))
@@ -147,9 +201,10 @@ class StateView:
                 batch.delete(key)
             else:
                 batch.put(key, value)
+        root = _update_tree(self._db, changes.items(), batch)
         self._changes = {}
         self._read = {}
-        return bytes(undo)
+        return Committed(bytes(undo), root)
 
 
 def undo_entries(undo: bytes) -> list[tuple[bytes, bytes | None]]:
@@ -165,10 +220,15 @@ def undo_entries(undo: bytes) -> list[tuple[bytes, bytes | None]]:
     return decode_all(undo, read)
 
 
-def apply_undo(undo: bytes, batch: Sink) -> None:
-    """Restore every key a block touched to the value it had before the block."""
-    for key, old in undo_entries(undo):
+def apply_undo(undo: bytes, db: KeyValueReader, batch: Sink) -> bytes:
+    """Restore every key a block touched to the value it had before the block, and the state
+    tree with them; return the state root before the block. The tree's shape depends only on
+    the keys and values, so re-applying the old values restores the old nodes exactly and the
+    undo record need not hold them."""
+    restored = undo_entries(undo)
+    for key, old in restored:
         if old is None:
             batch.delete(key)
         else:
             batch.put(key, old)
+    return _update_tree(db, restored, batch)

@@ -63,7 +63,13 @@ SCHEMAS: dict[str, Any] = {
     "Principal": _obj(["principal", "balance", "nonce", "next_nonce"], principal=PRINCIPAL,
                       balance=INT, nonce=INT, pending=INT, next_nonce=INT,
                       ed25519=NULLABLE_STR, x25519=NULLABLE_STR, address=NULLABLE_STR,
-                      updated_height=INT, host={"nullable": True, "allOf": [_ref("HostRecord")]}),
+                      updated_height=INT, host={"nullable": True, "allOf": [_ref("HostRecord")]},
+                      proof=_ref("StateProof")),
+    "StateProof": _obj(
+        ["block", "height", "state_root", "items"], block=HEX64, height=INT, state_root=HEX64,
+        items={"type": "array", "items": _obj(
+            ["key", "value", "proof"], key={"type": "string"}, value=NULLABLE_STR,
+            proof={"type": "string", "description": "state tree proof (docs/consensus.md)"})}),
     "HostRecord": _obj(["bytes_stored", "contracts_active", "contracts_failed", "proven_periods",
                         "missed_periods", "earned", "collateral_locked"],
                        bytes_stored=INT, contracts_active=INT, contracts_failed=INT,
@@ -71,7 +77,8 @@ SCHEMAS: dict[str, Any] = {
                        collateral_locked=INT),
     "Fragments": _obj(["path", "fragments"], path={"type": "string"}, fragments={
         "type": "object", "description": "fragment index -> holders",
-        "additionalProperties": {"type": "array", "items": {"type": "object"}}}),
+        "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+        proof=_ref("StateProof")),
     "Contract": {"type": "object", "required": ["id", "owner", "state", "escrow",
                                                 "collateral_locked"],
                  "properties": {"id": HEX64, "owner": PRINCIPAL, "host": NULLABLE_STR,
@@ -173,6 +180,9 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
             "schema": schema}
 
 
+PROOF_PARAM = _query("proof", "1: add a proof of the answer against the tip's state root",
+                     {"type": "string", "enum": ["0", "1", "true", "false"]})
+
 PATHS: dict[str, Any] = {
     "/openapi.json": _get("This document.", {"description": "OpenAPI 3.0 document",
                                              "content": {"application/json": {"schema": {
@@ -207,7 +217,7 @@ PATHS: dict[str, Any] = {
         op="blockRaw"),
     "/events/{id}": _get(
         "An event, pending or confirmed.", _json(_ref("EventStatus"), "event"),
-        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}],
+        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}, PROOF_PARAM],
         errors={"400": _err("bad id"), "404": _err("unknown event")}, op="event"),
     "/events": {"post": {
         "summary": "Submit a signed event to the mempool (relayed to peers).",
@@ -227,13 +237,14 @@ PATHS: dict[str, Any] = {
     "/global/principals/{principal}": _get(
         "/global/principals/P: keys, address, balance, nonce.", _json(_ref("Principal"), "account"),
         params=[{"name": "principal", "in": "path", "required": True,
-                 "schema": PRINCIPAL}],
+                 "schema": PRINCIPAL}, PROOF_PARAM],
         errors={"400": _err("bad principal"), "404": _err("no record")}, op="principal"),
     "/global/fragments/{path}": _get(
         "/global/fragments/PATH: holders of each fragment (PATH without its leading '/').",
         _json(_ref("Fragments"), "holders"),
         params=[{"name": "path", "in": "path", "required": True,
-                 "schema": {"type": "string", "pattern": "^blk[a-z2-7]{58}(/[^/]+)*$"}}],
+                 "schema": {"type": "string", "pattern": "^blk[a-z2-7]{58}(/[^/]+)*$"}},
+                PROOF_PARAM],
         errors={"400": _err("bad path")}, op="fragments"),
     "/contracts": _get(
         "Storage contracts by owner or by host.", _json(_ref("Contracts"), "contracts"),
@@ -242,7 +253,7 @@ PATHS: dict[str, Any] = {
         errors={"400": _err("give exactly one of owner, host")}, op="contracts"),
     "/contracts/{id}": _get(
         "A storage contract.", _json(_ref("Contract"), "contract"),
-        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}],
+        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}, PROOF_PARAM],
         errors={"400": _err("bad id"), "404": _err("unknown contract")}, op="contract"),
     "/peers": {
         **_get("Connected peers.", _json(_ref("Peers"), "peers"), op="peers"),

@@ -451,6 +451,15 @@ async def mempool(request: web.Request) -> web.Response:
         "events": [event_json(e.event, chain_id, e.id) for e in entries[:limit]]})
 
 
+def _wants_proof(request: web.Request) -> bool:
+    """``?proof=1``: the answer comes with a proof of every state key behind it against the
+    tip's header (membership or absence), from the same snapshot as the answer."""
+    flag = request.query.get("proof", "0")
+    if flag not in ("0", "1", "true", "false"):
+        raise ApiError(400, "bad-request", f"proof must be 0 or 1, not {flag[:20]!r}")
+    return flag in ("1", "true")
+
+
 async def principal(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     p = _principal(request.match_info["principal"])
@@ -461,9 +470,18 @@ async def principal(request: web.Request) -> web.Response:
     # before the account and counting only those the account has not used yet gives the right
     # next nonce on either side of that window; ``base + len(pool)`` counted them twice.
     nonces = list(core.mempool.by_signer.get(p.digest, {}))
-    data = core.chain.tree.principal_json(p)
-    if data is None:
-        raise ApiError(404, "not-found", f"principal {p} has no record in the global tree")
+    if _wants_proof(request):
+        found, proof = core.chain.prove(lambda tree: tree.principal_json(p))
+        if found is None:  # absence, proven
+            return web.json_response({"error": "not-found", "message":
+                                      f"principal {p} has no record in the global tree",
+                                      "proof": proof.to_json()}, status=404)
+        data: dict[str, object] = {**found, "proof": proof.to_json()}
+    else:
+        plain = core.chain.tree.principal_json(p)
+        if plain is None:
+            raise ApiError(404, "not-found", f"principal {p} has no record in the global tree")
+        data = plain
     nonce = int(str(data["nonce"]))
     unused = [n for n in nonces if n >= nonce]
     data["pending"] = len(unused)
@@ -478,14 +496,21 @@ async def fragments(request: web.Request) -> web.Response:
         check_path(path)
     except BlockcoinError as exc:
         raise ApiError(400, "bad-path", str(exc)) from None
-    holders = ctx.core.chain.tree.fragments(path)
-    return web.json_response({"path": path,
-                              "fragments": {str(i): h for i, h in sorted(holders.items())}})
+    if _wants_proof(request):
+        answer, proof = ctx.core.chain.prove(lambda tree: tree.fragments_json(path))
+        return web.json_response({**answer, "proof": proof.to_json()})
+    return web.json_response(ctx.core.chain.tree.fragments_json(path))
 
 
 async def contract(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     cid = _event_id(request.match_info["id"])
+    if _wants_proof(request):
+        found, proof = ctx.core.chain.prove(lambda tree: tree.contract(cid))
+        if found is None:
+            return web.json_response({"error": "not-found", "message": "no such contract",
+                                      "proof": proof.to_json()}, status=404)
+        return web.json_response({**found.to_json(), "proof": proof.to_json()})
     found = ctx.core.chain.tree.contract(cid)
     if found is None:
         raise ApiError(404, "not-found", "no such contract")

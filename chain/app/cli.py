@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from chain.app.clikit import (
     locate,
     os_error_line,
 )
+from chain.app.light import ProvenQuery, light_app, proof_line, proven_from_node
 from chain.app.storage import demo_command, host_app, store_app
 from chain.core.block import Block
 from chain.core.blockfile import read_blocks, write_blocks
@@ -49,6 +51,7 @@ app.add_typer(wallet_app, name="wallet")
 app.add_typer(query_app, name="query")
 app.add_typer(store_app, name="store")
 app.add_typer(host_app, name="host")
+app.add_typer(light_app, name="light")
 app.command("demo")(demo_command)
 
 
@@ -346,17 +349,25 @@ def query_block(
         emit(as_json, data, block_text(data))
 
 
+ProveOpt = Annotated[bool, typer.Option(
+    "--prove", help="Add a proof of the answer against the tip's header, and check it.")]
+
+
 @query_app.command("principal")
 @friendly
 def query_principal(
     principal: Annotated[str, typer.Argument(help="Principal (blk...).")],
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    prove: ProveOpt = False,
 ) -> None:
     """/global/principals/P: keys, address, balance and nonce, and a host's public record
     (bytes stored, contracts, periods proven and missed, earned, collateral locked)."""
     from chain.app.render import principal_text
 
     p = Principal.parse(principal)
+    if prove:
+        _query_proven(locate(net, datadir), ProvenQuery.principal(p), as_json, principal_text)
+        return
     node_or_api = _open_or_api(locate(net, datadir))
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
@@ -370,25 +381,45 @@ def query_principal(
     emit(as_json, data, principal_text(data))
 
 
+def _query_proven(where: Where, query: ProvenQuery, as_json: bool,
+                  render: Callable[[dict[str, Any]], str]) -> None:
+    """The answer with its proof: from the running node's API (checked against the header it
+    serves), or from the data directory's own database."""
+    node_or_api = _open_or_api(where)
+    if isinstance(node_or_api, ApiClient):
+        with node_or_api as client:
+            answer, proof = proven_from_node(client, query)
+    else:
+        with node_or_api as node:
+            answer, proof = node.chain.prove(query.run)
+    if answer is None:
+        raise BlockcoinError(f"{query.what} has no record in the global tree (proven absent at"
+                             f" block {hash_hex(proof.block)}, height {proof.height})")
+    emit(as_json, {**answer, "proof": proof.to_json()}, f"{render(answer)}\n{proof_line(proof)}")
+
+
 @query_app.command("fragments")
 @friendly
 def query_fragments(
     path: Annotated[str, typer.Argument(help="Blocktree path /<principal>/...")],
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    prove: ProveOpt = False,
 ) -> None:
     """/global/fragments/PATH: the holders of each fragment index."""
     from chain.app.render import fragments_text
     from chain.core.paths import check_path
 
     check_path(path)
+    if prove:
+        _query_proven(locate(net, datadir), ProvenQuery.fragments(path), as_json, fragments_text)
+        return
     node_or_api = _open_or_api(locate(net, datadir))
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
             data = client.fragments(path)
     else:
         with node_or_api as node:
-            holders = node.chain.tree.fragments(path)
-            data = {"path": path, "fragments": {str(i): h for i, h in sorted(holders.items())}}
+            data = node.chain.tree.fragments_json(path)
     emit(as_json, data, fragments_text(data))
 
 

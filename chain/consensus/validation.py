@@ -26,7 +26,6 @@ from chain.core.errors import (
     ValidationError,
 )
 from chain.core.events import Coinbase, Event, SignedEvent
-from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header, hash_to_int, target_to_compact
 from chain.core.params import HEADER_VERSION, NetworkParams
 
@@ -53,8 +52,6 @@ def check_header(
 ) -> None:
     if header.version != HEADER_VERSION:
         raise BadHeader(f"header version {header.version}, expected {HEADER_VERSION}")
-    if header.state_root != ZERO_HASH:
-        raise BadHeader("the state root is all zero in this version")
     bits = expected_bits(params, parent, parent_height)
     if header.bits != bits:
         raise BadTarget(f"target bits {header.bits:#010x}, expected {bits:#010x}")

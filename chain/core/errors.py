@@ -108,6 +108,10 @@ BadCoinbase = _rule(
     "BadCoinbase", "bad-coinbase", "A coinbase missing, misplaced, or not fees + mint."
 )
 BadEventsRoot = _rule("BadEventsRoot", "bad-events-root", "An events root that does not match.")
+BadStateRoot = _rule(
+    "BadStateRoot", "bad-state-root",
+    "A state root that is not the root of the global tree after the block.", stateful=True,
+)
 BlockTooLarge = _rule("BlockTooLarge", "block-too-large", "A block over the size or count limit.")
 EventTooLarge = _rule("EventTooLarge", "event-too-large", "An event over the size limit.")
 DuplicateEvent = _rule("DuplicateEvent", "duplicate-event", "An event already in the chain.",
@@ -118,7 +122,7 @@ UnknownParent = _rule(
     "A block whose parent is not known yet (an orphan: fetch the parent, blame nobody).",
     base=BadParent, punish=False,
 )
-BadHeader = _rule("BadHeader", "bad-header", "A header field out of range (version, state root).")
+BadHeader = _rule("BadHeader", "bad-header", "A header field out of range (the version).")
 
 
 class PolicyError(ValidationError):

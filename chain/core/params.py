@@ -22,7 +22,7 @@ from chain.core.keys import KeyPair
 from chain.core.principal import Principal
 from chain.core.units import COIN
 
-HEADER_VERSION = 2
+HEADER_VERSION = 3  # 3: the state root commits to the global tree
 GENESIS_TIME = 1767225600  # 2026-01-01T00:00:00Z
 DEV_KEYS = 10
 DEV_ALLOCATION = 1_000_000 * COIN
@@ -35,6 +35,9 @@ class NetworkParams:
     chain_id: bytes
     genesis_bits: int
     genesis_nonce: int
+    # the state root after genesis (its allocations), which the genesis header commits to;
+    # tests/chain/core/test_statetree.py folds genesis and checks it
+    genesis_state_root: bytes
     p2p_port: int
     api_port: int
     spacing: int
@@ -72,7 +75,7 @@ class NetworkParams:
             version=HEADER_VERSION,
             prev=ZERO_HASH,
             events_root=events_root(self.genesis_events()),
-            state_root=ZERO_HASH,
+            state_root=self.genesis_state_root,
             time=GENESIS_TIME,
             bits=self.genesis_bits,
             nonce=self.genesis_nonce if nonce is None else nonce,
@@ -91,16 +94,24 @@ def _dev_allocations() -> tuple[tuple[Principal, int], ...]:
     return tuple((KeyPair.development(i).principal, DEV_ALLOCATION) for i in range(DEV_KEYS))
 
 
+# main and test: one empty account, the burn principal's, credited by the zero coinbase
+_ZERO_COINBASE_STATE_ROOT = bytes.fromhex(
+    "bc516f6404e383c7c48b570b65bbf437591335c2d916afe02fda6ff405a8eeee")
+
 MAIN = NetworkParams(
-    name="main", chain_id=b"BLKM", genesis_bits=0x1F00FFFF, genesis_nonce=142291,
+    name="main", chain_id=b"BLKM", genesis_bits=0x1F00FFFF, genesis_nonce=44444,
+    genesis_state_root=_ZERO_COINBASE_STATE_ROOT,
     p2p_port=8633, api_port=8634, spacing=120, halflife=2 * 24 * 3600, retarget=True,
 )
 TEST = NetworkParams(
-    name="test", chain_id=b"BLKT", genesis_bits=0x1F00FFFF, genesis_nonce=20919,
+    name="test", chain_id=b"BLKT", genesis_bits=0x1F00FFFF, genesis_nonce=27130,
+    genesis_state_root=_ZERO_COINBASE_STATE_ROOT,
     p2p_port=18633, api_port=18634, spacing=120, halflife=3600, retarget=True,
 )
 REGTEST = NetworkParams(
     name="regtest", chain_id=b"BLKR", genesis_bits=0x207FFFFF, genesis_nonce=0,
+    genesis_state_root=bytes.fromhex(
+        "e311519fc050baa57aabe5797e2e566fc571912c3c16c6cf15c4419b10eefce2"),
     p2p_port=28633, api_port=28634, spacing=1, halflife=3600, retarget=False,
     allocations=_dev_allocations(), storage_period_blocks=5,
 )

@@ -38,10 +38,11 @@ class ApiError(BlockcoinError):
 
     code = "api"
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, body: object = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.body = body  # the whole error document (a 404 with ?proof=1 carries the proof)
 
 
 class NodeNotRunning(BlockcoinError):
@@ -101,7 +102,7 @@ def locate_node(datadir: Path) -> tuple[str, str | None]:
 def _error_of(status: int, body: bytes) -> ApiError:
     try:
         err = json.loads(body)
-        return ApiError(status, str(err.get("error", "error")), str(err.get("message", "")))
+        return ApiError(status, str(err.get("error", "error")), str(err.get("message", "")), err)
     except (ValueError, AttributeError):
         return ApiError(status, "http", body[:200].decode(errors="replace"))
 

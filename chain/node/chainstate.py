@@ -15,15 +15,23 @@ import time as _time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from chain.consensus.validation import EventChecker, check_block, check_header
 from chain.core.block import Block
-from chain.core.errors import BadParent, BlockcoinError, UnknownParent, ValidationError
+from chain.core.errors import (
+    BadParent,
+    BadStateRoot,
+    BlockcoinError,
+    UnknownParent,
+    ValidationError,
+)
 from chain.core.events import event_id
 from chain.core.header import work_of
 from chain.core.params import NetworkParams
 from chain.core.schema import EVENT, HEIGHT, META_REINDEX, TIP, UNDO
 from globaltree.fold import apply_block
+from globaltree.proofs import StateProof, prove_query
 from globaltree.queries import GlobalTree
 from globaltree.records import STATE_PREFIXES
 from globaltree.view import StateView, apply_undo
@@ -31,6 +39,7 @@ from ledger.errors import CorruptLedger
 from ledger.store import IndexEntry, LedgerStore, Status
 
 Listener = Callable[[str, Block, int], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +72,11 @@ class ChainState:
         elif tip_hash is None:
             self._init_genesis()
         else:
+            if self.store.hash_at(0) != params.genesis_hash:
+                self.close()
+                raise CorruptLedger(
+                    f"the database in {datadir / 'chain'} holds another genesis block (a chain of"
+                    " an earlier header version?): move it away and sync again")
             if tip_hash not in self.index:
                 raise CorruptLedger("the tip is not in the header index; run reindex")
             self.tip = self.index[tip_hash]
@@ -247,7 +261,10 @@ class ChainState:
         view = self.view()
         apply_block(view, self.params, block, entry.height, self.store.hash_at, ids)
         batch = self.store.batch()
-        undo = view.commit(batch)
+        undo, root = view.commit(batch)
+        if root != block.header.state_root:
+            raise BadStateRoot(f"state root {root.hex()} after the block, header says"
+                               f" {block.header.state_root.hex()}")
         self.store.connect_keys(batch, entry.hash, entry.height, ids, undo)
         first_time = entry.status != Status.CONNECTED_ONCE
         if first_time:
@@ -271,13 +288,28 @@ class ChainState:
             raise CorruptLedger(f"block or undo record of {entry.hash[::-1].hex()} missing")
         ids = [event_id(self.params.chain_id, e) for e in block.events]
         batch = self.store.batch()
-        apply_undo(undo, batch)
+        parent = self.index[entry.header.prev]
+        if apply_undo(undo, self.store.db, batch) != parent.header.state_root:
+            raise CorruptLedger(f"undoing {entry.hash[::-1].hex()} does not restore its parent's"
+                                " state root; run reindex")
         self.store.disconnect_keys(batch, entry.hash, entry.header.prev, entry.height, ids)
         batch.commit()
         self.tip = self.index[entry.header.prev]
         for listener in self.listeners:
             listener("disconnect", block, entry.height)
         return entry.hash
+
+    # --- proofs -----------------------------------------------------------------------------
+
+    def prove(self, query: Callable[[GlobalTree], T]) -> tuple[T, StateProof]:
+        """``query``'s answer on the current tip with a proof of every key it read, both from
+        one snapshot (a block connecting meanwhile changes neither); safe off the chain thread."""
+        with self.store.db.snapshot() as snap:
+            tip = snap.get(TIP)
+            if tip is None or tip not in self.index:
+                raise CorruptLedger("the tip is not in the header index; run reindex")
+            entry = self.index[tip]
+            return prove_query(snap, entry.hash, entry.height, entry.header.state_root, query)
 
     # --- reindex ----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Block templates: the tip's child with the best-paying events that apply, and a coinbase
-claiming exactly their fees plus the storage mint."""
+"""Block templates: the tip's child with the best-paying events that apply, a coinbase
+claiming exactly their fees plus the storage mint, and the state root after them all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from chain.consensus.validation import expected_bits
 from chain.core.block import Block, events_root
 from chain.core.events import Coinbase, Event
-from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header
 from chain.core.params import HEADER_VERSION
 from chain.core.principal import Principal
@@ -36,7 +35,8 @@ def build_template(chain: ChainState, mempool: Mempool | None, recipient: Princi
                                      params.max_events_per_block - 1))
     fold.settle()
     coinbase = Coinbase(height, recipient, fold.fees + fold.mint(), extra)
+    fold.credit_coinbase(coinbase)
     events: list[Event] = [coinbase, *chosen]
-    header = Header(HEADER_VERSION, tip.hash, events_root(events), ZERO_HASH, block_time,
+    header = Header(HEADER_VERSION, tip.hash, events_root(events), fold.view.root(), block_time,
                     expected_bits(params, tip.header, tip.height), 0)
     return Block(header, events)

@@ -25,7 +25,6 @@ from chain.core.events import (
     event_id,
     receipt_message,
 )
-from chain.core.hashes import ZERO_HASH
 from chain.core.header import Header
 from chain.core.keys import KeyPair
 from chain.core.params import HEADER_VERSION, REGTEST, NetworkParams
@@ -84,9 +83,10 @@ class _Builder:
         for ev in events:
             fold.apply(ev)
         fold.settle()
-        all_events: list[Event] = [Coinbase(tip.height + 1, OWNERS[0].principal,
-                                            fold.fees + fold.mint()), *events]
-        header = solve(Header(HEADER_VERSION, tip.hash, events_root(all_events), ZERO_HASH, time,
+        coinbase = Coinbase(tip.height + 1, OWNERS[0].principal, fold.fees + fold.mint())
+        fold.credit_coinbase(coinbase)
+        all_events: list[Event] = [coinbase, *events]
+        header = solve(Header(HEADER_VERSION, tip.hash, events_root(all_events), fold.view.root(), time,
                               expected_bits(self.params, tip.header, tip.height), 0))
         assert header is not None
         block = Block(header, all_events)

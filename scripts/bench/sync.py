@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ from chain.net.http import ApiClient  # noqa: E402
 from chain.node.chainstate import ChainState  # noqa: E402
 from chain.node.local import init_datadir  # noqa: E402
 from chain.node.mining import solve  # noqa: E402
+from globaltree.fold import fold_into, genesis_state  # noqa: E402
 
 
 def build(count: int, per_block: int) -> tuple[list[Block], list[Principal]]:
@@ -54,6 +56,7 @@ def build(count: int, per_block: int) -> tuple[list[Block], list[Principal]]:
     prev = REGTEST.genesis.header
     t = prev.time
     blocks = []
+    state = genesis_state(REGTEST)
     for height in range(1, count + 1):
         t += 1
         batch: list[Event] = []
@@ -64,8 +67,10 @@ def build(count: int, per_block: int) -> tuple[list[Block], list[Principal]]:
                                                      rng.randrange(1, 10**6))))
             nonces[i] += 1
         events: list[Event] = [Coinbase(height, senders[0].principal, 200 * len(batch)), *batch]
-        header = solve(Header(HEADER_VERSION, prev.hash, events_root(events), ZERO_HASH, t,
-                              expected_bits(REGTEST, prev, height - 1), 0))
+        unsealed = Block(Header(HEADER_VERSION, prev.hash, events_root(events), ZERO_HASH, t,
+                                expected_bits(REGTEST, prev, height - 1), 0), events)
+        root = fold_into(state, REGTEST, unsealed, height, lambda h: None)
+        header = solve(replace(unsealed.header, state_root=root))
         assert header is not None
         blocks.append(Block(header, events))
         prev = header

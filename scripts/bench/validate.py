@@ -1,5 +1,7 @@
 """Block validation throughput: import a regtest chain of signed transfers into a fresh node
-and compare with a bare loop verifying the same signatures, in the same run; then a chain of
+(state root commitments included: every block's global tree root is recomputed and checked)
+and compare with a bare loop verifying the same signatures, in the same run; the state tree's
+update rate alone (``state_update_per_s``); then a chain of
 storage contracts, timing its blocks of ``FragmentStored`` events (a small and a large block:
 the cost per event must not grow with the block) and its blocks full of ``StorageProof`` items
 against a bare loop verifying the same Merkle paths.
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from chain.core.header import Header
 from chain.core.keys import KeyPair
 from chain.core.params import HEADER_VERSION, REGTEST
 from chain.node.mining import solve
+from globaltree.fold import fold_into, genesis_state
 
 
 def build(path: Path, events: int, per_block: int) -> None:
@@ -48,6 +52,7 @@ def build(path: Path, events: int, per_block: int) -> None:
     blocks = []
     made = 0
     height = 0
+    state = genesis_state(REGTEST)
     while made < events:
         height += 1
         batch: list[Event] = []
@@ -59,8 +64,10 @@ def build(path: Path, events: int, per_block: int) -> None:
         made += len(batch)
         all_events: list[Event] = [Coinbase(height, senders[0].principal, 200 * len(batch)), *batch]
         t += 1
-        header = solve(Header(HEADER_VERSION, prev.hash, events_root(all_events), ZERO_HASH, t,
-                              expected_bits(REGTEST, prev, height - 1), 0))
+        unsealed = Block(Header(HEADER_VERSION, prev.hash, events_root(all_events), ZERO_HASH, t,
+                                expected_bits(REGTEST, prev, height - 1), 0), all_events)
+        root = fold_into(state, REGTEST, unsealed, height, lambda h: None)
+        header = solve(replace(unsealed.header, state_root=root))
         assert header is not None
         blocks.append(Block(header, all_events))
         prev = header
@@ -103,6 +110,39 @@ def stage_reindex(datadir: Path) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     chain.close()
     return {"seconds": elapsed, "peak_rss_mb": rss_mb()}
+
+
+def stage_state_update(datadir: Path, keys: int, batch: int, rounds: int) -> dict[str, float]:
+    """The state tree alone, in LevelDB: ``keys`` account-sized records, then ``rounds`` blocks
+    each changing ``batch`` of them (the node's path: sorted one-descent update, node writes in
+    one synced batch). Keys updated per second; the root is what a block's commitment costs."""
+    import plyvel
+
+    from chain.core import statetree
+    from chain.core.schema import ACCOUNT, TREE
+
+    rng = random.Random(2)
+    db = plyvel.DB(str(datadir), create_if_missing=True)
+    store = statetree.NodeStore(TREE, db.get)
+    names = [ACCOUNT + rng.randbytes(32) for _ in range(keys)]
+
+    def commit(changes: list[tuple[bytes, bytes | None]]) -> None:
+        _, writes = statetree.update(store, changes)
+        with db.write_batch(sync=True) as wb:
+            for pos, node in writes.items():
+                if node is None:
+                    wb.delete(pos)
+                else:
+                    wb.put(pos, node)
+
+    for i in range(0, keys, 20_000):
+        commit([(k, rng.randbytes(40)) for k in names[i : i + 20_000]])
+    start = time.perf_counter()
+    for _ in range(rounds):
+        commit([(k, rng.randbytes(40)) for k in rng.sample(names, batch)])
+    elapsed = time.perf_counter() - start
+    db.close()
+    return {"state_update_per_s": batch * rounds / elapsed}
 
 
 def run_stage(*args: str) -> dict[str, Any]:
@@ -173,6 +213,8 @@ def main() -> None:
     ap.add_argument("--stored", type=int, nargs=2, default=(2_000, 6_000), metavar=("SMALL", "LARGE"),
                     help="FragmentStored events in the small and the large block")
     ap.add_argument("--proofs", type=int, default=4_000, help="StorageProof items to import")
+    ap.add_argument("--state-keys", type=int, default=100_000,
+                    help="state size for the state_update_per_s figure")
     ap.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
@@ -183,6 +225,9 @@ def main() -> None:
             print(json.dumps(stage_import(Path(rest[0]), Path(rest[1]), int(rest[2]))))
         elif kind == "reindex":
             print(json.dumps(stage_reindex(Path(rest[0]))))
+        elif kind == "state-update":
+            print(json.dumps(stage_state_update(Path(rest[0]), int(rest[1]), int(rest[2]),
+                                                int(rest[3]))))
         elif kind == "build-storage":
             from _storage_chain import build as build_storage
 
@@ -201,6 +246,8 @@ def main() -> None:
         many = run_stage("import", str(blocks), str(Path(tmp) / "many"), str(threads))
         verify = verify_only(blocks)
         reindex = run_stage("reindex", str(Path(tmp) / "one"))
+        state = run_stage("state-update", str(Path(tmp) / "tree"), str(args.state_keys),
+                          str(2 * args.per_block), "20")
         storage = storage_figures(Path(tmp), args.stored, args.proofs)
     result = {
         "events": int(one["events"]),
@@ -212,6 +259,10 @@ def main() -> None:
         "threads": threads,
         "peak_rss_mb": round(max(one["peak_rss_mb"], many["peak_rss_mb"]), 1),
         "reindex_s": round(reindex["seconds"], 2),
+        # state tree updates per second, blocks changing two keys per transfer, over a state
+        # of --state-keys keys (the commitment's own cost, inside events_per_s_1core above)
+        "state_update_per_s": round(state["state_update_per_s"]),
+        "state_keys": args.state_keys,
         **storage,
     }
     if args.json:

@@ -7,9 +7,8 @@ import dataclasses
 import functools
 import hashlib
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from chain.consensus.validation import expected_bits
 from chain.core.block import Block, events_root
@@ -37,9 +36,10 @@ from chain.core.principal import Principal
 from chain.core.writecap import Writecap
 from chain.node.chainstate import ChainState
 from chain.node.mining import solve
-from globaltree.fold import Fold, apply_block
+from globaltree.fold import Fold, fold_into, state_root_after
 from globaltree.records import CONTRACT, Account, Contract, ContractState, account_key
-from globaltree.view import StateView
+from globaltree.view import MemoryDB, StateView
+from ledger.store import IndexEntry
 from storage_market.merkle import MerkleTree
 from storage_market.proving import proof_item
 
@@ -47,40 +47,48 @@ P = REGTEST
 DEV = [KeyPair.development(i) for i in range(10)]
 
 
-class DictDB:
-    """A dict with the slice of plyvel's interface the state view uses."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def iterator(self, *, prefix: bytes, include_value: bool = True) -> Iterator[Any]:
-        for key in sorted(k for k in self.data if k.startswith(prefix)):
-            yield (key, self.data[key]) if include_value else key
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-
-    def delete(self, key: bytes) -> None:
-        self.data.pop(key, None)
-
-
 def hashes_of(blocks: Sequence[Block]) -> Callable[[int], bytes | None]:
     """``hash_at`` over a list of blocks from genesis."""
     return lambda h: blocks[h].hash if 0 <= h < len(blocks) else None
 
 
+_FOLDS: dict[bytes, tuple[NetworkParams, dict[bytes, bytes]]] = {}  # block hash -> state after it
+_FOLDS_KEPT = 512
+
+
 def reference_fold(params: NetworkParams, blocks: Iterable[Block]) -> dict[bytes, bytes]:
-    db = DictDB()
-    seen: list[Block] = []
-    for height, block in enumerate(blocks):
-        view = StateView(db)
-        apply_block(view, params, block, height, hashes_of(seen))
-        view.commit(db)
-        seen.append(block)
+    """The state after ``blocks`` (from genesis), folded afresh in memory. Folds are kept by
+    their last block, so folding a branch again (every block a random tree adds) starts from
+    its longest already-folded prefix instead of genesis."""
+    chain = list(blocks)
+    db, start = MemoryDB(), 0
+    for i in range(len(chain) - 1, -1, -1):
+        kept = _FOLDS.get(chain[i].hash)
+        if kept is not None and kept[0] is params:
+            db, start = MemoryDB(kept[1]), i + 1
+            break
+    for height in range(start, len(chain)):
+        fold_into(db, params, chain[height], height, hashes_of(chain[:height]))
+    if chain:
+        if len(_FOLDS) >= _FOLDS_KEPT:
+            del _FOLDS[next(iter(_FOLDS))]
+        _FOLDS[chain[-1].hash] = (params, dict(db.data))
     return db.data
+
+
+def root_on(chain: ChainState, parent: IndexEntry, block: Block) -> bytes:
+    """The state root after ``block`` on ``parent`` (folding ``parent``'s branch afresh when it
+    is not the tip); all zero when the block's events do not apply (it is invalid anyway)."""
+    try:
+        if parent.hash == chain.tip.hash:
+            return state_root_after(chain.store.db, chain.params, block, parent.height + 1,
+                                    chain.store.hash_at)
+        blocks = branch(chain, parent.hash)
+        db = MemoryDB()
+        db.data = reference_fold(chain.params, blocks)
+        return state_root_after(db, chain.params, block, parent.height + 1, hashes_of(blocks))
+    except ValidationError:
+        return ZERO_HASH
 
 
 # --- fragments with real data, so that proofs can be made ------------------------------------
@@ -141,6 +149,7 @@ def make_block(
     version: int = HEADER_VERSION,
     extra: bytes = b"",
     solve_pow: bool = True,
+    state_root: bytes | None = None,
 ) -> Block:
     parent_entry = chain.index[parent] if parent else chain.tip
     if time is None:
@@ -160,6 +169,9 @@ def make_block(
         bits if bits is not None else expected_bits(chain.params, parent_entry.header,
                                                     parent_entry.height), 0,
     )
+    if state_root is None:
+        state_root = root_on(chain, parent_entry, Block(header, all_events))
+    header = dataclasses.replace(header, state_root=state_root)
     if solve_pow:
         solved = solve(header)
         assert solved is not None
@@ -200,7 +212,7 @@ def branch(chain: ChainState, tip: bytes) -> list[Block]:
         entry = chain.index[entry.header.prev]
 
 
-def propose(rng: random.Random, db: DictDB, nonces: dict[bytes, int], height: int,
+def propose(rng: random.Random, db: MemoryDB, nonces: dict[bytes, int], height: int,
             hash_at: Callable[[int], bytes | None]) -> SignedEvent:
     key = rng.choice(KEYS)
     raw = db.get(account_key(key.principal))
@@ -253,7 +265,7 @@ def build_on(chain: ChainState, parent: bytes, rng: random.Random, n_events: int
     """A block on ``parent`` (None if ``parent``'s branch turns out invalid: side branches are
     stored before their events are ever applied)."""
     blocks = branch(chain, parent)
-    db = DictDB()
+    db = MemoryDB()
     try:
         db.data = reference_fold(P, blocks)
     except ValidationError:
@@ -284,8 +296,9 @@ def build_on(chain: ChainState, parent: bytes, rng: random.Random, n_events: int
     fold.settle()
     coinbase = Coinbase(height, rng.choice(KEYS).principal, fold.fees + fold.mint(),
                         rng.randbytes(4))
+    fold.credit_coinbase(coinbase)
     events.insert(0, coinbase)
-    header = Header(HEADER_VERSION, parent, events_root(events), ZERO_HASH, time,
+    header = Header(HEADER_VERSION, parent, events_root(events), view.root(), time,
                     expected_bits(P, entry.header, entry.height), 0)
     solved = solve(header)
     assert solved is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import random
@@ -45,6 +46,7 @@ from chain.net.p2p.messages import (
 from chain.node.chainstate import ChainState
 from chain.node.local import init_datadir
 from chain.node.mining import solve
+from globaltree.fold import fold_into, genesis_state
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -84,7 +86,9 @@ def make_blocks(count: int, events_per_block: int = 2, seed: int = 1,
                 nonces: dict[int, int] | None = None, senders: range = range(5, 10),
                 recipient: KeyPair | None = None) -> list[Block]:
     """A valid regtest chain of transfers between development keys, built without a chain
-    state (transfers mint nothing, so each coinbase claims exactly the fees)."""
+    state (transfers mint nothing, so each coinbase claims exactly the fees). From genesis the
+    state is folded alongside, so each header carries its state root; on another ``parent``
+    the state is unknown and the headers carry a zero root (good as headers, not as blocks)."""
     rng = random.Random(seed)
     keys = [KeyPair.development(i) for i in senders]
     to = [KeyPair.development(i).principal for i in range(10)]
@@ -93,6 +97,7 @@ def make_blocks(count: int, events_per_block: int = 2, seed: int = 1,
     height = start_height
     t = prev.time
     miner = (recipient or KeyPair.development(9)).principal
+    state = genesis_state(REGTEST) if parent is None else None
     blocks = []
     for _ in range(count):
         height += 1
@@ -106,9 +111,14 @@ def make_blocks(count: int, events_per_block: int = 2, seed: int = 1,
                                             Transfer(rng.choice(to), rng.randrange(1, 10**6))))
         events: list[Event] = [Coinbase(height, miner, 100 * len(batch),
                                         seed.to_bytes(4, "big")), *batch]
-        header = solve(Header(HEADER_VERSION, prev.hash, events_root(events), ZERO_HASH, t,
-                              expected_bits(REGTEST, prev, height - 1), 0))
-        assert header is not None
+        header = Header(HEADER_VERSION, prev.hash, events_root(events), ZERO_HASH, t,
+                        expected_bits(REGTEST, prev, height - 1), 0)
+        if state is not None:
+            root = fold_into(state, REGTEST, Block(header, events), height, lambda h: None)
+            header = dataclasses.replace(header, state_root=root)
+        solved = solve(header)
+        assert solved is not None
+        header = solved
         blocks.append(Block(header, events))
         prev = header
     return blocks

@@ -23,6 +23,7 @@ Files:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from functools import cache
@@ -55,6 +56,7 @@ from chain.core.header import Header, hash_hex, hash_to_int
 from chain.core.keys import KeyPair
 from chain.core.params import GENESIS_TIME, HEADER_VERSION, NETWORKS, REGTEST
 from chain.core.principal import Principal
+from chain.core.schema import TREE
 from chain.core.storageproof import (
     leaf_count,
     leaf_indexes,
@@ -64,10 +66,10 @@ from chain.core.storageproof import (
 )
 from chain.core.units import COIN
 from chain.core.writecap import Writecap
-from globaltree.fold import apply_block
+from globaltree.fold import fold_into, genesis_state
 from globaltree.queries import GlobalTree
-from globaltree.view import StateView
-from tests.framework.chainkit import DictDB, hashes_of
+from globaltree.view import MemoryDB, state_root
+from tests.framework.chainkit import hashes_of
 
 HERE = Path(__file__).parent
 CHAIN_ID = REGTEST.chain_id
@@ -203,6 +205,9 @@ def block_one() -> Block:
     all_events: list[Event] = [Coinbase(1, DEV[9].principal, fees, b"vectors"), *events]
     header = Header(HEADER_VERSION, REGTEST.genesis_hash, events_root(all_events), ZERO_HASH,
                     BLOCK_TIME, REGTEST.genesis_bits, 0)
+    root = fold_into(genesis_state(REGTEST), REGTEST, Block(header, all_events), 1,
+                     hashes_of([REGTEST.genesis]))
+    header = dataclasses.replace(header, state_root=root)
     while hash_to_int(header.hash) > header.target:  # regtest: about one nonce in two
         header = header.with_nonce(header.nonce + 1)
     return Block(header, all_events)
@@ -272,16 +277,16 @@ def genesis_vectors() -> dict[str, Any]:
 
 
 def state_after(blocks: list[Block]) -> dict[str, Any]:
-    """The global tree after folding ``blocks`` from genesis: every key and value, and the
-    digest ``GET /state/digest`` reports."""
-    db = DictDB()
+    """The global tree after folding ``blocks`` from genesis: every committed key and value,
+    the state root (the block's header carries it), and the digest ``GET /state/digest``
+    reports (over every key, the state tree's nodes included)."""
+    db = MemoryDB()
     for height, block in enumerate(blocks):
-        view = StateView(db)
-        apply_block(view, REGTEST, block, height, hashes_of(blocks[:height]))
-        view.commit(db)
+        fold_into(db, REGTEST, block, height, hashes_of(blocks[:height]))
     digest, count = GlobalTree(db).digest()
-    return {"digest": digest, "keys": count,
-            "entries": [[_hex(k), _hex(v)] for k, v in db.iterator(prefix=b"S")]}
+    return {"digest": digest, "keys": count, "state_root": _hex(state_root(db)),
+            "entries": [[_hex(k), _hex(v)] for k, v in db.iterator(prefix=b"S")
+                        if not k.startswith(TREE)]}
 
 
 def block_vectors() -> dict[str, Any]:

@@ -87,6 +87,16 @@ def test_bad_version_and_unknown_parent(chain: ChainState) -> None:
     rejects(chain, orphan, E.BadParent)
 
 
+def test_wrong_state_root(chain: ChainState) -> None:
+    """The header's state root must be the global tree's root after the block: a root off by
+    one bit, the parent's root, or the all-zero root of version 2 are each refused."""
+    good = make_block(chain, [transfer(OWNER, 0)])
+    flipped = bytes([good.header.state_root[0] ^ 1]) + good.header.state_root[1:]
+    for root in (flipped, chain.tip.header.state_root, bytes(32)):
+        rejects(chain, make_block(chain, [transfer(OWNER, 0)], state_root=root), E.BadStateRoot)
+    accept(chain, [transfer(OWNER, 0)])
+
+
 # --- block shape -------------------------------------------------------------------------
 
 

@@ -8,8 +8,7 @@ from chain.api.openapi import openapi_document
 from chain.core.events import BODY_TYPES, Kind
 from chain.core.params import REGTEST
 from globaltree.fold import Fold
-from globaltree.view import StateView
-from tests.framework.chainkit import DictDB
+from globaltree.view import MemoryDB, StateView
 
 
 def test_every_signed_kind_has_one_body_type_with_all_its_parts() -> None:
@@ -22,7 +21,7 @@ def test_every_signed_kind_has_one_body_type_with_all_its_parts() -> None:
 
 
 def test_the_fold_handles_exactly_the_body_types() -> None:
-    fold = Fold(StateView(DictDB()), REGTEST, 1, 0, lambda h: None)
+    fold = Fold(StateView(MemoryDB()), REGTEST, 1, 0, lambda h: None)
     assert set(fold._handlers) == set(BODY_TYPES.values())
 
 

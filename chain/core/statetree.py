@@ -1,0 +1,288 @@
+"""The authenticated global tree: a sparse Merkle tree over SHA-256 of each state key.
+
+Every key of the global tree (accounts, contracts, fragments by path, host records, revocations,
+writecap spending, the contract indexes) is a leaf at the 256-bit path ``SHA-256(key)``. A leaf
+sits at the shallowest depth where its path is unique (a *shortcut* leaf), so a tree of ``N``
+keys is about ``log2 N`` deep and an update touches one node per level for each changed key.
+The shape depends only on the set of keys and values, never on the order they arrived: a
+reorg or a reindex that reaches the same state reaches the same nodes and the same root.
+
+Hashes (``H`` = SHA-256): empty subtree = 32 zero bytes; leaf = ``H(0x00 ‖ kh ‖ vh)`` with
+``kh = H(key)``, ``vh = H(value)``; inner node = ``H(0x01 ‖ left ‖ right)``. Nodes are kept in
+the node's LevelDB by position (depth, path prefix), so reading the path to one key is one
+lookup per level. This module is pure: it reads nodes through a ``get`` function and returns
+the node writes, so the ledger can put them in the block's batch and a light client can check
+proofs with nothing but a header.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from chain.core.encoding import Reader, Writer, decode_all
+from chain.core.errors import DecodeError
+
+EMPTY = bytes(32)
+MAX_DEPTH = 256
+_LEAF = 0
+_INNER = 1
+
+Get = Callable[[bytes], bytes | None]
+Leaf = tuple[bytes, bytes]  # (key hash, value hash)
+
+
+def _h(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def key_hash(key: bytes) -> bytes:
+    return _h(key)
+
+
+def value_hash(value: bytes) -> bytes:
+    return _h(value)
+
+
+def leaf_hash(kh: bytes, vh: bytes) -> bytes:
+    return _h(b"\x00" + kh + vh)
+
+
+def inner_hash(left: bytes, right: bytes) -> bytes:
+    return _h(b"\x01" + left + right)
+
+
+def bit(kh: bytes, depth: int) -> int:
+    """Bit ``depth`` of a path, most significant bit of the first byte first."""
+    return (kh[depth >> 3] >> (7 - (depth & 7))) & 1
+
+
+def _masked(kh: bytes, depth: int) -> bytes:
+    shift = MAX_DEPTH - depth
+    return ((int.from_bytes(kh, "big") >> shift) << shift).to_bytes(32, "big")
+
+
+Node = tuple[int, bytes, bytes]  # (kind, key hash or left, value hash or right)
+
+
+class NodeStore:
+    """Where the nodes live: ``prefix ‖ u16be(depth) ‖ path masked to depth bits (32 bytes)``
+    maps to ``0x00 ‖ kh ‖ vh`` (a leaf) or ``0x01 ‖ left ‖ right`` (an inner node)."""
+
+    __slots__ = ("get", "prefix")
+
+    def __init__(self, prefix: bytes, get: Get) -> None:
+        self.prefix = prefix
+        self.get = get
+
+    def at(self, depth: int, path: int) -> bytes:
+        """The database key of the node at ``depth`` on ``path`` (the path as an integer)."""
+        shift = MAX_DEPTH - depth
+        return self.prefix + depth.to_bytes(2, "big") + ((path >> shift) << shift).to_bytes(32, "big")
+
+    def read(self, depth: int, path: int) -> Node | None:
+        raw = self.get(self.at(depth, path))
+        if raw is None:
+            return None
+        if len(raw) != 65 or raw[0] > _INNER:
+            raise DecodeError(f"a state tree node at depth {depth} does not decode")
+        return raw[0], raw[1:33], raw[33:]
+
+    def root(self) -> bytes:
+        node = self.read(0, 0)
+        if node is None:
+            return EMPTY
+        kind, a, b = node
+        return leaf_hash(a, b) if kind == _LEAF else inner_hash(a, b)
+
+
+# --- updates ----------------------------------------------------------------------------------
+
+# What an update of a subtree gives back: its hash, and its leaf when it is a single leaf
+# (EMPTY and None: the subtree is empty; a hash and None: an inner node).
+_Result = tuple[bytes, Leaf | None]
+
+
+def _split_point(path: int, depth: int) -> int:
+    """The smallest path under ``path``'s depth-bit prefix whose bit ``depth`` is 1."""
+    shift = MAX_DEPTH - depth
+    return ((path >> shift) << shift) | (1 << (shift - 1))
+
+
+class _Update:
+    """One descent applying sorted changes; paths are integers, and a subtree's changes are a
+    range of the sorted arrays, split by bisection rather than copied."""
+
+    __slots__ = ("paths", "store", "values", "writes")
+
+    def __init__(self, store: NodeStore, changes: list[tuple[bytes, bytes | None]]) -> None:
+        self.store = store
+        self.paths = [int.from_bytes(kh, "big") for kh, _ in changes]
+        self.values = changes
+        self.writes: dict[bytes, bytes | None] = {}
+
+    def put_leaf(self, depth: int, leaf: Leaf) -> _Result:
+        self.writes[self.store.at(depth, int.from_bytes(leaf[0], "big"))] = (
+            b"\x00" + leaf[0] + leaf[1])
+        return leaf_hash(*leaf), leaf
+
+    def put_inner(self, depth: int, path: int, left: bytes, right: bytes) -> _Result:
+        self.writes[self.store.at(depth, path)] = b"\x01" + left + right
+        return inner_hash(left, right), None
+
+    def build(self, depth: int, leaves: list[tuple[int, Leaf]]) -> _Result:
+        """A subtree over ``leaves`` (sorted by path) at a position that held nothing below."""
+        if not leaves:
+            return EMPTY, None
+        if len(leaves) == 1:
+            return self.put_leaf(depth, leaves[0][1])
+        if depth >= MAX_DEPTH:
+            raise DecodeError("two state keys share a 256-bit path")
+        cut = _split_point(leaves[0][0], depth)
+        split = bisect.bisect_left(leaves, cut, key=lambda leaf: leaf[0])
+        left = self.build(depth + 1, leaves[:split])[0]
+        right = self.build(depth + 1, leaves[split:])[0]
+        return self.put_inner(depth, leaves[0][0], left, right)
+
+    def update(self, depth: int, node: Node | None, lo: int, hi: int) -> _Result:
+        """Apply changes ``lo:hi`` (non-empty, all under this position) to ``node``."""
+        paths = self.paths
+        here = paths[lo]
+        if node is None or node[0] == _LEAF:
+            merged: dict[bytes, bytes] = {node[1]: node[2]} if node is not None else {}
+            for kh, vh in self.values[lo:hi]:
+                if vh is None:
+                    merged.pop(kh, None)
+                else:
+                    merged[kh] = vh
+            leaves = sorted((int.from_bytes(kh, "big"), (kh, vh)) for kh, vh in merged.items())
+            result = self.build(depth, leaves)
+            if result[0] == EMPTY and node is not None:
+                self.writes[self.store.at(depth, here)] = None
+            return result
+        split = bisect.bisect_left(paths, _split_point(here, depth), lo, hi)
+        kids = (node[1], node[2])
+        sides: list[_Result | None] = [None, None]
+        for side, a, b in ((0, lo, split), (1, split, hi)):
+            if a < b:
+                child = self.store.read(depth + 1, paths[a]) if kids[side] != EMPTY else None
+                sides[side] = self.update(depth + 1, child, a, b)
+        hashes = [s[0] if s is not None else kids[i] for i, s in enumerate(sides)]
+        if hashes[0] == EMPTY and hashes[1] == EMPTY:
+            self.writes[self.store.at(depth, here)] = None
+            return EMPTY, None
+        if EMPTY in hashes:
+            # one child left: if it is a single leaf, it moves up to this position
+            side = 0 if hashes[1] == EMPTY else 1
+            kept = sides[side]
+            flip = 1 << (MAX_DEPTH - 1 - depth)
+            path = here if bool(here & flip) == bool(side) else here ^ flip
+            leaf = kept[1] if kept is not None else self._leaf_at(depth + 1, path)
+            if leaf is not None:
+                self.writes[self.store.at(depth + 1, path)] = None
+                return self.put_leaf(depth, leaf)
+        return self.put_inner(depth, here, hashes[0], hashes[1])
+
+    def _leaf_at(self, depth: int, path: int) -> Leaf | None:
+        node = self.store.read(depth, path)
+        return (node[1], node[2]) if node is not None and node[0] == _LEAF else None
+
+
+def update(store: NodeStore, changes: Iterable[tuple[bytes, bytes | None]]
+           ) -> tuple[bytes, dict[bytes, bytes | None]]:
+    """Apply ``(state key, value or None to delete)`` pairs; return the new root and the node
+    writes (position -> node, None to delete). Each node on the changed paths is read and
+    hashed once however many of the changed keys pass through it."""
+    by_hash: dict[bytes, bytes | None] = {}
+    for key, value in changes:
+        by_hash[key_hash(key)] = value_hash(value) if value is not None else None
+    if not by_hash:
+        return store.root(), {}
+    job = _Update(store, sorted(by_hash.items()))
+    root = job.update(0, store.read(0, 0), 0, len(job.paths))[0]
+    return root, job.writes
+
+
+# --- proofs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """The path to a key: sibling hashes from the root down, and what the path ends at: an
+    empty subtree (``leaf`` None) or a leaf (the key's own, or another one sharing the path)."""
+
+    siblings: tuple[bytes, ...]
+    leaf: Leaf | None
+
+    def encode(self) -> bytes:
+        w = Writer()
+        if self.leaf is None:
+            w.u8(0)
+        else:
+            w.u8(1).fixed(self.leaf[0], 32).fixed(self.leaf[1], 32)
+        w.varint(len(self.siblings))
+        for s in self.siblings:
+            w.fixed(s, 32)
+        return bytes(w)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proof:
+        def read(r: Reader) -> Proof:
+            kind = r.u8()
+            if kind > 1:
+                raise DecodeError(f"proof terminal kind {kind}")
+            leaf = (r.fixed(32), r.fixed(32)) if kind else None
+            count = r.varint(MAX_DEPTH)
+            return cls(tuple(r.fixed(32) for _ in range(count)), leaf)
+
+        return decode_all(data, read)
+
+
+def prove(store: NodeStore, key: bytes) -> Proof:
+    kh = key_hash(key)
+    path = int.from_bytes(kh, "big")
+    siblings: list[bytes] = []
+    node = store.read(0, 0)
+    depth = 0
+    while node is not None and node[0] == _INNER:
+        b = bit(kh, depth)
+        kids = (node[1], node[2])
+        siblings.append(kids[1 - b])
+        depth += 1
+        node = store.read(depth, path) if kids[b] != EMPTY else None
+    return Proof(tuple(siblings), (node[1], node[2]) if node is not None else None)
+
+
+def _shares_prefix(a: bytes, b: bytes, depth: int) -> bool:
+    return _masked(a, depth) == _masked(b, depth)
+
+
+def proof_root(key: bytes, value: bytes | None, proof: Proof) -> bytes | None:
+    """The root ``proof`` leads to if ``key`` holds ``value`` (None: is absent), or None when
+    the proof cannot say so whatever the root (it ends at another key's leaf for a membership,
+    or at a leaf off the key's path)."""
+    kh = key_hash(key)
+    depth = len(proof.siblings)
+    if proof.leaf is None:
+        if value is not None:
+            return None
+        cur = EMPTY
+    else:
+        lk, lv = proof.leaf
+        if value is not None:
+            if lk != kh or lv != value_hash(value):
+                return None
+        elif lk == kh or not _shares_prefix(lk, kh, depth):
+            return None
+        cur = leaf_hash(lk, lv)
+    for d in range(depth - 1, -1, -1):
+        s = proof.siblings[d]
+        cur = inner_hash(cur, s) if bit(kh, d) == 0 else inner_hash(s, cur)
+    return cur
+
+
+def verify(root: bytes, key: bytes, value: bytes | None, proof: Proof) -> bool:
+    """Whether ``proof`` shows that ``key`` holds ``value`` (or is absent) under ``root``."""
+    return proof_root(key, value, proof) == root
