@@ -217,7 +217,7 @@ PATHS: dict[str, Any] = {
         op="blockRaw"),
     "/events/{id}": _get(
         "An event, pending or confirmed.", _json(_ref("EventStatus"), "event"),
-        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}, PROOF_PARAM],
+        params=[{"name": "id", "in": "path", "required": True, "schema": HEX64}],
         errors={"400": _err("bad id"), "404": _err("unknown event")}, op="event"),
     "/events": {"post": {
         "summary": "Submit a signed event to the mempool (relayed to peers).",
