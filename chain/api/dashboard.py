@@ -44,7 +44,6 @@ from chain.core.events import (
     Body,
     FragmentExtended,
     FragmentReleased,
-    SignedEvent,
     Transfer,
     extension_message,
 )
@@ -335,17 +334,10 @@ async def search(request: web.Request) -> web.Response:
 async def _submit(request: web.Request, make: Callable[[], Body], fee: int) -> web.Response:
     """Sign ``make()`` with the node's wallet (on the chain thread, so its nonce follows the
     pool) and hand it to the mempool and the peers."""
-    ctx = request.app[CTX]
-    core = ctx.core
-
-    def sign() -> SignedEvent:
-        return core.wallet.sign(core.chain, core.mempool, make(), fee)
-
-    event = await core.run(sign)
-    _, eid, err = (await ctx.manager.submit_events([event]))[0]
-    if err is not None or eid is None:
-        raise ApiError(400, err.code if err is not None else "invalid",
-                       str(err) if err is not None else "refused")
+    try:
+        _, eid = await request.app[CTX].core.submit_own(make(), fee)
+    except BlockcoinError as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
     return web.json_response({"id": eid.hex(), "status": "pending"}, status=202)
 
 

@@ -42,6 +42,7 @@ from aiohttp import web
 from chain.api.auth import remove_cookie, write_cookie
 from chain.api.server import ApiContext, make_app
 from chain.core.block import Block
+from chain.core.errors import BlockcoinError
 from chain.core.events import Announce
 from chain.core.filemodes import private_umask
 from chain.core.params import NetworkParams
@@ -325,11 +326,12 @@ class Daemon:
                 self._announce_warned = True
                 log.info("not announcing %s: the wallet cannot pay the fee", address)
             return
-        event = await core.run(core.wallet.sign, core.chain, core.mempool,
-                               Announce(core.key.public.x25519, address), DEFAULT_FEE)
-        results = await manager.submit_events([event])
-        if results and results[0][1] is not None:
-            log.info("announced our address %s", address)
+        try:
+            await core.submit_own(Announce(core.key.public.x25519, address), DEFAULT_FEE)
+        except BlockcoinError as exc:
+            log.info("not announcing %s: %s", address, exc)
+            return
+        log.info("announced our address %s", address)
 
 
 def run_node(datadir: Path, params: NetworkParams, options: NodeOptions) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from chain.core.block import Block, events_root
 from chain.core.errors import BadEventsRoot, BlockcoinError, ValidationError
-from chain.core.events import SignedEvent, event_id
+from chain.core.events import Body, SignedEvent, event_id
 from chain.core.header import hash_hex
 from chain.node.chainstate import AcceptResult
 from chain.node.headers import HeaderTree
@@ -168,14 +168,34 @@ class NodeCore:
         for ev, eid, _err in results:
             if eid is not None:
                 self.counters["events_accepted"] += 1
-                for listener in list(self.event_listeners):
-                    try:
-                        listener(ev, eid, source)
-                    except Exception:
-                        log.exception("event listener failed")
+                self._notify_event(ev, eid, source)
             else:
                 self.counters["events_rejected"] += 1
         return results
+
+    async def submit_own(self, body: Body, fee: int) -> tuple[SignedEvent, bytes]:
+        """Sign ``body`` with the node's wallet and admit it, in one step on the chain thread.
+
+        The nonce is the next free one in the pool at that moment, so no event of the same
+        wallet submitted meanwhile (a transfer from the command line through the API) can take
+        it, and ours never replaces one of theirs. (Signing in one step and admitting in
+        another let a node's higher-fee Announce replace a pending transfer of its user.)"""
+
+        def work() -> tuple[SignedEvent, bytes]:
+            ev = self.wallet.sign(self.chain, self.mempool, body, fee)
+            return ev, self.mempool.add(ev)
+
+        ev, eid = await self.run(work)
+        self.counters["events_accepted"] += 1
+        self._notify_event(ev, eid, None)
+        return ev, eid
+
+    def _notify_event(self, ev: SignedEvent, eid: bytes, source: object) -> None:
+        for listener in list(self.event_listeners):
+            try:
+                listener(ev, eid, source)
+            except Exception:
+                log.exception("event listener failed")
 
     def event_id(self, ev: SignedEvent) -> bytes:
         return event_id(self.params.chain_id, ev)
