@@ -214,15 +214,20 @@ class Signer:
         """The blocktree this signer acts for: its account, else itself."""
         return self.account if self.account is not None else self.key.principal
 
-    async def submit(self, chain: ChainClient, body: Body, fee_rate: int | None = None) -> bytes:
+    async def submit(self, chain: ChainClient, body: Body, fee_rate: int | None = None,
+                     for_tree: bool = True) -> bytes:
         """Sign ``body`` with the next nonce and a fee of ``fee_rate`` per byte (default: the
-        network's minimum, the least the nodes relay) and submit it; the event id."""
+        network's minimum, the least the nodes relay) and submit it; the event id.
+
+        ``for_tree=False`` signs as the key itself, paid from its own account, even when this
+        signer acts for another tree (the nonce is the key's either way, hence one lock)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         rate = chain.params.min_fee_rate if fee_rate is None else fee_rate
+        account, writecap = (self.account, self.writecap) if for_tree else (None, None)
         async with self._lock:
             nonce = await chain.next_nonce(self.key.principal)
             event = SignedEvent.create_at_rate(
-                chain.chain_id, self.key, nonce, rate, body, self.account, self.writecap
+                chain.chain_id, self.key, nonce, rate, body, account, writecap
             )
             return await chain.submit(event)
