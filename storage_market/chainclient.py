@@ -19,7 +19,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chain.core.events import Body, FragmentOffer, SignedEvent
+from chain.core.events import Body, FragmentOffer, SignedEvent, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
@@ -204,6 +204,9 @@ class Signer:
     account: Principal | None = None
     writecap: Writecap | None = None
     _lock: asyncio.Lock | None = None
+    #: what the events this signer had admitted moved out of the tree's account (fees and
+    #: escrow), so a node holding a writecap with an allowance can tell before the chain does
+    spent: int = 0
 
     @property
     def principal(self) -> Principal:
@@ -230,4 +233,17 @@ class Signer:
             event = SignedEvent.create_at_rate(
                 chain.chain_id, self.key, nonce, rate, body, account, writecap
             )
-            return await chain.submit(event)
+            eid = await chain.submit(event)
+            if account is not None:
+                self.spent += event.fee + outflow(body)
+            return eid
+
+
+def outflow(body: Body) -> int:
+    """What an event moves out of its payer's account besides its fee (the escrow of an
+    offer, the amount of a transfer); an extension's added escrow is counted by the chain."""
+    if isinstance(body, FragmentOffer):
+        return body.price * body.periods
+    if isinstance(body, Transfer):
+        return body.amount
+    return 0

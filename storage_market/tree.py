@@ -118,9 +118,9 @@ def decode_link(data: Bytes) -> tuple[str, Readcap]:
 
 def encode_grant(chain_id: bytes, cap: Writecap) -> str:
     """A writecap as a token to paste or show as a QR code: ``BCGRANT1`` then base32 (upper
-    case and digits only: QR's compact alphanumeric mode) of ``u8 format | chain id[32] |
+    case and digits only: QR's compact alphanumeric mode) of ``u8 format | bytes chain id |
     writecap chain`` and the first 4 bytes of its SHA-256, so a mistyped token is refused."""
-    w = Writer().u8(GRANT_FORMAT).fixed(chain_id, 32)
+    w = Writer().u8(GRANT_FORMAT).var_bytes(chain_id)
     cap.write(w)
     body = bytes(w)
     raw = body + hashlib.sha256(body).digest()[:4]
@@ -144,7 +144,7 @@ def decode_grant(token: str) -> tuple[bytes, Writecap]:
     def read(r: Reader) -> tuple[bytes, Writecap]:
         if r.u8() != GRANT_FORMAT:
             raise FormatError("unknown grant format")
-        return r.fixed(32), Writecap.read(r)
+        return r.var_bytes(64), Writecap.read(r)
 
     try:
         return decode_strict(body, read, "grant token")
@@ -375,8 +375,9 @@ class Opener:
             parent = parent_path(path)
             try:
                 parent_key = await self.key_of(parent)
-            except BlockNotFound:
-                raise NoReadcap(f"{self.key.principal} holds no readcap for {path}") from None
+            except BlockNotFound as exc:
+                raise NoReadcap(f"{self.key.principal} holds no readcap for {path} ({exc})"
+                                ) from None
             try:
                 key = unwrap_child_key(parent_key, path, block.header.parent_key)
             except DecryptError as exc:
@@ -544,11 +545,26 @@ class LocalTree:
         version keeps the old one's)."""
         for item in items:
             self.me.check_writable(item.path)
-        dirs = [Item(p, KIND_DIR) for p in self._missing_dirs(i.path for i in items)]
+        named = {i.path for i in items}
+        dirs = [Item(p, KIND_DIR) for p in self._missing_dirs(named) if p not in named]
         todo = sorted(dirs + items, key=lambda i: (i.path.count("/"), i.path))
         self._check_allowance(len(todo))
         await self._fetch_top()
         placed: list[str] = []
+        try:
+            await self._place_each(todo, keys, readers, placed)
+            self.index.save()
+            await self.wait_placed(placed)
+        finally:
+            if self.me.delegated:  # what this node's writecap spent, fees included
+                self.index.spent += self.agent.signer.spent
+                self.agent.signer.spent = 0
+            self.index.save()
+        return placed
+
+    async def _place_each(self, todo: list[Item], keys: dict[str, bytes] | None,
+                          readers: dict[str, dict[str, PublicKeys]] | None,
+                          placed: list[str]) -> None:
         for item in todo:
             node = self.index.nodes.get(item.path)
             kept = node.readers if node is not None else {}
@@ -564,12 +580,7 @@ class LocalTree:
             entry = self.agent.entries[item.path]
             node.versions.append(Version(entry.version, entry.slots[0].offered_height, size))
             self.index.nodes[item.path] = node
-            if self.me.delegated:
-                self.index.spent += entry.n * entry.price * entry.periods
             placed.append(item.path)
-        self.index.save()
-        await self.wait_placed(placed)
-        return placed
 
     async def _put(self, item: Item, readers: list[PublicKeys], key: bytes | None) -> int:
         data: Plaintext
