@@ -320,7 +320,7 @@ class OwnerAgent:
     async def put(self, path: str, data: Plaintext, options: StoreOptions | None = None,
                   progress: ProgressFn | None = None, source: str = "", *,
                   readers: Sequence[PublicKeys] = (), block_key: bytes | None = None,
-                  kind: int = KIND_FILE) -> BlockEntry:
+                  kind: int = KIND_FILE, flush: bool = True) -> BlockEntry:
         """Seal ``data`` (bytes, or a file open for reading) as the block at ``path`` and publish
         its fragment offers.
 
@@ -328,6 +328,9 @@ class OwnerAgent:
         principals a block is shared with). Its key is ``block_key``, else the key of the
         version kept locally (a new version readable by whoever read the old one), else a fresh
         one; re-keying passes a fresh one. ``kind`` marks a directory or a link.
+        ``flush=False`` leaves the state to be written in the background: a caller putting many
+        blocks flushes once after the last (an offer whose record a crash lost expires unstored
+        and its escrow comes back), instead of rewriting the whole state file per block.
 
         ``source`` names what the data was read from (a file's size, mtime and inode). A put of
         the same source to a path whose earlier put was interrupted carries on with that one
@@ -382,7 +385,10 @@ class OwnerAgent:
                 await self._offer(entry, slot, save=False)
         finally:  # offers that did not go out are made by the next steps
             self._putting.discard(path)
-            await self.state.flush()
+            if flush:
+                await self.state.flush()
+            else:
+                self.state.mark()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {format_size(entry.fragment_size)} a "
                    f"fragment, {format_coins(opts.price)} a period each for {opts.periods} periods")
         return entry
@@ -404,9 +410,9 @@ class OwnerAgent:
             return False
         return block.version == entry.version
 
-    async def release(self, path: str) -> int:
+    async def release(self, path: str, flush: bool = True) -> int:
         """End every contract and open offer of ``path`` (the escrow left comes back, the
-        hosts' collateral too); the number of contracts released."""
+        hosts' collateral too); the number of contracts released. ``flush`` as in :meth:`put`."""
         entry = self.entries.get(path)
         if entry is None:
             raise BlockNotFound(f"{path} is not stored by this owner")
@@ -424,7 +430,10 @@ class OwnerAgent:
             slot.state = ENDED
             self._record(slot, "released by the owner")
         self._frags.pop(path, None)
-        await self.state.flush()
+        if flush:
+            await self.state.flush()
+        else:
+            self.state.mark()
         self._note(f"released {released} contract(s) of {path}")
         return released
 

@@ -467,7 +467,7 @@ class LocalTree:
     fragments from it while the operation waits for them to be placed)."""
 
     def __init__(self, datadir: Path, me: Identity, agent: OwnerAgent,
-                 options: StoreOptions, wait: float = 120.0) -> None:
+                 options: StoreOptions, wait: float | None = 120.0) -> None:
         self.datadir = Path(datadir)
         self.me = me
         self.agent = agent
@@ -529,7 +529,7 @@ class LocalTree:
     async def _release(self, path: str) -> None:
         entry = self.agent.entries.get(path)
         if entry is not None and entry.live():
-            await self.agent.release(path)
+            await self.agent.release(path, flush=False)
         else:  # placed by another node of this tree: end its contracts as the tree
             for info in await self.chain.contracts_by_owner(self.me.tree):
                 if info.offer.path == path and info.state in ("offered", "active"):
@@ -553,6 +553,7 @@ class LocalTree:
         placed: list[str] = []
         try:
             await self._place_each(todo, keys, readers, placed)
+            await self.agent.state.flush()  # once for all the blocks' offers
             self.index.save()
             await self.wait_placed(placed)
         finally:
@@ -588,15 +589,19 @@ class LocalTree:
             with item.data.open("rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 await self.agent.put(item.path, fh, self.options, readers=readers,
-                                     block_key=key, kind=item.kind)
+                                     block_key=key, kind=item.kind, flush=False)
             return size
         data = item.data
         await self.agent.put(item.path, data, self.options, readers=readers, block_key=key,
-                             kind=item.kind)
+                             kind=item.kind, flush=False)
         return len(item.data)
 
     async def wait_placed(self, paths: list[str]) -> None:
-        """Until every fragment of ``paths`` is held (bounded by the tree's wait in total)."""
+        """Until every fragment of ``paths`` is held (bounded by the tree's wait in total; a
+        wait of None returns at once: the offers stand, and the agent hands them to hosts
+        whenever it runs)."""
+        if self.wait is None:
+            return
         loop_deadline = time.monotonic() + self.wait
         short = []
         for path in paths:
@@ -660,6 +665,7 @@ class LocalTree:
                 await self._release(node.path)
             self.blocks.delete(node.path)
             del self.index.nodes[node.path]
+        await self.agent.state.flush()
         self.index.save()
         return len(nodes)
 
