@@ -328,9 +328,9 @@ class OwnerAgent:
         principals a block is shared with). Its key is ``block_key``, else the key of the
         version kept locally (a new version readable by whoever read the old one), else a fresh
         one; re-keying passes a fresh one. ``kind`` marks a directory or a link.
-        ``flush=False`` leaves the state to be written in the background: a caller putting many
-        blocks flushes once after the last (an offer whose record a crash lost expires unstored
-        and its escrow comes back), instead of rewriting the whole state file per block.
+        ``flush=False`` leaves the state unwritten: a caller putting many blocks flushes once
+        after the last (an offer whose record a crash lost expires unstored and its escrow
+        comes back), instead of rewriting the whole state file per block.
 
         ``source`` names what the data was read from (a file's size, mtime and inode). A put of
         the same source to a path whose earlier put was interrupted carries on with that one
@@ -387,8 +387,6 @@ class OwnerAgent:
             self._putting.discard(path)
             if flush:
                 await self.state.flush()
-            else:
-                self.state.mark()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {format_size(entry.fragment_size)} a "
                    f"fragment, {format_coins(opts.price)} a period each for {opts.periods} periods")
         return entry
@@ -432,8 +430,6 @@ class OwnerAgent:
         self._frags.pop(path, None)
         if flush:
             await self.state.flush()
-        else:
-            self.state.mark()
         self._note(f"released {released} contract(s) of {path}")
         return released
 

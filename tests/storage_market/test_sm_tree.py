@@ -8,6 +8,7 @@ this file pins the model, where failures are quicker to read.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -18,16 +19,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chain.core.encoding import encode_varint
 from chain.core.errors import AllowanceExceeded, BadWritecap, RevokedSigner
 from chain.core.events import FragmentOffer, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import COIN
 from chain.core.writecap import Writecap
-from storage_market.blockstore import KIND_DIR, KIND_LINK, BlockStore, StoredBlock
+from storage_market.blockstore import KIND_DIR, KIND_LINK, MAGIC, BlockStore, StoredBlock
 from storage_market.chainclient import Signer
 from storage_market.crypto import Readcap, new_block_key
 from storage_market.errors import (
-    BlockNotFound,
     DecryptError,
     FormatError,
     GrantError,
@@ -285,10 +286,13 @@ def test_block_kinds_in_the_record(tmp_path: Path) -> None:
     # a file keeps format 2; a format-3 record claiming kind "file" is refused
     plain = StoredBlock.seal(f"{A}/f", b"xyz", key, parent_key=store.block_key(A, ALICE))
     assert plain.header.record_format == 2
-    forged = bytearray(link.record)
-    with pytest.raises((FormatError, BlockNotFound, Exception)):
-        forged[len(forged) - len(link.payload) - 33] = 0
-        StoredBlock.decode(forged)
+    body = bytearray(link.header.encode())
+    for kind, message in ((0, "format 2"), (7, "unknown block kind")):
+        body[-1] = kind  # the kind byte ends a format-3 header
+        head = MAGIC + bytes((3,)) + encode_varint(len(body)) + bytes(body)
+        forged = head + hashlib.sha256(head).digest() + bytes(link.payload)
+        with pytest.raises(FormatError, match=message):
+            StoredBlock.decode(forged)
 
 
 def test_identity_refuses_paths_outside(tmp_path: Path) -> None:
