@@ -156,8 +156,8 @@ def _options(k: int, n: int, price: str, collateral: str, periods: int) -> Store
 @tree_app.command("ls")
 @friendly
 def tree_ls(
-    path: Annotated[str | None, typer.Argument(help="A directory (default: the tree's root).")
-                    ] = None,
+    path: Annotated[str | None, typer.Argument(
+        help="A directory (default: the tree's root, or a granted node's directory).")] = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """The children of PATH: kind, size, versions, latest height, fragments held (health:
@@ -165,7 +165,7 @@ def tree_ls(
     directory."""
     where = locate(net, datadir)
     me = _me(where)
-    full = _path(me, path) if path else me.tree.root_path
+    full = _path(me, path) if path else me.top
     rows = listing(TreeIndex(where.datadir), stored_blocks(where.datadir), full)
     if as_json:
         typer.echo(json.dumps({"path": full, "entries": rows}))

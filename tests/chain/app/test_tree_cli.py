@@ -133,6 +133,8 @@ def test_two_trees_three_nodes(net: NodeProc, tmp_path: Path) -> None:
     refused("phone", "outside this node's grant", "put", str(notes), "photos/x", *MARKET)
     ok("phone", "put", str(notes), "phone/more.txt", *MARKET)
     refused("phone", "allows", "put", str(notes), "phone/third.txt", *MARKET)
+    assert [r["name"] for r in ok("phone", "ls")["entries"]] == [  # type: ignore[attr-defined, index]
+        "more.txt", "notes.txt"]
     ok("alice", "get", "phone/notes.txt", "-o", str(out))
     assert out.read_bytes() == b"written on the phone"
 
