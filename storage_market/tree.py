@@ -498,6 +498,11 @@ class LocalTree:
         if not self.me.delegated:
             return
         block = await retrieve.get_block(self.chain, self.me.key, self.me.top)
+        try:
+            block.block_key(self.me.key)
+        except NoReadcap:
+            raise GrantError(f"this node holds no readcap for {self.me.top} any more: the tree "
+                             "revoked its grant and re-keyed the directory") from None
         if not self.blocks.has(self.me.top) or \
                 self.blocks.header(self.me.top).version != block.version:
             self.blocks.put(block)
@@ -548,8 +553,8 @@ class LocalTree:
         named = {i.path for i in items}
         dirs = [Item(p, KIND_DIR) for p in self._missing_dirs(named) if p not in named]
         todo = sorted(dirs + items, key=lambda i: (i.path.count("/"), i.path))
+        await self._fetch_top()  # first: a revoked node learns it before anything else
         self._check_allowance(len(todo))
-        await self._fetch_top()
         placed: list[str] = []
         try:
             await self._place_each(todo, keys, readers, placed)

@@ -215,6 +215,8 @@ async def test_tree_share_link_grant_revoke(tmp_path: Path) -> None:
         _, _, data = await Opener(w.chain, ALICE, alice.blocks).read(
             f"{A}/photos/2024/beach.jpg")
         assert bytes(data) == beach
+        with pytest.raises(GrantError, match="revoked its grant"):
+            await phone.put(notes, f"{A}/phone/late.txt")
         # the chain refuses the revoked phone's writes
         with pytest.raises(RevokedSigner):
             await signer.submit(w.chain, FragmentOffer(**{**_fields(offer), "price": 1}))

@@ -146,6 +146,7 @@ def test_two_trees_three_nodes(net: NodeProc, tmp_path: Path) -> None:
                       ("phone", "phone/notes.txt")):
         ran = tree(who, "get", path, "-o", str(out))
         assert ran.one_line_error and ("readcap" in ran.err or "re-keyed" in ran.err), ran.err
+    refused("phone", "revoked its grant", "put", str(notes), "phone/late.txt", *MARKET)
     ok("alice", "get", "photos/2024/beach.jpg", "-o", str(out))
     assert out.read_bytes() == beach
     # the chain refuses the phone's writecap from now on
