@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from chain.core.errors import RevokedSigner
+from chain.app.tree import parse_expiry
+from chain.core.errors import ConfigError, RevokedSigner
 from chain.core.events import FragmentOffer
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
@@ -115,6 +116,18 @@ def test_two_trees_three_nodes(net: NodeProc, tmp_path: Path) -> None:
     got = ok("bob", "get", "alice-photos/2024/beach.jpg", "-o", str(out))
     assert got["read"] == f"{A}/photos/2024/beach.jpg" and out.read_bytes() == beach
 
+    # a new version of a file; the old one still reads with --version
+    (photos / "cat.jpg").write_bytes(b"purr")
+    ok("alice", "put", str(photos / "cat.jpg"), "photos/cat.jpg", *MARKET)
+    versions = ok("alice", "log", "photos/cat.jpg")["versions"]
+    assert [v["n"] for v in versions] == [1, 2]  # type: ignore[attr-defined, index]
+    assert versions[0]["height"] <= versions[1]["height"]  # type: ignore[index]
+    ok("alice", "get", "photos/cat.jpg", "--version", "1", "-o", str(out))
+    assert out.read_bytes() == b"meow"
+    ok("bob", "get", f"{A}/photos/cat.jpg", "-o", str(out))
+    assert out.read_bytes() == b"purr"
+    refused("alice", "has no version", "get", "photos/cat.jpg", "--version", "9", "-o", str(out))
+
     # the phone: granted /alice/phone with room for two blocks (and their fees)
     refused("alice", "outside this tree", "grant", str(PHONE.principal), f"{B}/x",
             "--expires", "1h", *MARKET)
@@ -170,3 +183,15 @@ def test_two_trees_three_nodes(net: NodeProc, tmp_path: Path) -> None:
     assert ok("alice", "rm", "photos")["removed"] == 4
     refused("alice", "not in this tree", "ls", "photos")
     assert [r["name"] for r in ok("alice", "ls")["entries"]] == ["phone"]  # type: ignore[attr-defined, index]
+
+
+def test_expiry_forms() -> None:
+    now = 1_700_000_000
+    assert parse_expiry("30d", now) == now + 30 * 86400
+    assert parse_expiry("12h", now) == now + 12 * 3600
+    assert parse_expiry("90m", now) == now + 5400
+    assert parse_expiry("1800000000", now) == 1_800_000_000
+    assert parse_expiry("2027-01-01", now) == 1_798_761_600
+    assert parse_expiry("2027-01-01T01:00:00+01:00", now) == 1_798_761_600
+    with pytest.raises(ConfigError, match="not an expiry"):
+        parse_expiry("next week", now)
