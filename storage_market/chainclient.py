@@ -113,14 +113,7 @@ class ContractInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContractInfo:
-        offer = FragmentOffer(
-            path=str(data["path"]), version=bytes.fromhex(str(data["version"])),
-            index=int(data["index"]), n=int(data["n"]), k=int(data["k"]), size=int(data["size"]),
-            root=bytes.fromhex(str(data["root"])), leaf_size=int(data["leaf_size"]),
-            price=int(data["price"]), collateral=int(data["collateral"]),
-            period_blocks=int(data["period_blocks"]), periods=int(data["offer_periods"]),
-            expiry_height=int(data["expiry_height"]),
-        )
+        offer = FragmentOffer.from_json({**data, "periods": data["offer_periods"]})
         host, payout, last = data.get("host"), data.get("payout"), data.get("last_proven")
         return cls(
             id=bytes.fromhex(str(data["id"])), owner=Principal.parse(str(data["owner"])),

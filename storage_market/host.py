@@ -121,7 +121,6 @@ class HostedFragment:
         return (height - self.start - 1) // self.offer.period_blocks
 
     def to_json(self) -> dict[str, Any]:
-        o = self.offer
         return {
             "offer_id": self.offer_id.hex(), "owner": str(self.owner),
             "owner_key": self.owner_key.hex(), "status": self.status, "start": self.start,
@@ -129,21 +128,12 @@ class HostedFragment:
             "last_proven": self.last_proven, "paid_total": self.paid_total,
             "collateral_locked": self.collateral_locked, "corrupt": self.corrupt,
             "proof_period": self.proof_period, "proof_event": self.proof_event.hex(),
-            "offer": {"path": o.path, "version": o.version.hex(), "index": o.index, "n": o.n,
-                      "k": o.k, "size": o.size, "root": o.root.hex(), "leaf_size": o.leaf_size,
-                      "price": o.price, "collateral": o.collateral,
-                      "period_blocks": o.period_blocks, "periods": o.periods,
-                      "expiry_height": o.expiry_height},
+            "offer": self.offer.to_json(),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HostedFragment:
-        o = d["offer"]
-        offer = FragmentOffer(
-            path=o["path"], version=bytes.fromhex(o["version"]), index=o["index"], n=o["n"],
-            k=o["k"], size=o["size"], root=bytes.fromhex(o["root"]), leaf_size=o["leaf_size"],
-            price=o["price"], collateral=o["collateral"], period_blocks=o["period_blocks"],
-            periods=o["periods"], expiry_height=o["expiry_height"])
+        offer = FragmentOffer.from_json(d["offer"])
         return cls(bytes.fromhex(d["offer_id"]), Principal.parse(d["owner"]),
                    bytes.fromhex(d["owner_key"]), offer, d["status"], int(d["start"]),
                    int(d["periods"]), int(d["proven"]), int(d["missed"]),

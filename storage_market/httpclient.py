@@ -15,12 +15,9 @@ answers at once regardless is polled every :data:`POLL_SECONDS` instead.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 import chain.core.errors as chain_errors
 from chain.core.block import Block
@@ -29,6 +26,7 @@ from chain.core.events import SignedEvent
 from chain.core.header import hash_from_hex
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
+from chain.net.http import ApiError, AsyncApiClient, NodeNotRunning, locate_node
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder
 
 POLL_SECONDS = 0.1
@@ -52,61 +50,39 @@ class HttpChain:
 
     def __init__(self, base_url: str, params: NetworkParams, token: str | None = None,
                  timeout: float = 30.0) -> None:
-        self.base = base_url.rstrip("/")
+        self.api = AsyncApiClient(base_url, token, timeout)
+        self.base = self.api.base
         self.params = params
-        self.token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def token(self) -> str | None:
+        return self.api.token
 
     @classmethod
     def for_datadir(cls, datadir: Path, params: NetworkParams) -> HttpChain:
         """The API of the node running on ``datadir`` (its ``node.json`` and cookie)."""
         try:
-            info = json.loads((datadir / "node.json").read_text())
-            url = str(info["api"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            url, token = locate_node(datadir)
+        except NodeNotRunning as exc:
             raise ConfigError(
                 f"no node is running on {datadir} (no node.json there): start one with "
                 "`blockcoin node`, or name a running one with --node DIR or --api URL") from exc
-        try:
-            token: str | None = (datadir / "api.cookie").read_text().strip() or None
-        except OSError:
-            token = None
         return cls(url, params, token)
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
 
     async def _request(self, method: str, path: str, *, data: bytes | None = None,
                        auth: bool = False, raw: bool = False) -> Any:
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/octet-stream"
-        if auth and self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        """The answer, ``None`` for 404; a refusal raised as the consensus error its code names."""
         try:
-            async with self._http().request(method, self.base + path, data=data,
-                                            headers=headers) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NodeApiError(
-                f"cannot reach the node at {self.base}: {type(exc).__name__} {exc}") from exc
-        if status == 404:
-            return None
-        if status >= 400:
-            try:
-                err = json.loads(body)
-                code, message = str(err.get("error", "error")), str(err.get("message", ""))
-            except (ValueError, AttributeError):
-                code, message = "http", body[:200].decode(errors="replace")
-            kind = _ERRORS.get(code)
+            return await self.api.request(method, path, data=data, auth=auth, raw=raw)
+        except NodeNotRunning as exc:
+            raise NodeApiError(str(exc).replace("the node's API", "the node")) from exc
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            kind = _ERRORS.get(exc.code)
             if kind is not None:
-                raise kind(message)
-            raise NodeApiError(f"node refused {method} {path}: {code}: {message}")
-        return body if raw else json.loads(body)
+                raise kind(str(exc)) from None
+            raise NodeApiError(f"node refused {method} {path}: {exc.code}: {exc}") from None
 
     # --- ChainClient ----------------------------------------------------------------------
 
@@ -206,6 +182,4 @@ class HttpChain:
         return str(data["status"]) if data is not None else None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.api.close()

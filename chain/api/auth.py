@@ -11,28 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import os
 import secrets
 from pathlib import Path
 
-COOKIE_NAME = "api.cookie"
-REMOTE_ENV = "BLOCKCOIN_API_REMOTE"
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1), in any case, brackets allowed."""
-    host = host.strip().lower().removeprefix("[").removesuffix("]")
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def cookie_path(datadir: Path) -> Path:
-    return datadir / COOKIE_NAME
+from chain.net.http import cookie_path, read_cookie
 
 
 def write_cookie(datadir: Path) -> str:
@@ -46,13 +29,6 @@ def write_cookie(datadir: Path) -> str:
         fh.write(token)
     os.replace(tmp, path)
     return token
-
-
-def read_cookie(datadir: Path) -> str | None:
-    try:
-        return cookie_path(datadir).read_text().strip() or None
-    except OSError:
-        return None
 
 
 def remove_cookie(datadir: Path, token: str) -> None:

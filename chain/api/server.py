@@ -32,7 +32,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chain.api.auth import check_token, is_loopback
+from chain.api.auth import check_token
+from chain.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from chain.api.metrics import render_metrics
 from chain.api.openapi import openapi_document
 from chain.api.views import block_json, event_json, header_json
 from chain.core.aio import stop_tasks
@@ -42,6 +44,7 @@ from chain.core.events import SignedEvent, decode_event
 from chain.core.header import hash_from_hex, hash_hex
 from chain.core.paths import check_path
 from chain.core.principal import Principal
+from chain.net.http import is_loopback
 from chain.net.p2p.addrman import parse_peer_spec
 from chain.net.p2p.bans import parse_network
 from chain.net.p2p.gate import ConnectionGate, Stage
@@ -615,63 +618,8 @@ def publish(ctx: ApiContext, item: dict[str, Any]) -> None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=render_metrics(request.app[CTX]),
-                        content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})
-
-
-def render_metrics(ctx: ApiContext) -> str:
-    core, manager = ctx.core, ctx.manager
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, doc: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP blockcoin_{name} {doc}")
-        lines.append(f"# TYPE blockcoin_{name} {kind}")
-        for labels, value in samples:
-            lines.append(f"blockcoin_{name}{labels} {value:g}" if isinstance(value, float)
-                         else f"blockcoin_{name}{labels} {value}")
-
-    tip_entry = core.chain.tip
-    metric("tip_height", "gauge", "Height of the best chain's tip.", [("", tip_entry.height)])
-    metric("best_header_height", "gauge", "Height of the most-work known header.",
-           [("", core.tree.best.height)])
-    metric("syncing", "gauge", "1 while blocks of a better chain are downloading.",
-           [("", int(core.syncing))])
-    metric("mempool_events", "gauge", "Events waiting in the mempool.", [("", len(core.mempool))])
-    metric("mempool_bytes", "gauge", "Bytes of events in the mempool.", [("", core.mempool.bytes)])
-    out = manager.outbound
-    metric("peers", "gauge", "Connected peers.",
-           [('{direction="outbound"}', out), ('{direction="inbound"}', len(manager.peers) - out)])
-    metric("header_tree_size", "gauge", "Headers held in memory, with or without their block.",
-           [("", len(core.tree))])
-    metric("recent_rejects", "gauge", "Event ids refused recently (not checked again).",
-           [("", len(manager.rejects))])
-    if ctx.gate is not None and manager.gate is not None:
-        for gate in (manager.gate, ctx.gate):
-            metric(f"{gate.name}_connections", "gauge", "Open connections by stage and refusals.",
-                   [(f'{{what="{k}"}}', v) for k, v in sorted(gate.stats().items())])
-    metric("known_addresses", "gauge", "Addresses in the address book.",
-           [("", len(manager.addrman))])
-    metric("bans_active", "gauge", "Active bans.", [("", len(manager.bans.to_json()))])
-    for name, value in sorted(core.counters.items()):
-        metric(f"{name}_total", "counter", f"Count of {name.replace('_', ' ')}.", [("", value)])
-    for name in ("misbehaviour", "bans", "handshake_failures", "stalls", "low_work_headers",
-                 "blocks_downloaded", "announcements", "connections", "banned_refused",
-                 "events_checked", "presync_headers", "blocks_unavailable", "evictions",
-                 "inbound_refused"):
-        metric(f"p2p_{name}_total", "counter", f"Peer-to-peer {name.replace('_', ' ')}.",
-               [("", manager.counters.get(name, 0))])
-    metric("p2p_messages_received_total", "counter", "Messages received from peers, by type.",
-           [(f'{{type="{t}"}}', n) for t, n in sorted(manager.msgs_in.items())])
-    metric("p2p_bytes_received_total", "counter", "Bytes received from connected peers.",
-           [("", sum(p.bytes_in for p in manager.peers.values()))])
-    metric("p2p_bytes_sent_total", "counter", "Bytes sent to connected peers.",
-           [("", sum(p.bytes_out for p in manager.peers.values()))])
-    metric("api_requests_total", "counter", "API responses, by status.",
-           [(f'{{status="{s}"}}', n) for s, n in sorted(ctx.requests.items())])
-    metric("uptime_seconds", "gauge", "Seconds since the node started.",
-           [("", round(_time.time() - ctx.started, 1))])
-    return "\n".join(lines) + "\n"
+    return web.Response(body=render_metrics(request.app[CTX]),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def make_app(ctx: ApiContext) -> web.Application:

@@ -17,7 +17,6 @@ import typer
 from rich.progress import Progress
 
 from chain import __version__
-from chain.api.client import ApiClient, ApiError, NodeNotRunning
 from chain.app.clikit import (
     DatadirOpt,
     JsonOpt,
@@ -38,6 +37,7 @@ from chain.core.filemodes import private_umask
 from chain.core.header import hash_from_hex, hash_hex
 from chain.core.principal import Principal
 from chain.core.units import format_coins, parse_amount
+from chain.net.http import ApiClient, ApiError, NodeNotRunning
 from chain.node.local import LocalNode, init_datadir
 from chain.node.wallet import DEFAULT_FEE
 from ledger.errors import DatadirLocked
@@ -509,6 +509,7 @@ def node(
     from chain.app.daemon import NodeOptions, run_node
     from chain.app.logs import setup_logging
     from chain.net.p2p.addrman import parse_address, parse_peer_spec
+    from chain.net.p2p.manager import NetConfig
     from chain.node.config import NodeConfig
 
     where = locate(net, datadir)
@@ -518,8 +519,7 @@ def node(
     api = api or cfg.api
     announce = announce or cfg.announce
     try:
-        for spec in peers:
-            parse_peer_spec(spec)
+        seeds = [parse_peer_spec(spec) for spec in peers]
         for value in (listen, api):
             if value:
                 parse_address(value, allow_zero=True)
@@ -531,12 +531,12 @@ def node(
     if where.config is None:
         init_datadir(path, where.params)
     setup_logging(path, "node", log_level or cfg.log_level)
-    options = NodeOptions(listen=listen, api=api, connect=peers,
-                          mine=cfg.mine if mine is None else mine,
-                          mine_interval=mine_interval, target_outbound=outbound,
-                          discover=discover, announce=announce, ban_seconds=ban_seconds,
-                          stall_timeout=stall_timeout, mine_threads=threads or cfg.threads,
-                          api_hosts=list(api_host or []), handshake_timeout=handshake_timeout,
+    net_config = NetConfig(listen=listen, announce=announce, seeds=seeds,
+                           target_outbound=outbound, discover=discover, ban_seconds=ban_seconds,
+                           stall_timeout=stall_timeout, handshake_timeout=handshake_timeout)
+    options = NodeOptions(net=net_config, api=api, mine=cfg.mine if mine is None else mine,
+                          mine_interval=mine_interval, mine_threads=threads or cfg.threads,
+                          api_hosts=list(api_host or []),
                           ready=(lambda info: print(json.dumps(info), flush=True))
                           if as_json else None)
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -39,14 +40,14 @@ from typing import Any
 from aiohttp import web
 
 from chain.api.auth import remove_cookie, write_cookie
-from chain.api.client import node_file
 from chain.api.server import ApiContext, make_app
 from chain.core.block import Block
 from chain.core.events import Announce
 from chain.core.filemodes import private_umask
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
-from chain.net.p2p.addrman import parse_address, parse_peer_spec
+from chain.net.http import node_file
+from chain.net.p2p.addrman import parse_address
 from chain.net.p2p.gate import ConnectionGate, GatedSite, port_budget, raise_fd_limit
 from chain.net.p2p.manager import NetConfig, PeerManager
 from chain.node.core import NodeCore
@@ -69,20 +70,18 @@ API_MAX_CONNECTIONS = 1024
 
 @dataclass
 class NodeOptions:
-    listen: str | None = None
+    """What a node runs with: its peer-to-peer settings (``net``) and the rest.
+
+    ``net.listen`` left empty means every interface on the network's p2p port; ``net.ban_file``
+    left empty means ``DATADIR/bans.log``."""
+
+    net: NetConfig = field(default_factory=NetConfig)
     api: str | None = None
-    connect: list[str] = field(default_factory=list)
     mine: bool = False
     mine_interval: float | None = None
-    target_outbound: int = 8
-    discover: bool = True
-    announce: str | None = None
-    ban_seconds: float = 600.0
-    stall_timeout: float = 5.0
     verify_threads: int | None = None
     mine_threads: int | None = None
     api_hosts: list[str] = field(default_factory=list)  # Host names the API answers beyond loopback
-    handshake_timeout: float = PENDING_TIMEOUT
     ready: Callable[[dict[str, Any]], None] | None = None  # told where the node serves, once
 
 
@@ -179,17 +178,15 @@ class Daemon:
     async def _start(self) -> None:
         opts, params = self.options, self.params
         self.core = NodeCore(self.local, self.loop)
-        seeds: list[tuple[Principal | None, str]] = [parse_peer_spec(s) for s in opts.connect]
-        listen = opts.listen or f"0.0.0.0:{params.p2p_port}"
-        config = NetConfig(listen=listen, announce=opts.announce, seeds=seeds,
-                           target_outbound=opts.target_outbound, discover=opts.discover,
-                           ban_seconds=opts.ban_seconds, ban_file=self.datadir / "bans.log",
-                           stall_timeout=opts.stall_timeout,
-                           handshake_timeout=opts.handshake_timeout)
+        config = dataclasses.replace(
+            opts.net, listen=opts.net.listen or f"0.0.0.0:{params.p2p_port}",
+            ban_file=opts.net.ban_file or self.datadir / "bans.log")
+        listen = config.listen
+        assert listen is not None
         self.manager = PeerManager(self.core, config)
         self.manager.gate = p2p_gate = ConnectionGate(
             "p2p", port_budget(self.fd_limit, config.max_inbound + P2P_PENDING_SLOTS, 0.3),
-            P2P_MAX_PER_HOST, opts.handshake_timeout, opts.handshake_timeout,
+            P2P_MAX_PER_HOST, config.handshake_timeout, config.handshake_timeout,
             refuse=self.manager.bans.ip_banned)
 
         p2p_app = web.Application()

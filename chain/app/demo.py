@@ -39,8 +39,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +48,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from chain.app.processes import blockcoin_command, free_port, node_command, signal_group
 from chain.app.render import short
 from chain.core.aio import stop_tasks
 from chain.core.errors import BlockcoinError
@@ -80,17 +79,6 @@ class DemoError(BlockcoinError):
     """The demo could not tell its story (a process failed or a wait timed out)."""
 
     code = "demo"
-
-
-def free_port(taken: set[int]) -> int:
-    """A loopback port nobody listens on now (and that this demo has not handed out)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
 
 
 async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str,
@@ -136,10 +124,10 @@ class Child:
         _LIVE.add(self)
 
     @classmethod
-    async def start(cls, name: str, args: list[str], log: Path, *, pipe: bool = False) -> Child:
+    async def start(cls, name: str, argv: list[str], log: Path, *, pipe: bool = False) -> Child:
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "chain", *args, stdin=asyncio.subprocess.DEVNULL,
+                *argv, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if pipe else out, stderr=out,
                 start_new_session=True)
         return cls(name, proc, log)
@@ -180,8 +168,7 @@ class Child:
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.running:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+            signal_group(self.proc.pid, sig)
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM to the group, then SIGKILL if it has not exited within ``timeout``."""
@@ -273,8 +260,7 @@ class Network:
         for attempt in range(PORT_ATTEMPTS):
             p2p = f"127.0.0.1:{free_port(self.ports)}"
             api = f"127.0.0.1:{free_port(self.ports)}"
-            args = ["node", "--network", "regtest", "--datadir", str(datadir), "--listen", p2p,
-                    "--api", api, "--no-discover", "--threads", "1"]
+            args = node_command(datadir, p2p, api, "--no-discover", "--threads", "1")
             if mine_interval is not None:
                 args += ["--mine", "--mine-interval", f"{mine_interval:g}"]
             if connect is not None:
@@ -319,9 +305,9 @@ class Network:
 
     async def start_host(self, number: int, node: Node, capacity: str) -> Host:
         """A host agent on ``node``'s data directory: it finds the node's API in node.json."""
-        args = ["host", "start", "--network", "regtest", "--datadir", str(node.datadir),
-                "--node", str(node.datadir), "--capacity", capacity, "--min-price", "1sat",
-                "--json"]
+        args = blockcoin_command("host", "start", "--network", "regtest", "--datadir",
+                                 str(node.datadir), "--node", str(node.datadir), "--capacity",
+                                 capacity, "--min-price", "1sat", "--json")
         child = await Child.start(f"host{number}-agent", args,
                                   self.workdir / f"host{number}-agent.log", pipe=True)
         self.agents.append(child)

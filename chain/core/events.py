@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.errors import BadEvent, BadSignature, DecodeError, EventTooLarge
 from chain.core.keys import KeyPair, verify
-from chain.core.paths import MAX_PATH_BYTES, check_path
+from chain.core.paths import MAX_PATH_BYTES, check_path, visible
 from chain.core.principal import Principal
 from chain.core.writecap import Writecap
 
@@ -83,9 +83,10 @@ class Announce:
     def check(self) -> None:
         if self.address:
             host, sep, port = self.address.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            # isdecimal, not isdigit: a digit int() refuses (a superscript) would raise
+            if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
                 raise BadEvent(f"address must be host:port, got {self.address!r}")
-            if not self.address.isprintable() or " " in self.address:
+            if not visible(self.address) or " " in self.address:
                 raise BadEvent("address has unprintable characters")
 
     def to_json(self) -> dict[str, Any]:
@@ -171,6 +172,23 @@ class FragmentOffer:
                 "leaf_size": self.leaf_size, "price": self.price, "collateral": self.collateral,
                 "period_blocks": self.period_blocks, "periods": self.periods,
                 "expiry_height": self.expiry_height}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FragmentOffer:
+        """The inverse of :meth:`to_json`, for offers read back from an API answer or an agent's
+        state file; anything missing or mistyped is a :class:`DecodeError`."""
+        try:
+            ints = {name: data[name] for name in (
+                "index", "n", "k", "size", "leaf_size", "price", "collateral", "period_blocks",
+                "periods", "expiry_height")}
+            if not all(type(v) is int for v in ints.values()) or type(data["path"]) is not str:
+                raise TypeError("a field has the wrong type")
+            version, root = bytes.fromhex(data["version"]), bytes.fromhex(data["root"])
+            if len(version) != 32 or len(root) != 32:
+                raise ValueError("version and root are 32 bytes")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"not a fragment offer: {exc}") from None
+        return cls(path=data["path"], version=version, root=root, **ints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +530,9 @@ class SignedEvent:
             raise BadEvent("an account and its writecap go together")
         if self.account is not None and self.account == self.signer:
             raise BadEvent("a signer acting for itself carries no writecap")
+        if self.writecap is not None:
+            for link in self.writecap.links():
+                check_path(link.path)  # one spelling of the paths a chain covers
         if not self.verify_signature(chain_id):
             raise BadSignature("event signature does not verify")
 

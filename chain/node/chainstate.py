@@ -68,6 +68,11 @@ class ChainState:
             self.tip = self.index[tip_hash]
             self.activate_best_chain()
 
+    def view(self) -> StateView:
+        """A fresh view of the global tree at the tip: reads go to LevelDB, writes stay in the
+        view (a block being checked, the mempool's next-block fold, a template)."""
+        return StateView(self.store.db)
+
     def close(self) -> None:
         self.checker.close()
         self.store.close()
@@ -239,7 +244,7 @@ class ChainState:
 
     def _connect(self, entry: IndexEntry, block: Block) -> None:
         ids = [event_id(self.params.chain_id, e) for e in block.events]
-        view = StateView(self.store.db)
+        view = self.view()
         apply_block(view, self.params, block, entry.height, self.store.hash_at, ids)
         batch = self.store.batch()
         undo = view.commit(batch)

@@ -104,7 +104,7 @@ class Mempool:
             raise FeeTooLow(f"fee {ev.fee} for {len(ev.raw)} bytes is below the minimum of"
                             f" {self.min_fee_rate} per byte ({self.min_fee_rate * len(ev.raw)})")
         fee_rate = ev.fee / len(ev.raw)
-        view = StateView(self.chain.store.db)
+        view = self.chain.view()
         fold = self._next_block_fold(view)
         base = self._state_nonce(view, ev)
         pending = self.by_signer.get(ev.signer.digest, {})
@@ -168,7 +168,7 @@ class Mempool:
     def _on_chain(self, action: str, block: Block, height: int) -> None:
         events = [e for e in block.events if isinstance(e, SignedEvent)]
         if action == "connect":
-            view = StateView(self.chain.store.db)
+            view = self.chain.view()
             for ev in events:
                 digest = ev.signer.digest
                 if digest in self.by_signer:
@@ -185,7 +185,7 @@ class Mempool:
         (as they were admitted); from the first that no longer applies, the signer's events
         leave the pool. One fold step per pending event and block."""
         for signer, pending in list(self.by_signer.items()):
-            fold = self._next_block_fold(StateView(self.chain.store.db))
+            fold = self._next_block_fold(self.chain.view())
             for nonce in sorted(pending):
                 entry = self.entries[pending[nonce]]
                 try:

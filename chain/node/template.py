@@ -14,7 +14,6 @@ from chain.core.header import Header
 from chain.core.params import HEADER_VERSION
 from chain.core.principal import Principal
 from globaltree.fold import Fold
-from globaltree.view import StateView
 
 if TYPE_CHECKING:
     from chain.node.chainstate import ChainState
@@ -30,7 +29,7 @@ def build_template(chain: ChainState, mempool: Mempool | None, recipient: Princi
     height = tip.height + 1
     now = int(_time.time()) if now is None else now
     block_time = max(now, chain.median_time_past(tip) + 1)
-    fold = Fold(StateView(chain.store.db), params, height, block_time, chain.store.hash_at)
+    fold = Fold(chain.view(), params, height, block_time, chain.store.hash_at)
     chosen: list[Event] = []
     if mempool is not None:
         chosen.extend(mempool.select(fold, params.max_block_bytes - 256 - COINBASE_RESERVE,

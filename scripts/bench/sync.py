@@ -22,9 +22,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chain.api.client import ApiClient  # noqa: E402
+from chain.app.processes import NodeProcess  # noqa: E402
 from chain.consensus.validation import expected_bits  # noqa: E402
 from chain.core.block import Block, events_root  # noqa: E402
 from chain.core.blockfile import read_blocks, write_blocks  # noqa: E402
@@ -43,6 +40,7 @@ from chain.core.header import Header, hash_hex  # noqa: E402
 from chain.core.keys import KeyPair  # noqa: E402
 from chain.core.params import HEADER_VERSION, REGTEST  # noqa: E402
 from chain.core.principal import Principal  # noqa: E402
+from chain.net.http import ApiClient  # noqa: E402
 from chain.node.chainstate import ChainState  # noqa: E402
 from chain.node.local import init_datadir  # noqa: E402
 from chain.node.mining import solve  # noqa: E402
@@ -81,52 +79,6 @@ def new_datadir(path: Path, dev_key: int) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Node:
-    def __init__(self, datadir: Path, *args: str) -> None:
-        self.datadir = datadir
-        self.p2p = f"127.0.0.1:{free_port()}"
-        self.api_port = free_port()
-        log = (datadir.parent / f"{datadir.name}.log").open("wb")
-        cmd = [sys.executable, "-m", "chain", "node", "-n", "regtest", "-d", str(datadir),
-               "--listen", self.p2p, "--api", f"127.0.0.1:{self.api_port}", "--no-discover",
-               "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        log.close()
-        self.client = ApiClient(f"http://127.0.0.1:{self.api_port}", timeout=30)
-
-    def wait_ready(self, timeout: float = 30.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"node {self.datadir.name} exited with {self.proc.returncode}")
-            try:
-                self.client.get("/status")
-                return time.monotonic()
-            except Exception:
-                self.client.close()
-                time.sleep(0.01)
-        raise SystemExit(f"node {self.datadir.name} did not start")
-
-    def height(self) -> int:
-        return int(self.client.get("/tip")["height"])
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def lookups_api(client: ApiClient, principals: list[Principal], seconds: float) -> float:
     paths = [f"/global/principals/{p}" for p in principals]
     done = 0
@@ -160,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="blockcoin-sync-bench-"))
-    nodes: list[Node] = []
+    nodes: list[NodeProcess] = []
     try:
         blocks, principals = build(args.blocks, args.events)
         last = hash_hex(blocks[-1].hash)
@@ -177,14 +129,17 @@ def main() -> None:
         inprocess = lookups_inprocess(chain, principals, 1.0)
         chain.close()
 
-        source = Node(source_dir)
+        quiet = ("--no-discover", "--log-level", "warning")
+        source = NodeProcess(source_dir, *quiet, name="source")
         nodes.append(source)
-        source.wait_ready()
-        fresh = Node(new_datadir(tmp / "fresh", 2), "--connect", source.p2p)
+        source.start()
+        fresh = NodeProcess(new_datadir(tmp / "fresh", 2), *quiet, "--connect", source.p2p,
+                            name="fresh")
         nodes.append(fresh)
-        started = fresh.wait_ready()
+        fresh.start()
+        started = time.monotonic()
         deadline = started + 600
-        while fresh.height() < args.blocks:
+        while fresh.tip()[0] < args.blocks:
             if time.monotonic() > deadline:
                 raise SystemExit("sync did not finish in 600 s")
             time.sleep(0.02)

@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import random
 import resource
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +23,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from chain.api.client import ApiClient
+from chain.app.processes import NodeProcess
 from chain.consensus.validation import expected_bits
 from chain.core.block import Block, events_root
 from chain.core.events import Coinbase, Event, SignedEvent, Transfer
@@ -39,6 +36,9 @@ from chain.net.p2p.messages import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Hello,
+    Message,
+    Ping,
+    Pong,
     decode_message,
     encode_message,
 )
@@ -48,6 +48,8 @@ from chain.node.mining import solve
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+_NONCES = itertools.count(1)
 _SOURCES = itertools.count(os.getpid() % 200 * 250)
 
 
@@ -60,12 +62,6 @@ def next_source() -> str:
 def source_connector(source: str) -> aiohttp.TCPConnector:
     """Connections from ``source`` instead of 127.0.0.1."""
     return aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
@@ -138,96 +134,13 @@ def import_blocks(path: Path, blocks: list[Block]) -> ChainState:
     return chain
 
 
-class NodeProc:
-    """A ``blockcoin node`` subprocess on free loopback ports."""
-
-    def __init__(self, datadir: Path, *args: str, name: str = "node") -> None:
-        self.datadir = datadir
-        self.name = name
-        self.p2p_port = free_port()
-        self.api_port = free_port()
-        self.p2p = f"127.0.0.1:{self.p2p_port}"
-        self.log_path = datadir.parent / f"{name}.log"
-        self.args = list(args)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._client: ApiClient | None = None
-
-    def start(self, timeout: float = 20.0) -> NodeProc:
-        # A port found free can be taken by another test process before the node binds it;
-        # then the node exits at once and is started again on fresh ports (three tries).
-        for attempt in range(3):
-            cmd = [sys.executable, "-m", "chain", "node", "-n", "regtest", "-d", str(self.datadir),
-                   "--listen", self.p2p, "--api", f"127.0.0.1:{self.api_port}", *self.args]
-            log = self.log_path.open("ab")
-            env = dict(os.environ, PYTHONPATH=str(ROOT))
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         env=env)
-            log.close()
-            try:
-                wait_until(self._ready, timeout, f"{self.name} to serve its API")
-                return self
-            except AssertionError:
-                if attempt == 2 or "address already in use" not in self.log()[-500:]:
-                    raise
-            self.p2p_port, self.api_port = free_port(), free_port()
-            self.p2p = f"127.0.0.1:{self.p2p_port}"
-        return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
-                                 f"{self.log()[-3000:]}")
-        if not (self.datadir / "node.json").exists():
-            return False
-        self.client.get("/status")
-        return True
-
-    @property
-    def client(self) -> ApiClient:
-        if self._client is None:
-            token = (self.datadir / "api.cookie").read_text().strip()
-            self._client = ApiClient(f"http://127.0.0.1:{self.api_port}", token, timeout=30)
-        return self._client
-
-    @property
-    def principal(self) -> str:
-        return str(json.loads((self.datadir / "node.json").read_text())["principal"])
-
-    def get(self, path: str) -> Any:
-        return self.client.get(path)
-
-    def post(self, path: str, body: Any) -> Any:
-        return self.client.post(path, body)
-
-    def tip(self) -> tuple[int, str]:
-        data = self.get("/tip")
-        return int(data["height"]), str(data["hash"])
+class NodeProc(NodeProcess):
+    """A ``blockcoin node`` child for tests (:class:`chain.app.processes.NodeProcess`) that can
+    also report its state digest."""
 
     def digest(self) -> dict[str, Any]:
         data: dict[str, Any] = self.get("/state/digest")
         return data
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
 
 
 @contextlib.contextmanager
@@ -288,6 +201,30 @@ class Hostile:
     async def recv(self) -> bytes:
         assert self.channel is not None
         return await self.channel.recv()
+
+    async def wait_for(self, kind: type[M], timeout: float = 30.0) -> M:
+        """Read until a message of type ``kind`` arrives (others are dropped); TimeoutError
+        after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = decode_message(await self.recv())
+                if isinstance(msg, kind):
+                    return msg
+
+    async def sync_with_ping(self, timeout: float = 30.0) -> None:
+        """Ping and read up to the pong: the node has handled everything sent before (it
+        handles a peer's messages in order)."""
+        nonce = next(_NONCES)
+        await self.send(Ping(nonce))
+        async with asyncio.timeout(timeout):
+            while not (isinstance(msg := decode_message(await self.recv()), Pong)
+                       and msg.nonce == nonce):
+                pass
+
+    async def send_and_ping(self, msg: Any, timeout: float = 30.0) -> None:
+        """Send ``msg`` and wait until the node has handled it."""
+        await self.send(msg)
+        await self.sync_with_ping(timeout)
 
     async def closed_by_peer(self, timeout: float = 20.0) -> bool:
         """Read until the node hangs up; True if it did within ``timeout``."""

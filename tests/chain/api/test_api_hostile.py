@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from chain.api import server
-from chain.api.client import ApiClient, RemoteApiRefused
+from chain.net.http import ApiClient, RemoteApiRefused
 from tests.framework.netkit import ROOT, NodeProc, init_node_dir, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

@@ -16,12 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chain.api.client import ApiClient, ApiError
 from chain.api.openapi import openapi_document
 from chain.api.server import make_app
 from chain.core.events import SignedEvent, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
+from chain.net.http import ApiClient, ApiError
 from tests.framework.netkit import NodeProc, import_blocks, init_node_dir, make_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

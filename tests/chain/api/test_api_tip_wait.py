@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.api.client import ApiClient, ApiError
+from chain.net.http import ApiClient, ApiError
 from tests.framework.netkit import NodeProc, init_node_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -205,3 +205,21 @@ def test_writecap_allowance_is_signed_and_round_trips(allowance: int | None) -> 
 
     assert verify(cap.issuer_key, cap.link_message(P.chain_id), cap.signature)
     assert not verify(cap.issuer_key, forged.link_message(P.chain_id), cap.signature)
+
+
+@given(offers)
+def test_offer_json_roundtrip(offer: FragmentOffer) -> None:
+    assert FragmentOffer.from_json(offer.to_json()) == offer
+
+
+@pytest.mark.parametrize("change", [
+    {"size": "5"}, {"root": "zz"}, {"version": "00"}, {"path": 7}, {"price": 1.5}, {"k": None},
+])
+def test_offer_json_with_a_wrong_field_is_a_decode_error(change: dict[str, object]) -> None:
+    data = {**FragmentOffer(DEV[0].principal.root_path + "/a", b"\1" * 32, 0, 5, 3, 100,
+                            b"\2" * 32, 1024, 1, 0, 10, 10, 99).to_json(), **change}
+    with pytest.raises(DecodeError, match="not a fragment offer"):
+        FragmentOffer.from_json(data)
+    del data["n"]
+    with pytest.raises(DecodeError):
+        FragmentOffer.from_json(data)

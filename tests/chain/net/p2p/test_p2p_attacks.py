@@ -29,8 +29,6 @@ from chain.net.p2p.messages import (
     GetBlocks,
     GetHeaders,
     Headers,
-    Ping,
-    Pong,
     decode_message,
 )
 from tests.framework.netkit import (
@@ -296,16 +294,6 @@ async def test_honest_announcements_around_withheld_headers_cost_nothing(tmp_pat
         assert b.principal not in {x["principal"] for x in bans}
 
 
-async def ping(h: Hostile, nonce: int) -> None:
-    """Ping and read up to the pong: the node has handled everything sent before."""
-    await h.send(Ping(nonce))
-    async with asyncio.timeout(30):
-        while True:
-            msg = decode_message(await h.recv())
-            if isinstance(msg, Pong) and msg.nonce == nonce:
-                return
-
-
 async def test_events_our_tip_refuses_cost_nothing_but_a_resend_does(tmp_path: Path) -> None:
     """An honest peer relays what its own tip and policy accept: events unfunded on ours (it is
     on another fork, or a block spent the funds meanwhile) cost it nothing, whether it is the
@@ -322,10 +310,8 @@ async def test_events_our_tip_refuses_cost_nothing_but_a_resend_does(tmp_path: P
         try:
             await first.open()
             await second.open()
-            await first.send(message)
-            await ping(first, 1)
-            await second.send(message)
-            await ping(second, 2)
+            await first.send_and_ping(message)
+            await second.send_and_ping(message)
             assert await off_thread(metric, node, "blockcoin_p2p_events_checked_total") == 500
             connected = {p["principal"] for p in (await off_thread(node.get, "/peers"))["peers"]}
             assert {str(first.key.principal), str(second.key.principal)} <= connected

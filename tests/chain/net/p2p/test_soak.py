@@ -93,8 +93,7 @@ async def lie(node: NodeProc) -> None:
         with contextlib.suppress(ChannelError, TimeoutError):
             async with asyncio.timeout(8):
                 for _ in range(10):
-                    while not isinstance(decode_message(await h.recv()), GetHeaders):
-                        pass
+                    await h.wait_for(GetHeaders)
                     branch = make_blocks(3, 0, seed=next(SEEDS))
                     await h.send(Headers([b.header for b in branch]))
     finally:
