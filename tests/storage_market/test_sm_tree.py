@@ -62,7 +62,7 @@ A = ALICE.principal.root_path
 B = BOB.principal.root_path
 OPTS = StoreOptions(k=1, n=2, price=1000, collateral=0, periods=400)  # 2,000 blocks
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 class World:
@@ -79,7 +79,7 @@ class World:
         agent = OwnerAgent(home, me.signer(), self.chain, defaults=OPTS)
         await agent.start()
         self.agents.append(agent)
-        return LocalTree(home, me, agent, OPTS, wait=30.0)
+        return LocalTree(home, me, agent, OPTS, wait=120.0)
 
     async def close(self, tree: LocalTree) -> None:
         await tree.agent.stop()
