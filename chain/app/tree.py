@@ -76,6 +76,9 @@ PriceOpt = Annotated[str, typer.Option(
 CollateralOpt = Annotated[str, typer.Option(
     help="Asked of each host per fragment per period, burned if it misses a proof.")]
 PeriodsOpt = Annotated[int, typer.Option(help="Periods to pay for (escrowed now).", min=1)]
+PeriodBlocksOpt = Annotated[int | None, typer.Option(
+    help="Blocks per proof period (default: the network's); hosts prove once a period.",
+    min=1)]
 WaitOpt = Annotated[float, typer.Option(
     help="Seconds to wait for hosts to hold every fragment.", min=0.0)]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Spend without asking.")]
@@ -145,9 +148,11 @@ def _placing(where: Where, reach: Reach, options: StoreOptions, wait: float, yes
     return result
 
 
-def _options(k: int, n: int, price: str, collateral: str, periods: int) -> StoreOptions:
+def _options(k: int, n: int, price: str, collateral: str, periods: int,
+             period_blocks: int | None) -> StoreOptions:
     return StoreOptions(k=k, n=n, price=parse_amount(price),
-                        collateral=parse_amount(collateral, allow_zero=True), periods=periods)
+                        collateral=parse_amount(collateral, allow_zero=True), periods=periods,
+                        period_blocks=period_blocks)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -269,7 +274,8 @@ def tree_put(
     source: Annotated[Path, typer.Argument(help="A file, or a directory put recursively.")],
     path: PathArg,
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -284,7 +290,7 @@ def tree_put(
         raise ConfigError(f"{source}: No such file or directory")
     full = _path(_me(where), path)
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"putting {source} at {full}",
                       lambda tree: _done(tree.put(source, full)))
     emit(as_json, result, f"placed {len(result['placed'])} block(s) under {full}")
@@ -299,7 +305,8 @@ async def _done(work: Awaitable[list[str]]) -> dict[str, Any]:
 def tree_mkdir(
     path: PathArg,
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -310,7 +317,7 @@ def tree_mkdir(
     where = locate(net, datadir)
     full = _path(_me(where), path)
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"making {full}", lambda tree: _done(tree.mkdir(full)))
     emit(as_json, result, f"made {', '.join(result['placed'])}")
 
@@ -351,7 +358,8 @@ def tree_rm(
 def tree_share(
     path: PathArg, principal: PrincipalArg,
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -363,7 +371,7 @@ def tree_share(
     full = _path(_me(where), path)
     who = Principal.parse(principal)
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"sharing {full}", lambda tree: _done(tree.share(full, who)))
     emit(as_json, {**result, "path": full, "principal": str(who)},
          f"{full} is shared with {who}")
@@ -374,7 +382,8 @@ def tree_share(
 def tree_unshare(
     path: PathArg, principal: PrincipalArg,
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -387,7 +396,7 @@ def tree_unshare(
     full = _path(_me(where), path)
     who = Principal.parse(principal)
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"re-keying {full}", lambda tree: _done(tree.unshare(full, who)))
     emit(as_json, {**result, "path": full, "principal": str(who)},
          f"{full} no longer shared with {who}: re-keyed {len(result['placed'])} block(s)")
@@ -399,7 +408,8 @@ def tree_link(
     path: PathArg,
     target: Annotated[str, typer.Argument(help="The path linked to (any tree, /<principal>/...).")],
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -412,7 +422,7 @@ def tree_link(
     me = _me(where)
     full, goal = _path(me, path), _path(me, target)
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"linking {full} to {goal}", lambda tree: _done(tree.link(full, goal)))
     emit(as_json, {**result, "path": full, "target": goal}, f"{full} -> {goal}")
 
@@ -471,7 +481,8 @@ def tree_grant(
         help="The most the node may move out of the tree's account (escrow and fees), in "
              "coins or Nsat (default: no limit).")] = None,
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -490,7 +501,7 @@ def tree_grant(
         return {"token": await tree.grant(who, full, expiry, limit)}
 
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"granting {full} to {who}", op)
     emit(as_json, {**result, "principal": str(who), "path": full, "expiry": expiry,
                    "allowance": limit},
@@ -530,7 +541,8 @@ def tree_import_grant(
 def tree_revoke(
     principal: PrincipalArg,
     k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, wait: WaitOpt = 300.0, yes: YesOpt = False,
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
     listen: ListenOpt = None, log_level: LogLevelOpt = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
@@ -547,7 +559,7 @@ def tree_revoke(
         return {"revoke": eid.hex(), "placed": paths}
 
     result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods), wait, yes, listen, log_level,
+                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
                       f"revoking {who} and re-keying its paths", op)
     emit(as_json, {**result, "principal": str(who)},
          f"revoked {who}; re-keyed {len(result['placed'])} block(s)")

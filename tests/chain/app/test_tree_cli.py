@@ -36,10 +36,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ALICE, BOB, PHONE = KeyPair.development(0), KeyPair.development(4), KeyPair.development(5)
 A, B = ALICE.principal.root_path, BOB.principal.root_path
-# 1-of-2 on two hosts; 400 periods of 5 blocks outlive the test at any speed
-MARKET = ["--k", "1", "--n", "2", "--price", "1000sat", "--periods", "400", "--yes",
-          "--wait", "120"]
-ESCROW = 2 * 1000 * 400  # one block's
+# 1-of-2 on two hosts; 20 periods of 100 blocks outlive the test, and a 20 s proof window
+# is not missed by a host on a busy machine (a miss makes the owner release and shun it)
+MARKET = ["--k", "1", "--n", "2", "--price", "1000sat", "--periods", "20", "--period-blocks",
+          "100", "--yes", "--wait", "120"]
+ESCROW = 2 * 1000 * 20  # one block's
 
 
 @pytest.fixture
@@ -139,9 +140,7 @@ def test_two_trees_three_nodes(net: NodeProc, tmp_path: Path) -> None:
     ok("phone", "import-grant", token)
     before, phone_before = balance(ALICE), balance(PHONE)
     ok("phone", "put", str(notes), "phone/notes.txt", *MARKET)
-    # escrow and fees from the tree's account (less any refund of a period a busy host
-    # missed on Alice's other contracts meanwhile)
-    assert before - balance(ALICE) >= ESCROW - 20_000
+    assert before - balance(ALICE) >= ESCROW  # escrow and fees from the tree's account
     assert phone_before - balance(PHONE) < 2000  # at most its own announcement
     refused("phone", "outside this node's grant", "put", str(notes), "photos/x", *MARKET)
     ok("phone", "put", str(notes), "phone/more.txt", *MARKET)
