@@ -11,9 +11,10 @@ Market: the owner agent (:mod:`.owner`) offers fragments (escrowing their pay on
 them to hosts, publishes their receipts, extends contracts and repairs after missed proofs; the
 host agent (:mod:`.host`) takes offers, stores fragments durably (:mod:`.fragmentstore`) and
 proves them every period from the block that opens it (:mod:`.proving`), paid by the chain;
-:mod:`.retrieve` gets a block back from any ``k`` hosts. They talk over the node channel with
-the messages of :mod:`.protocol`, and reach the chain only through the small
-:class:`~.chainclient.ChainClient` protocol: in process (:mod:`.inprocess`, the one module that
-imports the node) or over a node's HTTP API (:mod:`.httpclient`). :mod:`.cli` and :mod:`.demo`
-are the command line.
+:mod:`.retrieve` gets a block back from any ``k`` hosts; :mod:`.tree` is the person's blocktree
+on top (directories, versions, sharing, links, the several nodes of one tree, revocation).
+They talk over the node channel with the messages of :mod:`.protocol`, and reach the chain
+only through the small :class:`~.chainclient.ChainClient` protocol: in process
+(:mod:`.inprocess`, the one module that imports the node) or over a node's HTTP API
+(:mod:`.httpclient`). :mod:`.cli` and :mod:`.demo` are the command line.
 """

@@ -6,13 +6,20 @@ The record is what the client keeps on disk *and* what it erasure-codes into fra
 block fetched back from any ``k`` hosts brings its readcaps with it and can be opened with
 nothing but the reader's key pair.
 
-Record format (version 2)::
+Record format (version 2, or 3 for a directory or a link)::
 
-    magic "BCBK" | u8 format=2 | varint header length | header | SHA-256(all before) [32]
+    magic "BCBK" | u8 format | varint header length | header | SHA-256(all before) [32]
     | sealed payload
 
     header = text path | version[32] | varint readcap count | readcap x count
-             | flag, [wrapped parent key (61)] | varint payload length
+             | flag, [wrapped parent key (61)] | varint payload length | [u8 kind (format 3)]
+
+The **kind** says what the payload is: a file's bytes (kind 0, the only kind of format 2, so a
+file's record is byte for byte what it was before kinds existed), a directory (1, an empty
+payload: a directory block exists to carry readcaps and to wrap its children's keys) or a
+symbolic link (2, see :mod:`storage_market.tree`). It sits in the header so that a reader can
+tell a link from a file before it holds any key, and so that whoever re-keys blocks written by
+another node of the tree learns their kind from the blocks themselves.
 
 The root block of a tree (``/<principal>``) has no parent key and at least one readcap (the
 paper: "the root block always contains a readcap for the root key"); every other block has a
@@ -77,6 +84,12 @@ from storage_market.jsonstate import fsync_dir, write_bytes_atomic
 
 MAGIC = b"BCBK"
 RECORD_FORMAT = 2
+#: the format of a record whose header ends with a kind byte (directories and links)
+KIND_FORMAT = 3
+KIND_FILE = 0
+KIND_DIR = 1
+KIND_LINK = 2
+KINDS = {KIND_FILE: "file", KIND_DIR: "dir", KIND_LINK: "link"}
 #: the first format, whose header ends with the payload's SHA-256 (still read)
 DIGEST_FORMAT = 1
 MAX_READCAPS = 1024
@@ -104,9 +117,14 @@ class BlockHeader:
     payload_size: int
     #: only in a version-1 record
     payload_digest: bytes | None = None
+    kind: int = KIND_FILE
 
     def __post_init__(self) -> None:
         valid_path(self.path)
+        if self.kind not in KINDS:
+            raise FormatError(f"unknown block kind {self.kind}")
+        if self.kind != KIND_FILE and self.payload_digest is not None:
+            raise FormatError("a version-1 record holds a file")
         if len(self.version) != VERSION_SIZE:
             raise FormatError("a header has a 32-byte version")
         if self.payload_digest is not None and len(self.payload_digest) != _DIGEST:
@@ -131,6 +149,8 @@ class BlockHeader:
         w.varint(self.payload_size)
         if self.payload_digest is not None:
             w.fixed(self.payload_digest, _DIGEST)
+        if self.kind != KIND_FILE:
+            w.u8(self.kind)
 
     @classmethod
     def read(cls, r: Reader, record_format: int = RECORD_FORMAT) -> BlockHeader:
@@ -140,11 +160,18 @@ class BlockHeader:
         parent = r.fixed(WRAPPED_CHILD_KEY_SIZE) if r.flag() else None
         size = r.varint()
         digest = r.fixed(_DIGEST) if record_format == DIGEST_FORMAT else None
-        return cls(path, version, caps, parent, size, digest)
+        kind = KIND_FILE
+        if record_format == KIND_FORMAT:
+            kind = r.u8()
+            if kind == KIND_FILE:  # one encoding per header: a file is written as format 2
+                raise FormatError("a file's record is format 2")
+        return cls(path, version, caps, parent, size, digest, kind)
 
     @property
     def record_format(self) -> int:
-        return RECORD_FORMAT if self.payload_digest is None else DIGEST_FORMAT
+        if self.payload_digest is not None:
+            return DIGEST_FORMAT
+        return RECORD_FORMAT if self.kind == KIND_FILE else KIND_FORMAT
 
     def encode(self) -> bytes:
         w = Writer()
@@ -165,7 +192,7 @@ def _parse_prefix(view: memoryview) -> tuple[BlockHeader, int]:
     if view.nbytes < _PREFIX or bytes(view[: len(MAGIC)]) != MAGIC:
         raise FormatError("not a block record (bad magic)")
     record_format = view[len(MAGIC)]
-    if record_format not in (DIGEST_FORMAT, RECORD_FORMAT):
+    if record_format not in (DIGEST_FORMAT, RECORD_FORMAT, KIND_FORMAT):
         raise FormatError(f"unknown block record format {record_format}")
     window = bytes(view[_PREFIX : _PREFIX + 4])  # the header length: a varint below 2**18
     try:
@@ -227,6 +254,7 @@ class StoredBlock:
         version: bytes | None = None,
         room: int = 0,
         on_sealed: RecordProgress | None = None,
+        kind: int = KIND_FILE,
     ) -> StoredBlock:
         """Encrypt ``plaintext`` as the block at ``path``.
 
@@ -234,7 +262,8 @@ class StoredBlock:
         this block's key is wrapped, and is required for every block but a tree's root.
         ``version`` defaults to a fresh random one. ``room`` zeroed bytes are allocated after
         the record, in the same :attr:`buffer`: the erasure coder's padding then needs no
-        copy of the last data fragment. ``on_sealed(record, final)`` is called in the
+        copy of the last data fragment. ``kind`` says whether it is a file, a directory or a
+        link (see the module docstring). ``on_sealed(record, final)`` is called in the
         sealing thread as the record fills: its first ``final`` bytes will not change any more,
         so a caller can start hashing them.
         """
@@ -243,7 +272,7 @@ class StoredBlock:
         caps = tuple(Readcap.issue(block_key, path, r) for r in readers)
         wrapped = None if parent_key is None else wrap_child_key(parent_key, path, block_key)
         size = sealed_size(plaintext_length(plaintext))
-        header = BlockHeader(path, version, caps, wrapped, size)
+        header = BlockHeader(path, version, caps, wrapped, size, kind=kind)
         prefix = header.record_prefix()
         offset = len(prefix)
         record = fresh_buffer(offset + size + room)

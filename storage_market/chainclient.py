@@ -19,11 +19,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chain.core.events import Body, FragmentOffer, SignedEvent
+from chain.core.events import Body, FragmentOffer, SignedEvent, Transfer
 from chain.core.keys import KeyPair
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
 from chain.core.writecap import Writecap
+from storage_market.errors import StorageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,13 @@ class ChainClient(Protocol):
     async def close(self) -> None: ...
 
 
+#: Unmined events of one signer a node admits (the mempool's nonce gap, 64, less a margin for
+#: events another process of the same key may send meanwhile).
+PENDING_LIMIT = 56
+#: Seconds a signer waits for blocks to make room for its next event.
+PENDING_WAIT = 600.0
+
+
 @dataclass(slots=True)
 class Signer:
     """A key that signs events, optionally acting for a blocktree through a writecap chain.
@@ -197,6 +205,10 @@ class Signer:
     account: Principal | None = None
     writecap: Writecap | None = None
     _lock: asyncio.Lock | None = None
+    #: what the events this signer had admitted moved out of the tree's account (fees and
+    #: escrow), so a node holding a writecap with an allowance can tell before the chain does
+    spent: int = 0
+    _confirmed: int = 0  # the key's nonce on chain when last looked up
 
     @property
     def principal(self) -> Principal:
@@ -207,15 +219,53 @@ class Signer:
         """The blocktree this signer acts for: its account, else itself."""
         return self.account if self.account is not None else self.key.principal
 
-    async def submit(self, chain: ChainClient, body: Body, fee_rate: int | None = None) -> bytes:
+    async def submit(self, chain: ChainClient, body: Body, fee_rate: int | None = None,
+                     for_tree: bool = True) -> bytes:
         """Sign ``body`` with the next nonce and a fee of ``fee_rate`` per byte (default: the
-        network's minimum, the least the nodes relay) and submit it; the event id."""
+        network's minimum, the least the nodes relay) and submit it; the event id.
+
+        ``for_tree=False`` signs as the key itself, paid from its own account, even when this
+        signer acts for another tree (the nonce is the key's either way, hence one lock)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         rate = chain.params.min_fee_rate if fee_rate is None else fee_rate
+        account, writecap = (self.account, self.writecap) if for_tree else (None, None)
         async with self._lock:
             nonce = await chain.next_nonce(self.key.principal)
+            if nonce - self._confirmed >= PENDING_LIMIT:
+                await self._wait_for_room(chain, nonce)
             event = SignedEvent.create_at_rate(
-                chain.chain_id, self.key, nonce, rate, body, self.account, self.writecap
+                chain.chain_id, self.key, nonce, rate, body, account, writecap
             )
-            return await chain.submit(event)
+            eid = await chain.submit(event)
+            if account is not None:
+                self.spent += event.fee + outflow(body)
+            return eid
+
+
+    async def _wait_for_room(self, chain: ChainClient, nonce: int) -> None:
+        """Nodes keep at most :data:`PENDING_LIMIT` unmined events of one signer; past that,
+        wait (bounded) for blocks to take some, so that a tree placing thousands of blocks
+        paces itself to the chain instead of being refused."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PENDING_WAIT
+        height = await chain.tip_height()
+        while True:
+            acct = await chain.principal(self.key.principal)
+            self._confirmed = acct.nonce if acct is not None else 0
+            if nonce - self._confirmed < PENDING_LIMIT:
+                return
+            if loop.time() > deadline:
+                raise StorageError(f"{PENDING_LIMIT} events of {self.key.principal} are still "
+                                   f"unmined after {PENDING_WAIT:g} s: is a node mining?")
+            height = await chain.wait_for_block(height, 5.0)
+
+
+def outflow(body: Body) -> int:
+    """What an event moves out of its payer's account besides its fee (the escrow of an
+    offer, the amount of a transfer); an extension's added escrow is counted by the chain."""
+    if isinstance(body, FragmentOffer):
+        return body.price * body.periods
+    if isinstance(body, Transfer):
+        return body.amount
+    return 0

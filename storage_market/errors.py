@@ -70,3 +70,17 @@ class BlockNotFound(StorageError):
     """No block stored under the path asked for."""
 
     code = "storage-not-found"
+
+
+class TreeError(StorageError):
+    """A local blocktree operation refused: a path outside the tree or the node's grant, an
+    unknown or unannounced principal, a kind of block the operation does not apply to."""
+
+    code = "storage-tree"
+
+
+class GrantError(TreeError):
+    """A writecap that cannot be used here: expired, issued to another node, for another
+    network, badly signed, or past its allowance."""
+
+    code = "storage-grant"

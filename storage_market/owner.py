@@ -31,7 +31,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,14 @@ from chain.core.events import (
     extension_message,
     receipt_message,
 )
-from chain.core.keys import verify
+from chain.core.keys import PublicKeys, verify
 from chain.core.paths import check_path
 from chain.core.principal import Principal
 from chain.core.units import format_coins, format_size
 from chain.net.channel import SecureChannel
 from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
-from storage_market.blockstore import BlockStore, StoredBlock
+from storage_market.blockstore import KIND_DIR, KIND_FILE, BlockStore, StoredBlock
 from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.crypto import (
     Plaintext,
@@ -274,8 +274,11 @@ class OwnerAgent:
         self.address = await self._listener.start(self.listen_host, self.port)
         acct = await self.chain.principal(self.principal)
         if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:
+            # A node acting for another tree announces its own address (hosts fetch from the
+            # offer's signer) and pays for that itself: its writecap covers paths, not the
+            # tree's root, so the tree's account cannot pay for it.
             await self.signer.submit(self.chain, Announce(self.key.public.x25519, self.address),
-                                     self.defaults.fee_rate)
+                                     self.defaults.fee_rate, for_tree=False)
         self.height = await self.chain.tip_height()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -310,14 +313,24 @@ class OwnerAgent:
         if not self.blocks.has(parent):
             grand = self._ensure_parent(parent)
             block = StoredBlock.seal(parent, b"", new_block_key(), readers=[self.key.public],
-                                     parent_key=grand)
+                                     parent_key=grand, kind=KIND_DIR)
             self.blocks.put(block)
         return self.blocks.block_key(parent, self.key)
 
     async def put(self, path: str, data: Plaintext, options: StoreOptions | None = None,
-                  progress: ProgressFn | None = None, source: str = "") -> BlockEntry:
+                  progress: ProgressFn | None = None, source: str = "", *,
+                  readers: Sequence[PublicKeys] = (), block_key: bytes | None = None,
+                  kind: int = KIND_FILE, flush: bool = True) -> BlockEntry:
         """Seal ``data`` (bytes, or a file open for reading) as the block at ``path`` and publish
         its fragment offers.
+
+        The block carries a readcap for this agent's key and for each of ``readers`` (the
+        principals a block is shared with). Its key is ``block_key``, else the key of the
+        version kept locally (a new version readable by whoever read the old one), else a fresh
+        one; re-keying passes a fresh one. ``kind`` marks a directory or a link.
+        ``flush=False`` leaves the state unwritten: a caller putting many blocks flushes once
+        after the last (an offer whose record a crash lost expires unstored and its escrow
+        comes back), instead of rewriting the whole state file per block.
 
         ``source`` names what the data was read from (a file's size, mtime and inode). A put of
         the same source to a path whose earlier put was interrupted carries on with that one
@@ -345,11 +358,16 @@ class OwnerAgent:
         report = progress or (lambda stage, done, total: None)
         size = plaintext_length(data)
         report("seal", 0, size)
+        await self.written(path)
         parent_key = self._ensure_parent(path)
-        key = self.blocks.block_key(path, self.key) if self.blocks.has(path) else new_block_key()
+        key = block_key
+        if key is None:
+            key = (self.blocks.block_key(path, self.key) if self.blocks.has(path)
+                   else new_block_key())
+        caps = [self.key.public, *(r for r in readers if r.principal != self.principal)]
         with DataLeaves(opts.k, opts.leaf_size) as leaves:
             entry = await self._seal_and_encode(path, data, size, key, parent_key, opts, leaves,
-                                                report)
+                                                report, caps, kind)
         if old is not None:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
@@ -367,10 +385,20 @@ class OwnerAgent:
                 await self._offer(entry, slot, save=False)
         finally:  # offers that did not go out are made by the next steps
             self._putting.discard(path)
-            await self.state.flush()
+            if flush:
+                await self.state.flush()
         self._note(f"offered {path}: {opts.k}-of-{opts.n}, {format_size(entry.fragment_size)} a "
                    f"fragment, {format_coins(opts.price)} a period each for {opts.periods} periods")
         return entry
+
+    async def written(self, path: str) -> None:
+        """Until the local record of ``path``'s latest put is on disk: a block put next below
+        it wraps its key under the key that record holds."""
+        write = self._writes.get(path)
+        if write is not None:
+            await write
+            if self._writes.get(path) is write:
+                del self._writes[path]
 
     async def _record_intact(self, entry: BlockEntry) -> bool:
         """Whether the local record of the entry's version can still serve its fragments."""
@@ -380,9 +408,9 @@ class OwnerAgent:
             return False
         return block.version == entry.version
 
-    async def release(self, path: str) -> int:
+    async def release(self, path: str, flush: bool = True) -> int:
         """End every contract and open offer of ``path`` (the escrow left comes back, the
-        hosts' collateral too); the number of contracts released."""
+        hosts' collateral too); the number of contracts released. ``flush`` as in :meth:`put`."""
         entry = self.entries.get(path)
         if entry is None:
             raise BlockNotFound(f"{path} is not stored by this owner")
@@ -400,7 +428,8 @@ class OwnerAgent:
             slot.state = ENDED
             self._record(slot, "released by the owner")
         self._frags.pop(path, None)
-        await self.state.flush()
+        if flush:
+            await self.state.flush()
         self._note(f"released {released} contract(s) of {path}")
         return released
 
@@ -416,15 +445,16 @@ class OwnerAgent:
 
     async def _seal_and_encode(self, path: str, data: Plaintext, size: int, key: bytes,
                                parent_key: bytes | None, opts: StoreOptions, leaves: DataLeaves,
-                               report: ProgressFn) -> BlockEntry:
+                               report: ProgressFn, readers: Sequence[PublicKeys],
+                               kind: int) -> BlockEntry:
         """Seal the block (``size`` bytes of plaintext), keep it, cut it into fragments and find
         their roots."""
         # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
         # event loop keeps serving (other puts, the hosts' first fetches). The data
         # fragments' leaves are hashed on another core as the seal fills the record.
         block = await asyncio.to_thread(functools.partial(
-            StoredBlock.seal, path, data, key, readers=[self.key.public], parent_key=parent_key,
-            room=opts.k, on_sealed=leaves.advance))
+            StoredBlock.seal, path, data, key, readers=readers, parent_key=parent_key,
+            room=opts.k, on_sealed=leaves.advance, kind=kind))
         report("seal", size, size)
         # The durable local copy is written by a worker thread while this one encodes, hashes,
         # offers and serves; ``wait_placed`` waits for it too. Until it lands, fetches are
@@ -485,11 +515,7 @@ class OwnerAgent:
 
     async def wait_placed(self, path: str, timeout: float, count: int | None = None) -> bool:
         """Until ``count`` (default all ``n``) fragments of ``path`` are active on chain."""
-        write = self._writes.get(path)
-        if write is not None:
-            await write
-            if self._writes.get(path) is write:
-                del self._writes[path]
+        await self.written(path)
         entry = self.entries[path]
         want = entry.n if count is None else count
         loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from chain.app.clikit import (
 )
 from chain.app.light import ProvenQuery, light_app, proof_line, proven_from_node
 from chain.app.storage import demo_command, host_app, store_app
+from chain.app.tree import tree_app
 from chain.core.block import Block
 from chain.core.blockfile import read_blocks, write_blocks
 from chain.core.errors import BlockcoinError, ConfigError
@@ -52,6 +53,7 @@ app.add_typer(query_app, name="query")
 app.add_typer(store_app, name="store")
 app.add_typer(host_app, name="host")
 app.add_typer(light_app, name="light")
+app.add_typer(tree_app, name="tree")
 app.command("demo")(demo_command)
 
 

@@ -156,7 +156,7 @@ def _full_path(owner_root: str, path: str) -> str:
     return path if path.startswith("/") else f"{owner_root}/{path.strip('/')}"
 
 
-def _listen(value: str | None, configured: str) -> tuple[str, int]:
+def listen_address(value: str | None, configured: str) -> tuple[str, int]:
     text = value or configured
     host, _, port = text.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
@@ -184,18 +184,18 @@ def _agent_logging(where: Where, component: str, level: str | None, configured: 
 # --- store -------------------------------------------------------------------------------------
 
 
-def _owner_key(datadir: Path) -> KeyPair:
+def owner_key(datadir: Path) -> KeyPair:
     key_file = datadir / "wallet.key"
     if not key_file.exists():
         raise ConfigError(f"no wallet in {datadir} (run `blockcoin init` first)")
     return KeyPair.load(key_file)
 
 
-def _owner_log_level(where: Where, level: str | None) -> None:
+def owner_log_level(where: Where, level: str | None) -> None:
     _agent_logging(where, "owner", level, where.config.store.log_level if where.config else "info")
 
 
-def _confirm_cost(text: str, yes: bool) -> None:
+def confirm_cost(text: str, yes: bool) -> None:
     """Go on only with the user's word: ``--yes``, or a yes typed on a terminal."""
     if yes:
         return
@@ -238,11 +238,11 @@ def store_put(
 
     where = locate(net, datadir)
     home = where.datadir
-    key = _owner_key(home)
+    key = owner_key(home)
     options = StoreOptions(k=k, n=n, price=parse_amount(price),
                            collateral=parse_amount(collateral, allow_zero=True), periods=periods)
     options.check()
-    bind, port = _listen(listen, where.config.store.listen if where.config else "127.0.0.1:0")
+    bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
     full = _full_path(key.principal.root_path, path)
     reach = Reach(api, token, node, in_process, mine_every)
     with file.open("rb") as data:
@@ -254,13 +254,13 @@ def store_put(
                     f"{format_coins(cost.total)} ({format_coins(cost.escrow)} escrowed for the "
                     f"hosts, {format_coins(cost.fees)} in fees)")
 
-        previous = _stored_blocks(home).get(full)
+        previous = stored_blocks(home).get(full)
         if previous is None or not previous.live():  # a rerun resumes: nothing new is spent
-            _confirm_cost(question, yes)
+            confirm_cost(question, yes)
 
         async def go() -> dict[str, Any]:
             async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
-                _owner_log_level(where, log_level)
+                owner_log_level(where, log_level)
                 owner = OwnerAgent(home, Signer(key), chain, bind, port, defaults=options)
                 await owner.start()
                 try:
@@ -332,14 +332,14 @@ def store_serve(
     Logs go to DATADIR/logs/owner.log; with --json, one line on stdout once it serves."""
     where = locate(net, datadir)
     home = where.datadir
-    key = _owner_key(home)
-    bind, port = _listen(listen, where.config.store.listen if where.config else "127.0.0.1:0")
+    key = owner_key(home)
+    bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
 
     reach = Reach(api, token, node, in_process, mine_every)
 
     async def go() -> None:
         async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
-            _owner_log_level(where, log_level)
+            owner_log_level(where, log_level)
             owner = OwnerAgent(home, Signer(key), chain, bind, port)
             await owner.start()
 
@@ -374,7 +374,7 @@ def store_get(
 
     where = locate(net, datadir)
     home = where.datadir
-    key = _owner_key(home)
+    key = owner_key(home)
     if not output.parent.is_dir():
         raise ConfigError(f"cannot write {output}: {output.parent} is not a directory")
     tmp = output.with_name(f".{output.name}.part")
@@ -414,7 +414,7 @@ def store_release(
     """End PATH's contracts and open offers: the escrow left comes back to the tree."""
     where = locate(net, datadir)
     home = where.datadir
-    key = _owner_key(home)
+    key = owner_key(home)
     full = _full_path(key.principal.root_path, path)
 
     async def go() -> dict[str, Any]:
@@ -444,7 +444,7 @@ def store_extend(
     """Run PATH's active contracts longer: each host consents, the added periods are escrowed."""
     where = locate(net, datadir)
     home = where.datadir
-    key = _owner_key(home)
+    key = owner_key(home)
     full = _full_path(key.principal.root_path, path)
 
     async def go() -> dict[str, Any]:
@@ -471,7 +471,7 @@ def _offline_owner(home: Path, key: KeyPair, where: Where) -> OwnerAgent:
     return OwnerAgent(home, Signer(key), _Offline(where.params))  # type: ignore[arg-type]
 
 
-def _stored_blocks(home: Path) -> dict[str, BlockEntry]:
+def stored_blocks(home: Path) -> dict[str, BlockEntry]:
     """The owner's saved blocks by path, read without starting an agent."""
     from storage_market.jsonstate import read_json
 
@@ -484,7 +484,7 @@ def _require_block(home: Path, key: KeyPair, full: str) -> None:
     """Refuse, before any node is asked, a path this owner never stored."""
     from storage_market.errors import BlockNotFound
 
-    if full not in _stored_blocks(home):
+    if full not in stored_blocks(home):
         raise BlockNotFound(f"{full} is not stored by this owner (see `blockcoin store status`)")
 
 
@@ -497,12 +497,12 @@ def store_status(
     """The owner's blocks: where each fragment is, periods proven and missed, repairs."""
     where = locate(net, datadir)
     home = where.datadir
-    key = _owner_key(home)
+    key = owner_key(home)
     full = _full_path(key.principal.root_path, path) if path else None
     if full is not None:
         _require_block(home, key, full)
     status: dict[str, Any] = (
-        _offline_owner(home, key, where).status(full) if _stored_blocks(home)
+        _offline_owner(home, key, where).status(full) if stored_blocks(home)
         else {"owner": str(key.principal), "address": "", "height": 0, "blocks": []})
     if as_json:
         typer.echo(json.dumps(status))
@@ -565,7 +565,7 @@ def host_start(
     if where.config is None:
         raise ConfigError(f"no data directory at {home} (run `blockcoin init` first)")
     top_up = parse_amount(fund) if fund is not None else None
-    bind, port = _listen(listen, cfg.listen)
+    bind, port = listen_address(listen, cfg.listen)
     payee = payout or cfg.payout
     cap = max_collateral or cfg.max_collateral
     policy = HostPolicy(parse_size(size_text), parse_amount(min_price or cfg.min_price),
@@ -622,7 +622,7 @@ async def _fund_host(chain: ChainClient, home: Path, key: KeyPair, target: int |
                 "locks collateral. Start with --fund 10 to send it 10 coins from this data "
                 f"directory's wallet, or send some: blockcoin wallet send {key.principal} 10")
         return
-    await Signer(_owner_key(home)).submit(chain, Transfer(key.principal, target - balance))
+    await Signer(owner_key(home)).submit(chain, Transfer(key.principal, target - balance))
     err.print(f"sent {format_coins(target - balance)} from the wallet to the host key "
               f"{key.principal}; waiting for a block")
     deadline = time.monotonic() + FUND_WAIT

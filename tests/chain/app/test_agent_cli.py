@@ -8,43 +8,17 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chain.core.keys import KeyPair
+from tests.framework.agentproc import ready_line, spawn, stop
 from tests.framework.clirun import blockcoin
-from tests.framework.netkit import ROOT, NodeProc, init_node_dir, running, wait_until
+from tests.framework.netkit import NodeProc, init_node_dir, running, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    """A long-running agent whose first stdout line is its --json ready line."""
-    return subprocess.Popen([sys.executable, "-m", "chain", *args, "--json"], cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def ready_line(proc: subprocess.Popen[str]) -> dict[str, object]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # bounded: the test's timeout, and the agent exits on error
-    assert line, proc.stderr.read() if proc.stderr else ""
-    found: dict[str, object] = json.loads(line)
-    return found
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
