@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from chain.core.native import KERNEL_LOAD_LOCK
 from storage_market.crypto import Bytes, byte_view
 
 log = logging.getLogger("blockcoin.sha256x")
@@ -58,7 +59,7 @@ def load() -> Callable[..., Any] | None:
     it). Agents call this in a worker thread when they start, so their first put or fetch
     does not pay for it."""
     global _kernel, _loaded
-    with _lock:
+    with _lock, KERNEL_LOAD_LOCK:
         if not _loaded:
             try:
                 from storage_market._sha256_gen import hash_x16

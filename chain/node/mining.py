@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from chain.core.block import Block
 from chain.core.header import HEADER_SIZE, Header
+from chain.core.native import KERNEL_LOAD_LOCK
 
 if TYPE_CHECKING:
     from miner import Miner
@@ -28,7 +29,8 @@ def shared_miner(threads: int | None = None) -> Miner:
 
     numba is imported here, not at module load, so commands that never mine start fast.
     """
-    from miner import Miner
+    with KERNEL_LOAD_LOCK:
+        from miner import Miner
 
     global _shared
     with _lock:
