@@ -16,5 +16,5 @@ on top (directories, versions, sharing, links, the several nodes of one tree, re
 They talk over the node channel with the messages of :mod:`.protocol`, and reach the chain
 only through the small :class:`~.chainclient.ChainClient` protocol: in process
 (:mod:`.inprocess`, the one module that imports the node) or over a node's HTTP API
-(:mod:`.httpclient`). :mod:`.cli` and :mod:`.demo` are the command line.
+(:mod:`.httpclient`). The command line and the demo that drive them live in :mod:`chain.app`.
 """
