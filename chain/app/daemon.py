@@ -57,12 +57,14 @@ from chain.node.mining import mine_header, shared_miner, solve
 from chain.node.template import build_template
 from chain.node.wallet import DEFAULT_FEE
 from storage_market import protocol as proto
+from storage_market.jsonstate import read_json, write_json
 
 log = logging.getLogger("blockcoin.node")
 
 TEMPLATE_MAX_AGE = 30.0
 TEMPLATE_REFRESH = 1.0  # at most this often, a template takes in newly arrived events
 HASHRATE_REPORT = 10.0
+ANNOUNCED_FILE = "announced.json"  # the addresses this node published under its wallet
 PENDING_TIMEOUT = 10.0  # a connection that has not become useful by then is closed
 API_IDLE_TIMEOUT = 15.0  # an API keep-alive connection between requests
 P2P_PENDING_SLOTS = 128  # handshakes under way, on top of the inbound peers
@@ -164,6 +166,7 @@ class Daemon:
         self.api_url = ""
         self.p2p_address = ""
         self._announce_warned = False
+        self._yielded = False
         self._tasks: list[asyncio.Task[None]] = []
         self.fd_limit = raise_fd_limit()
         self.gates: list[ConnectionGate] = []
@@ -316,6 +319,21 @@ class Daemon:
         acct = core.chain.tree.principal(me)
         if acct is not None and acct.address == address and acct.x25519 == core.key.public.x25519:
             return
+        try:
+            ours = read_json(self.datadir / ANNOUNCED_FILE) or []
+        except BlockcoinError:  # damaged: nothing is known to be ours
+            ours = []
+        if not isinstance(ours, list):
+            ours = []
+        if acct is not None and acct.address and acct.address not in ours:
+            # Another process signing with this wallet (a storage owner agent on this data
+            # directory, whose hosts fetch from that address) published it: a principal has one
+            # address, and taking it back every few seconds would cut the agent off.
+            if not self._yielded:
+                self._yielded = True
+                log.info("not announcing %s: the wallet's record names %s, published by another "
+                         "process with this wallet", address, acct.address)
+            return
         # a snapshot: the chain thread may change the pool meanwhile
         for eid in list(core.mempool.by_signer.get(me.digest, {}).values()):
             entry = core.mempool.entries.get(eid)
@@ -331,6 +349,7 @@ class Daemon:
         except BlockcoinError as exc:
             log.info("not announcing %s: %s", address, exc)
             return
+        write_json(self.datadir / ANNOUNCED_FILE, [*ours[-15:], address])
         log.info("announced our address %s", address)
 
 
