@@ -1,16 +1,30 @@
-"""The OpenAPI 3.0 document of the node's HTTP API, written by hand next to the routes in
-:mod:`chain.api.server` (a test checks every route is described and fuzzes them all)."""
+"""The OpenAPI 3.1 document of the node's HTTP API: the schemas are generated from the pydantic
+models of :mod:`chain.api.models`; the routes, their parameters and responses are listed here
+next to the handlers of :mod:`chain.api.server` and :mod:`chain.api.dashboard` (a test checks
+every route is described, validates real answers against the models and fuzzes them all)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from chain.core.events import Kind
+from pydantic import BaseModel, TypeAdapter
 
-HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-PRINCIPAL = {"type": "string", "pattern": "^blk[a-z2-7]{58}$"}
-NULLABLE_STR = {"type": "string", "nullable": True}
-INT = {"type": "integer", "minimum": 0}
+from chain.api.models import (
+    ANSWERS,
+    REQUESTS,
+    BanRequest,
+    ConnectPeer,
+    ExtendRequest,
+    Hex64,
+    Login,
+    MineRequest,
+    PrincipalText,
+    ReleaseRequest,
+    SendRequest,
+)
+
+HEX64: dict[str, Any] = TypeAdapter(Hex64).json_schema()
+PRINCIPAL: dict[str, Any] = TypeAdapter(PrincipalText).json_schema()
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -25,135 +39,24 @@ def _err(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
-def _obj(required: list[str], **props: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props}
+def component_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    """Every model's JSON schema (OpenAPI 3.1 is JSON Schema), with nested models as components."""
+    out: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
+                                          mode="serialization")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
 
 
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj(["error", "message"], error={"type": "string"}, message={"type": "string"}),
-    "Status": _obj(
-        ["network", "principal", "height", "hash", "best_header_height", "syncing", "peers"],
-        network={"type": "string"}, principal=PRINCIPAL, height=INT, hash=HEX64,
-        best_header_height=INT, syncing={"type": "boolean"}, peers=INT, outbound=INT,
-        inbound=INT, mempool=INT, mining={"type": "boolean"}, listen=NULLABLE_STR,
-        agent={"type": "string"}, api_version={"type": "string"}, uptime={"type": "number"}),
-    "Tip": _obj(["height", "hash", "time", "bits", "work"], height=INT, hash=HEX64, time=INT,
-                bits={"type": "string"}, work={"type": "string", "description": "hex"}),
-    "Header": _obj(["hash", "height", "prev", "time", "bits", "nonce"], hash=HEX64,
-                   height={"type": "integer", "nullable": True}, prev=HEX64, time=INT,
-                   bits={"type": "string"}, nonce=INT),
-    "Event": {"type": "object", "required": ["id", "kind", "size"],
-              "properties": {"id": HEX64, "kind": {"type": "string", "enum": [
-                  kind.name.lower() for kind in Kind]}, "size": INT,
-                  "signer": PRINCIPAL, "nonce": INT, "fee": INT,
-                  "account": {"type": "string", "nullable": True}},
-              "additionalProperties": True},
-    "Block": {"allOf": [_ref("Header"), _obj(
-        ["size", "events"], size=INT, best_chain={"type": "boolean"},
-        events={"type": "array", "items": _ref("Event")})]},
-    "EventStatus": _obj(["status", "event"], status={"type": "string",
-                                                     "enum": ["pending", "confirmed"]},
-                        block={"type": "string", "nullable": True},
-                        height={"type": "integer", "nullable": True},
-                        position={"type": "integer", "nullable": True},
-                        event=_ref("Event")),
-    "Submitted": _obj(["id", "status"], id=HEX64, status={"type": "string"}),
-    "Mempool": _obj(["count", "bytes", "matching", "events"], count=INT, bytes=INT,
-                    matching=INT, events={"type": "array", "items": _ref("Event")}),
-    "Principal": _obj(["principal", "balance", "nonce", "next_nonce"], principal=PRINCIPAL,
-                      balance=INT, nonce=INT, pending=INT, next_nonce=INT,
-                      ed25519=NULLABLE_STR, x25519=NULLABLE_STR, address=NULLABLE_STR,
-                      updated_height=INT, host={"nullable": True, "allOf": [_ref("HostRecord")]},
-                      proof=_ref("StateProof")),
-    "StateProof": _obj(
-        ["block", "height", "state_root", "items"], block=HEX64, height=INT, state_root=HEX64,
-        items={"type": "array", "items": _obj(
-            ["key", "value", "proof"], key={"type": "string"}, value=NULLABLE_STR,
-            proof={"type": "string", "description": "state tree proof (docs/consensus.md)"})}),
-    "HostRecord": _obj(["bytes_stored", "contracts_active", "contracts_failed", "proven_periods",
-                        "missed_periods", "earned", "collateral_locked"],
-                       bytes_stored=INT, contracts_active=INT, contracts_failed=INT,
-                       proven_periods=INT, missed_periods=INT, earned=INT,
-                       collateral_locked=INT),
-    "Fragments": _obj(["path", "fragments"], path={"type": "string"}, fragments={
-        "type": "object", "description": "fragment index -> holders",
-        "additionalProperties": {"type": "array", "items": {"type": "object"}}},
-        proof=_ref("StateProof")),
-    "Contract": {"type": "object", "required": ["id", "owner", "state", "escrow",
-                                                "collateral_locked"],
-                 "properties": {"id": HEX64, "owner": PRINCIPAL, "host": NULLABLE_STR,
-                                "payout": NULLABLE_STR,
-                                "state": {"type": "string", "enum": [
-                                    "offered", "active", "released", "ended", "expired",
-                                    "failed"]},
-                                "price": INT, "collateral": INT, "periods": INT,
-                                "escrow": INT, "collateral_locked": INT,
-                                "proven_periods": INT, "missed_periods": INT,
-                                "paid_total": INT},
-                 "additionalProperties": True},
-    "Contracts": _obj(["contracts"], contracts={"type": "array", "items": _ref("Contract")}),
-    "Peer": {"type": "object", "required": ["principal", "address", "direction"],
-             "properties": {"principal": PRINCIPAL, "address": {"type": "string"},
-                            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
-                            "best_height": {"type": "integer"}},
-             "additionalProperties": True},
-    "Peers": _obj(["peers"], peers={"type": "array", "items": _ref("Peer")}, addresses=INT,
-                  dialing={"type": "array", "items": {"type": "string"}}),
-    "Bans": _obj(["bans"], bans={"type": "array", "items": {"type": "object"}}),
-    "Mined": _obj(["mined", "height", "hash"], mined={"type": "array", "items": HEX64},
-                  height=INT, hash=HEX64),
-    "StateDigest": _obj(["digest", "keys", "height", "hash"], digest=HEX64, keys=INT, height=INT,
-                        hash=HEX64),
-    "Dialling": _obj(["address", "status"], address={"type": "string"},
-                     status={"type": "string"}),
-    "Session": _obj(["logged_in"], logged_in={"type": "boolean"}),
-    "NodeView": _obj(["network", "wallet", "host", "height", "hash", "syncing",
-                      "best_header_height", "period_blocks", "logged_in"],
-                     network={"type": "string"}, wallet=PRINCIPAL, host=NULLABLE_STR,
-                     height=INT, hash=HEX64, syncing={"type": "boolean"},
-                     best_header_height=INT, period_blocks=INT,
-                     logged_in={"type": "boolean"}),
-    "Alert": _obj(["level", "code", "message"], level={"type": "string"},
-                  code={"type": "string"}, message={"type": "string"}),
-    "HostView": _obj(["principal", "node_host", "tip", "balance", "record", "capacity", "used",
-                      "free", "disk", "contracts", "alerts"],
-                     principal=PRINCIPAL, node_host={"type": "boolean"}, tip=INT, balance=INT,
-                     record={"nullable": True, "allOf": [_ref("HostRecord")]},
-                     capacity={"type": "integer", "nullable": True}, used=INT,
-                     free={"type": "integer", "nullable": True},
-                     disk={"type": "object", "nullable": True},
-                     contracts={"type": "array", "items": {"allOf": [_ref("Contract"), {
-                         "type": "object", "properties": {
-                             "period": {"type": "integer", "nullable": True},
-                             "window_closes": {"type": "integer", "nullable": True},
-                             "blocks_left": {"type": "integer", "nullable": True},
-                             "proven_this_period": {"type": "boolean", "nullable": True}}}]}},
-                     alerts={"type": "array", "items": _ref("Alert")}),
-    "OwnerFile": _obj(["path", "k", "n", "held", "health", "contracts", "liability_per_period",
-                       "paid_total", "missed_periods"],
-                      path={"type": "string"}, k=INT, n=INT, held=INT,
-                      health={"type": "string", "enum": ["healthy", "degraded", "at-risk",
-                                                         "ended"]},
-                      contracts=INT, liability_per_period=INT, paid_total=INT,
-                      missed_periods=INT),
-    "OwnerView": _obj(["principal", "tip", "files", "repairs", "liability_per_period",
-                       "host_earnings_per_period", "paying_hosts", "contracts"],
-                      principal=PRINCIPAL, tip=INT,
-                      files={"type": "array", "items": _ref("OwnerFile")},
-                      repairs={"type": "array", "items": {"type": "object"}},
-                      liability_per_period=INT, host_earnings_per_period=INT,
-                      paying_hosts={"type": "array", "items": PRINCIPAL},
-                      contracts={"type": "array", "items": _ref("Contract")}),
-    "Series": _obj(["series", "principal", "bucket", "period_blocks", "tip", "hash", "fields",
-                    "points"],
-                   series={"type": "string", "enum": ["chain", "host", "owner"]},
-                   principal=NULLABLE_STR, bucket=INT, period_blocks=INT, tip=INT, hash=HEX64,
-                   fields={"type": "array", "items": {"type": "string"}},
-                   points={"type": "array", "items": {"type": "array", "items": {
-                       "type": "integer"}}}),
-    "Found": _obj(["kind", "id"], kind={"type": "string", "enum": [
-        "block", "event", "contract", "principal", "path"]}, id={"type": "string"}),
-}
+SCHEMAS: dict[str, Any] = component_schemas(ANSWERS + REQUESTS)
+
+
+def _body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(
+        model.__name__)}}}
+
 
 AUTH: list[dict[str, list[str]]] = [{"cookie": []}]
 BLOCK_ID = {"name": "ident", "in": "path", "required": True,
@@ -164,7 +67,6 @@ BUCKET = {"name": "bucket", "in": "query", "required": False,
           "description": "blocks per point, a whole number of storage periods (default: "
                          "enough periods that the chain fits in 240 points)",
           "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 20}}
-AMOUNT = {"type": "string", "description": "coins (1.5) or base units (150sat)"}
 
 
 def _get(summary: str, ok: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
@@ -184,7 +86,7 @@ PROOF_PARAM = _query("proof", "1: add a proof of the answer against the tip's st
                      {"type": "string", "enum": ["0", "1", "true", "false"]})
 
 PATHS: dict[str, Any] = {
-    "/openapi.json": _get("This document.", {"description": "OpenAPI 3.0 document",
+    "/openapi.json": _get("This document.", {"description": "OpenAPI 3.1 document",
                                              "content": {"application/json": {"schema": {
                                                  "type": "object"}}}}, op="openapi"),
     "/status": _get("Node status: network, tip, sync, peers.", _json(_ref("Status"), "status"),
@@ -200,7 +102,7 @@ PATHS: dict[str, Any] = {
         errors={"400": _err("bad parameter")}, op="tip"),
     "/headers": _get(
         "Best-chain headers from a height.",
-        _json(_obj(["headers"], headers={"type": "array", "items": _ref("Header")}), "headers"),
+        _json(_ref("Headers"), "headers"),
         params=[_query("start", "first height", {"type": "integer", "minimum": 0}),
                 _query("count", "how many (1..2000)",
                        {"type": "integer", "minimum": 1, "maximum": 2000})],
@@ -223,9 +125,7 @@ PATHS: dict[str, Any] = {
         "summary": "Submit a signed event to the mempool (relayed to peers).",
         "operationId": "submitEvent", "security": AUTH,
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {**_obj(["event"], event={
-                "type": "string", "description": "canonical event bytes, hex or base64"}),
-                "additionalProperties": False}},
+            "application/json": {"schema": _ref("SubmitEvent")},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {"202": _json(_ref("Submitted"), "accepted into the mempool"),
                       "400": _err("undecodable or invalid event"), "401": UNAUTHORIZED}}},
@@ -259,22 +159,14 @@ PATHS: dict[str, Any] = {
         **_get("Connected peers.", _json(_ref("Peers"), "peers"), op="peers"),
         "post": {"summary": "Dial a peer ([principal@]host:port).", "operationId": "connectPeer",
                  "security": AUTH,
-                 "requestBody": {"required": True, "content": {"application/json": {
-                     "schema": {**_obj(["address"], address={
-                         "type": "string", "pattern": "^(blk[a-z2-7]{58}@)?[^@ /]+:[0-9]{1,5}$"}),
-                         "additionalProperties": False}}}},
+                 "requestBody": _body(ConnectPeer),
                  "responses": {"202": _json(_ref("Dialling"), "dialling"),
                                "400": _err("bad address"), "401": UNAUTHORIZED}}},
     "/bans": {
         **_get("Active bans.", _json(_ref("Bans"), "bans"), op="bans"),
         "post": {"summary": "Ban an address or subnet (a.b.c.d, a.b.c.0/24, IPv6 likewise).",
                  "operationId": "banNetwork", "security": AUTH,
-                 "requestBody": {"required": True, "content": {"application/json": {
-                     "schema": {**_obj(["network"], network={"type": "string", "maxLength": 64},
-                                       seconds={"type": "integer", "minimum": 1,
-                                                "maximum": 10**8},
-                                       reason={"type": "string", "maxLength": 200}),
-                                "additionalProperties": False}}}},
+                 "requestBody": _body(BanRequest),
                  "responses": {"200": _json(_ref("Bans"), "banned"),
                                "400": _err("bad network"), "401": UNAUTHORIZED}},
         "delete": {"summary": "Lift every ban.", "operationId": "clearBans", "security": AUTH,
@@ -282,9 +174,7 @@ PATHS: dict[str, Any] = {
                                  "401": UNAUTHORIZED}}},
     "/mine": {"post": {
         "summary": "Mine blocks now (regtest).", "operationId": "mine", "security": AUTH,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            **_obj([], blocks={"type": "integer", "minimum": 1, "maximum": 100}, to=PRINCIPAL),
-            "additionalProperties": False}}}},
+        "requestBody": _body(MineRequest),
         "responses": {"200": _json(_ref("Mined"), "mined"),
                       "400": _err("bad request or not regtest"), "401": UNAUTHORIZED}}},
     "/state/digest": _get("SHA-256 over the whole global tree (compare nodes).",
@@ -315,9 +205,7 @@ PATHS: dict[str, Any] = {
         "post": {"summary": "Log in: trade the api.cookie token for an HttpOnly session cookie "
                             "(the dashboard's actions then need no token in the page).",
                  "operationId": "login",
-                 "requestBody": {"required": True, "content": {"application/json": {
-                     "schema": {**_obj(["token"], token={"type": "string", "maxLength": 200}),
-                                "additionalProperties": False}}}},
+                 "requestBody": _body(Login),
                  "responses": {"200": _json(_ref("Session"), "logged in (Set-Cookie)"),
                                "400": _err("bad body"), "401": _err("wrong token")}},
         "delete": {"summary": "Log out.", "operationId": "logout",
@@ -358,17 +246,14 @@ PATHS: dict[str, Any] = {
     "/wallet/send": {"post": {
         "summary": "Send coins from the node's wallet.", "operationId": "walletSend",
         "security": AUTH,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            **_obj(["to", "amount"], to=PRINCIPAL, amount=AMOUNT, fee=AMOUNT),
-            "additionalProperties": False}}}},
+        "requestBody": _body(SendRequest),
         "responses": {"202": _json(_ref("Submitted"), "signed and pending"),
                       "400": _err("bad request or refused"), "401": UNAUTHORIZED}}},
     "/contracts/{id}/release": {"post": {
         "summary": "End a contract of the node's wallet (the escrow left comes back).",
         "operationId": "releaseContract", "security": AUTH,
         "parameters": [{"name": "id", "in": "path", "required": True, "schema": HEX64}],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            **_obj([], fee=AMOUNT), "additionalProperties": False}}}},
+        "requestBody": _body(ReleaseRequest, required=False),
         "responses": {"202": _json(_ref("Submitted"), "signed and pending"),
                       "400": _err("bad request or refused"), "401": UNAUTHORIZED,
                       "403": _err("not the wallet's contract"),
@@ -378,9 +263,7 @@ PATHS: dict[str, Any] = {
                    "consent (asked over the storage protocol).",
         "operationId": "extendContract", "security": AUTH,
         "parameters": [{"name": "id", "in": "path", "required": True, "schema": HEX64}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            **_obj(["periods"], periods={"type": "integer", "minimum": 1, "maximum": 10000},
-                   fee=AMOUNT), "additionalProperties": False}}}},
+        "requestBody": _body(ExtendRequest),
         "responses": {"202": _json(_ref("Submitted"), "signed and pending"),
                       "400": _err("bad request, inactive, or no consent"), "401": UNAUTHORIZED,
                       "403": _err("not the wallet's contract"),
@@ -393,7 +276,7 @@ PATHS: dict[str, Any] = {
 
 def openapi_document() -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Blockcoin node API", "version": "1",
                  "description": "Reads are open. Requests that spend or change node state need "
                                 "'Authorization: Bearer <token>' with the token from the "

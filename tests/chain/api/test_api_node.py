@@ -15,7 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import BaseModel
 
+from chain.api import models
 from chain.api.openapi import openapi_document
 from chain.api.server import make_app
 from chain.core.events import SignedEvent, Transfer
@@ -137,6 +139,32 @@ def test_openapi_describes_every_route() -> None:
     documented = {(method, path) for path, ops in openapi_document()["paths"].items()
                   for method in ops}
     assert routes == documented
+
+
+@pytest.mark.parametrize(("path", "model"), [
+    ("/status", models.Status), ("/tip", models.Tip), ("/headers?start=0&count=3", models.Headers),
+    ("/blocks/1", models.Block), ("/mempool", models.Mempool),
+    (f"/global/principals/{KeyPair.development(7).principal}", models.Principal),
+    (f"/global/principals/{KeyPair.development(7).principal}?proof=1", models.Principal),
+    (f"/global/fragments/{KeyPair.development(7).principal}/x?proof=1", models.Fragments),
+    (f"/contracts?owner={KeyPair.development(7).principal}", models.Contracts),
+    ("/peers", models.Peers), ("/bans", models.Bans), ("/state/digest", models.StateDigest),
+    ("/views/node", models.NodeView), ("/stats/chain", models.Series),
+    (f"/views/owners/{KeyPair.development(7).principal}", models.OwnerView),
+    (f"/views/hosts/{KeyPair.development(7).principal}", models.HostView),
+])
+def test_answers_match_their_models(node: NodeProc, path: str, model: type[BaseModel]) -> None:
+    """The models the OpenAPI schemas are generated from describe what the node answers."""
+    answer = node.get(path)
+    model.model_validate(answer)
+    if path.endswith("?proof=1"):
+        assert answer["proof"]["items"]
+
+
+def test_errors_match_their_model(node: NodeProc) -> None:
+    with pytest.raises(ApiError) as info:
+        node.get("/blocks/99999")
+    models.Error.model_validate({"error": info.value.code, "message": str(info.value)})
 
 
 def test_schemathesis_finds_no_server_error(node: NodeProc, tmp_path: Path) -> None:
