@@ -26,15 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
+from chain.api import models
 from chain.api.auth import SESSION_COOKIE, check_token
 from chain.api.server import (
     CTX,
     ApiError,
     _auth,
     _block_hash,
+    _body,
     _event_id,
     _int_param,
-    _json_body,
     _principal,
     in_session,
 )
@@ -65,7 +66,6 @@ ASSETS = {  # name -> (file under ui/, content type): nothing else there is serv
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
-MAX_EXTEND = 10_000
 ALERT_DISK_FREE = 0.10  # a disk with less than this share free is "nearly full"
 ALERT_CAPACITY_USED = 0.90
 
@@ -109,10 +109,7 @@ async def session_status(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    data = await _json_body(request)
-    token = data.get("token")
-    if set(data) - {"token"} or not isinstance(token, str) or len(token) > 200:
-        raise ApiError(400, "bad-request", "send {\"token\": \"<the api.cookie file's content>\"}")
+    token = (await _body(request, models.Login)).token
     if not check_token(f"Bearer {token.strip()}", ctx.token):
         raise ApiError(401, "unauthorized", "that is not this node's token (the content of "
                        "api.cookie in its data directory)")
@@ -341,23 +338,14 @@ async def _submit(request: web.Request, make: Callable[[], Body], fee: int) -> w
     return web.json_response({"id": eid.hex(), "status": "pending"}, status=202)
 
 
-def _fee(data: dict[str, Any]) -> int:
-    fee = data.get("fee", str(DEFAULT_FEE) + "sat")
-    if not isinstance(fee, str):
-        raise ApiError(400, "bad-request", "fee is an amount: coins (0.0001) or base units (1000sat)")
-    return parse_amount(fee, allow_zero=True)
+def _fee(fee: str | None) -> int:
+    return parse_amount(fee or f"{DEFAULT_FEE}sat", allow_zero=True)
 
 
 async def send(request: web.Request) -> web.Response:
     _auth(request)
-    data = await _json_body(request)
-    if set(data) - {"to", "amount", "fee"}:
-        raise ApiError(400, "bad-request", "only to, amount and fee may be given")
-    to, amount = data.get("to"), data.get("amount")
-    if not isinstance(to, str) or not isinstance(amount, str):
-        raise ApiError(400, "bad-request",
-                       "send {\"to\": principal, \"amount\": \"1.5\" or \"150sat\"}")
-    recipient, value, fee = _principal(to), parse_amount(amount), _fee(data)
+    body = await _body(request, models.SendRequest)
+    recipient, value, fee = _principal(body.to), parse_amount(body.amount), _fee(body.fee)
     return await _submit(request, lambda: Transfer(recipient, value), fee)
 
 
@@ -375,22 +363,16 @@ async def _owned(request: web.Request) -> Contract:
 
 async def release(request: web.Request) -> web.Response:
     _auth(request)
-    data = await _json_body(request) if request.can_read_body else {}
-    if set(data) - {"fee"}:
-        raise ApiError(400, "bad-request", "only fee may be given")
+    fee = _fee((await _body(request, models.ReleaseRequest, required=False)).fee)
     found = await _owned(request)
-    return await _submit(request, lambda: FragmentReleased(found.id), _fee(data))
+    return await _submit(request, lambda: FragmentReleased(found.id), fee)
 
 
 async def extend(request: web.Request) -> web.Response:
     _auth(request)
     ctx = request.app[CTX]
-    data = await _json_body(request)
-    periods = data.get("periods")
-    if set(data) - {"periods", "fee"} or not isinstance(periods, int) or \
-            isinstance(periods, bool) or not 1 <= periods <= MAX_EXTEND:
-        raise ApiError(400, "bad-request", f"send {{\"periods\": 1..{MAX_EXTEND}}}: the periods to add")
-    fee = _fee(data)
+    body = await _body(request, models.ExtendRequest)
+    periods, fee = body.periods, _fee(body.fee)
     found = await _owned(request)
     if found.state != ContractState.ACTIVE or found.host is None or found.host_key is None:
         raise ApiError(400, "not-active", f"contract is {found.state.name.lower()}: only an "

@@ -319,8 +319,12 @@ class BanRequest(Request):
     reason: str = Field(default="", max_length=200)
 
 
+MAX_MINE = 100  # blocks one POST /mine may ask for
+MAX_EXTEND = 10_000  # periods one extension may add
+
+
 class MineRequest(Request):
-    blocks: int = Field(default=1, ge=1, le=100)
+    blocks: int = Field(default=1, ge=1, le=MAX_MINE)
     to: PrincipalText | None = None
 
 
@@ -339,7 +343,7 @@ class ReleaseRequest(Request):
 
 
 class ExtendRequest(Request):
-    periods: int = Field(ge=1, le=10000)
+    periods: int = Field(ge=1, le=MAX_EXTEND)
     fee: Amount | None = None
 
 

@@ -28,10 +28,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ValidationError
 
+from chain.api import models
 from chain.api.auth import SESSION_COOKIE, SESSION_HEADER, Sessions, check_token
 from chain.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain.api.metrics import render_metrics
@@ -55,7 +57,6 @@ log = logging.getLogger("blockcoin.api")
 
 API_VERSION = "1"
 MAX_LIST = 1000
-MAX_MINE = 100
 SUBSCRIBER_QUEUE = 1000
 MAX_TIP_WAIT = 5.0
 MAX_BODY = 1 << 20
@@ -264,6 +265,21 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+B = TypeVar("B", bound=BaseModel)
+
+
+async def _body(request: web.Request, model: type[B], required: bool = True) -> B:
+    """The JSON body as ``model`` (strict: no strings for numbers, no unknown fields); an
+    optional body may be left out."""
+    data = await _json_body(request) if required or request.can_read_body else {}
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError(400, "bad-request", f"{where}: {first['msg']}") from None
+
+
 # --- handlers ---------------------------------------------------------------------------
 
 
@@ -414,14 +430,7 @@ async def submit_event(request: web.Request) -> web.Response:
     if request.content_type == "application/octet-stream":
         raw = await request.read()
     else:
-        data = await _json_body(request)
-        if set(data) - {"event"}:
-            raise ApiError(400, "bad-request", "only event may be given")
-        text = data.get("event")
-        if not isinstance(text, str):
-            raise ApiError(400, "bad-request",
-                           "send {\"event\": \"<canonical bytes, hex or base64>\"}")
-        raw = _decode_submitted(text)
+        raw = _decode_submitted((await _body(request, models.SubmitEvent)).event)
     try:
         ev = decode_event(raw)
     except DecodeError as exc:
@@ -537,12 +546,7 @@ async def peers(request: web.Request) -> web.Response:
 
 async def connect_peer(request: web.Request) -> web.Response:
     _auth(request)
-    data = await _json_body(request)
-    if set(data) - {"address"}:
-        raise ApiError(400, "bad-request", "only address may be given")
-    spec = data.get("address")
-    if not isinstance(spec, str):
-        raise ApiError(400, "bad-request", "send {\"address\": \"[principal@]host:port\"}")
+    spec = (await _body(request, models.ConnectPeer)).address
     try:
         expected, address = parse_peer_spec(spec)
     except (ValueError, BlockcoinError) as exc:
@@ -558,17 +562,8 @@ async def bans(request: web.Request) -> web.Response:
 async def ban_network(request: web.Request) -> web.Response:
     """An operator's ban of an address or a whole subnet (peers from there are refused)."""
     _auth(request)
-    data = await _json_body(request)
-    if set(data) - {"network", "seconds", "reason"}:
-        raise ApiError(400, "bad-request", "only network, seconds and reason may be given")
-    text, seconds, reason = data.get("network"), data.get("seconds"), data.get("reason", "")
-    if not isinstance(text, str) or len(text) > 64:
-        raise ApiError(400, "bad-network", "network is an address or a subnet, a.b.c.0/24")
-    if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)
-                                or not 1 <= seconds <= 10**8):
-        raise ApiError(400, "bad-request", "seconds is an integer in 1..100000000")
-    if not isinstance(reason, str) or len(reason) > 200:
-        raise ApiError(400, "bad-request", "reason is text of at most 200 characters")
+    body = await _body(request, models.BanRequest)
+    text, seconds, reason = body.network, body.seconds, body.reason
     try:
         parse_network(text)
     except ValueError as exc:
@@ -587,16 +582,9 @@ async def clear_bans(request: web.Request) -> web.Response:
 async def mine(request: web.Request) -> web.Response:
     _auth(request)
     ctx = request.app[CTX]
-    data = await _json_body(request)
-    count = data.get("blocks", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_MINE:
-        raise ApiError(400, "bad-request", f"blocks is an integer in 1..{MAX_MINE}")
-    to = data.get("to")
-    if "to" in data and not isinstance(to, str):
-        raise ApiError(400, "bad-request", "to is a principal")
-    if set(data) - {"blocks", "to"}:
-        raise ApiError(400, "bad-request", "only blocks and to may be given")
-    recipient = _principal(to) if to is not None else None
+    body = await _body(request, models.MineRequest)
+    count = body.blocks
+    recipient = _principal(body.to) if body.to is not None else None
     if ctx.core.params.name != "regtest":
         raise ApiError(400, "not-regtest", "mining on request is for regtest; run `node --mine`")
     mined = await ctx.mine(count, recipient)
