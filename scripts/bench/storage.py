@@ -22,6 +22,13 @@ AEAD open + Merkle of three fragments for a get), one round after each round of 
 both see the same background load), each stage the best of its rounds. ``put_ratio`` and
 ``get_ratio`` are market throughput over that ceiling (targets >= 0.5). ``proof_verify_per_s``
 is leaf proofs checked per second on one core. Rates are MB/s (10**6 bytes) of the file.
+``put_peak_rss_mb`` is the owner process's peak resident memory (VmHWM) over a put of a
+``--rss-mib`` file (default 100) in a process of its own, without hosts (sealing, coding,
+hashing, the durable record and the offers; no serving); ``put_rss_ratio`` is that over the file
+size (target <= 2.5), ``put_baseline_rss_mb`` the same process before the put. Most of the
+baseline is shared libraries mapped from disk (LLVM under numba: ``put_file_backed_mb``, pages
+every numba process shares), so ``put_private_ratio`` is the peak less those pages, over the
+file size: the memory the put really takes from the machine.
 
 Usage: ``python scripts/bench/storage.py [--json] [--size-mib N] [--repeat R] [--hosts H]``
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -209,6 +217,76 @@ async def market_run(root: Path, size: int, hosts_at: str = "inline") -> dict[st
         await chain.close()
 
 
+def _vm_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+async def put_rss_child(root: Path, size: int, api: str, token: str) -> dict[str, Any]:
+    """In a process of its own, as ``blockcoin store put`` runs beside a node: the owner's peak
+    memory over a put of a ``size``-byte file (sealed, erasure-coded, hashed, kept durably and
+    offered; no host fetches, so no serving)."""
+    from storage_market import sha256x
+
+    chain = HttpChain(api, REGTEST, token)
+    owner_key = KeyPair.development(0)
+    owner = OwnerAgent(root / "owner", Signer(owner_key), chain,
+                       defaults=StoreOptions(periods=2, period_blocks=100_000, offer_ttl=1000))
+    path = owner_key.principal.root_path + "/bench/rss.bin"
+    try:
+        sha256x.load()
+        await owner.start()
+        src = root / "input.bin"
+        with src.open("wb") as fh:
+            for _ in range(size >> 20):
+                fh.write(os.urandom(1 << 20))
+        baseline = _vm_kib("VmRSS")
+        with src.open("rb") as data:
+            await owner.put(path, data)
+        await owner.wait_placed(path, 0.1, 0)  # the durable record written too
+        return {"baseline_kib": baseline, "peak_kib": _vm_kib("VmHWM"),
+                "file_backed_kib": _vm_kib("RssFile")}
+    finally:
+        await owner.stop()
+        await chain.close()
+
+
+async def _put_rss(root: Path, size_mib: int) -> dict[str, int]:
+    chain = InProcessChain.open(root / "node", REGTEST)
+    token = secrets.token_hex(16)
+    runner, api = await serve_api(chain, token)
+    miner = asyncio.ensure_future(_miner(chain))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--put-rss-child", str(size_mib), "--root", str(root),
+            "--api", api, "--token", token, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"the put's process failed ({proc.returncode})")
+        found: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+        return found
+    finally:
+        await stop_tasks(miner)
+        await runner.cleanup()
+        await chain.close()
+
+
+def measure_put_rss(size_mib: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-put-rss-") as tmp:
+        found = asyncio.run(_put_rss(Path(tmp), size_mib))
+    size_mb = (size_mib << 20) / 1e6
+    peak_mb = found["peak_kib"] * 1024 / 1e6
+    shared_mb = found["file_backed_kib"] * 1024 / 1e6
+    return {"put_rss_file_mb": round(size_mb, 1),
+            "put_peak_rss_mb": round(peak_mb, 1),
+            "put_baseline_rss_mb": round(found["baseline_kib"] * 1024 / 1e6, 1),
+            "put_file_backed_mb": round(shared_mb, 1),
+            "put_rss_ratio": round(peak_mb / size_mb, 2),
+            "put_private_ratio": round((peak_mb - shared_mb) / size_mb, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -217,11 +295,18 @@ def main() -> None:
     parser.add_argument("--hosts", choices=HOST_PLACEMENTS, default="inline",
                         help="where the five hosts run: " + "; ".join(
                             f"{k}: {v}" for k, v in HOST_PLACEMENTS.items()))
+    parser.add_argument("--rss-mib", type=int, default=100,
+                        help="file size for the owner's peak-memory measurement (default 100)")
+    parser.add_argument("--put-rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-hosts", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--api", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.put_rss_child:
+        print(json.dumps(asyncio.run(put_rss_child(args.root, args.put_rss_child << 20,
+                                                   args.api, args.token))))
+        return
     if args.serve_hosts:
         asyncio.run(serve_hosts(args.root, args.api, args.token, args.serve_hosts))
         return
@@ -258,6 +343,7 @@ def main() -> None:
         "put_ratio": round(put_mb_s / ceiling["ceiling_put_mb_s"], 3),
         "get_ratio": round(get_mb_s / ceiling["ceiling_get_mb_s"], 3),
         "proof_verify_per_s": ceiling["proof_verify_per_s"],
+        **measure_put_rss(args.rss_mib),
         "cpus": os.cpu_count(),
     }
     emit(result, args.json)
