@@ -34,7 +34,7 @@ BANK = KeyPair.development(1)  # funds the hosts' keys: they lock collateral and
 PATH = OWNER.principal.root_path + "/docs/report.bin"
 
 
-async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+async def until(cond: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -132,7 +132,7 @@ async def test_hosts_prove_and_are_paid_after_the_owner_leaves(tmp_path: Path) -
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 30)
+        assert await owner.wait_placed(PATH, 120)
         placed = holders(m)
         assert sorted(placed) == [0, 1, 2, 3, 4]
         assert len({h for hs in placed.values() for h in hs}) == 5  # one fragment per host
@@ -178,7 +178,7 @@ async def test_a_file_sealed_in_pieces_is_placed_and_comes_back(tmp_path: Path) 
         assert owner is not None
         with src.open("rb") as data:
             await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 30)
+        assert await owner.wait_placed(PATH, 120)
         for h in m.hosts[:2]:
             await h.stop()
         assert bytes(await retrieve.get(m.chain, OWNER, PATH)) == src.read_bytes()
@@ -197,7 +197,7 @@ async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 30)
+        assert await owner.wait_placed(PATH, 120)
         await owner.stop()
         await until(lambda: m.proven() >= 1, what="a first period proven")
         before = holders(m)
@@ -226,7 +226,7 @@ async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
         entry = owner.entries[PATH]
         await until(lambda: all(s.failed_hosts for s in entry.slots if s.index in lost),
                     what="the damaged contracts to be released")
-        await until(lambda: entry.placed() == 5, timeout=40, what="repair onto the spare hosts")
+        await until(lambda: entry.placed() == 5, what="repair onto the spare hosts")
         after = holders(m)
         spares = {str(m.host_keys[5].principal), str(m.host_keys[6].principal)}
         for index, (i, _) in lost.items():
@@ -262,7 +262,7 @@ async def test_an_owner_extends_with_its_hosts_consent(tmp_path: Path) -> None:
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, os.urandom(40_000))
-        assert await owner.wait_placed(PATH, 30)
+        assert await owner.wait_placed(PATH, 120)
         locked = [m.record(i).collateral_locked for i in range(3)]
         assert sorted(await owner.extend(PATH, 4)) == [0, 1, 2]
         await until(lambda: all(c.periods == 12 for c in m.chain.node.chain.tree
@@ -287,7 +287,7 @@ async def test_restarting_every_node_mid_contract_loses_no_proof_or_pay(tmp_path
         owner = m.owner
         assert owner is not None
         entry = await owner.put(PATH, data)
-        assert await owner.wait_placed(PATH, 30)
+        assert await owner.wait_placed(PATH, 120)
         await until(lambda: m.proven() >= 1, what="a first period proven")
         # stop everything, the chain node included, and start it all again from disk (no block
         # is mined meanwhile, as when a single node restarts between two blocks)
@@ -322,7 +322,7 @@ async def test_a_fragment_damaged_while_the_host_was_down_shows_as_corrupt(tmp_p
         owner = m.owner
         assert owner is not None
         await owner.put(PATH, os.urandom(30_000))
-        assert await owner.wait_placed(PATH, 30)
+        assert await owner.wait_placed(PATH, 120)
         await m.hosts[0].stop()
         (c,) = m.hosts[0].contracts.values()
         f = m.hosts[0].store.file_for(c.offer_id)
