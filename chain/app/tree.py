@@ -11,11 +11,14 @@ yes on a terminal) before spending. See :mod:`storage_market.tree` for the model
 from __future__ import annotations
 
 import datetime
+import functools
+import inspect
 import json
 import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -155,6 +158,69 @@ def _options(k: int, n: int, price: str, collateral: str, periods: int,
                         period_blocks=period_blocks)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What a command that places blocks was told: where the node and its chain are, what each
+    block placed costs, how long to wait for hosts, and how to report."""
+
+    where: Where
+    reach: Reach
+    options: StoreOptions
+    wait: float
+    yes: bool
+    listen: str | None
+    log_level: str | None
+    as_json: bool
+
+    @property
+    def me(self) -> Identity:
+        return _me(self.where)
+
+    def run(self, blocks_hint: str,
+            op: Callable[[LocalTree], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        return _placing(self.where, self.reach, self.options, self.wait, self.yes, self.listen,
+                        self.log_level, blocks_hint, op)
+
+
+def _placement(
+    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
+    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
+    yes: YesOpt = False,
+    listen: ListenOpt = None, log_level: LogLevelOpt = None,
+    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
+    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+) -> Placement:
+    return Placement(locate(net, datadir), Reach(api, token, node, in_process, mine_every),
+                     _options(k, n, price, collateral, periods, period_blocks), wait, yes,
+                     listen, log_level, as_json)
+
+
+def placing_command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a tree command that places blocks. Its function takes its own arguments and a
+    ``place: Placement``; the command line gets its own arguments followed by the options of
+    :func:`_placement` (one list of them for every such command, so they read the same)."""
+    common = list(inspect.signature(_placement, eval_str=True).parameters.values())
+    names = [p.name for p in common]
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.name != "place"]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            place = _placement(**{key: kwargs.pop(key) for key in names})
+            fn(place=place, **kwargs)
+
+        del command.__wrapped__  # typer reads the signature below, not ``fn``'s
+        command.__signature__ = inspect.Signature(own + common)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in own + common}
+        tree_app.command(name)(friendly(command))
+        return fn
+
+    return register
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 
@@ -268,58 +334,37 @@ def tree_get(
 # --- placing -------------------------------------------------------------------------------------
 
 
-@tree_app.command("put")
-@friendly
+@placing_command("put")
 def tree_put(
     source: Annotated[Path, typer.Argument(help="A file, or a directory put recursively.")],
     path: PathArg,
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Put SOURCE at PATH: a file as one block (a new version if PATH holds one: its old
     contracts are released, the old record kept for `get --version`), a directory as a
     directory block and every file and directory in it. Missing directories above PATH are
     made. A granted node puts only under its grant, paid from the tree within its allowance."""
-    where = locate(net, datadir)
     if not source.exists():
         raise ConfigError(f"{source}: No such file or directory")
-    full = _path(_me(where), path)
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"putting {source} at {full}",
-                      lambda tree: _done(tree.put(source, full)))
-    emit(as_json, result, f"placed {len(result['placed'])} block(s) under {full}")
+    full = _path(place.me, path)
+    result = place.run(f"putting {source} at {full}", lambda tree: _done(tree.put(source, full)))
+    emit(place.as_json, result, f"placed {len(result['placed'])} block(s) under {full}")
 
 
 async def _done(work: Awaitable[list[str]]) -> dict[str, Any]:
     return {"placed": await work}
 
 
-@tree_app.command("mkdir")
-@friendly
+@placing_command("mkdir")
 def tree_mkdir(
     path: PathArg,
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Make the directory PATH (and any missing above it): an empty block whose key wraps
     its children's, placed on the market so those it is shared with can open them."""
-    where = locate(net, datadir)
-    full = _path(_me(where), path)
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"making {full}", lambda tree: _done(tree.mkdir(full)))
-    emit(as_json, result, f"made {', '.join(result['placed'])}")
+    full = _path(place.me, path)
+    result = place.run(f"making {full}", lambda tree: _done(tree.mkdir(full)))
+    emit(place.as_json, result, f"made {', '.join(result['placed'])}")
 
 
 @tree_app.command("rm")
@@ -353,78 +398,47 @@ def tree_rm(
     emit(as_json, result, f"removed {result['removed']} block(s) under {full}")
 
 
-@tree_app.command("share")
-@friendly
+@placing_command("share")
 def tree_share(
     path: PathArg, principal: PrincipalArg,
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Let PRINCIPAL read PATH and, for a directory, everything below it: a new version of
     PATH with a readcap for the X25519 key PRINCIPAL announced in /global/principals."""
-    where = locate(net, datadir)
-    full = _path(_me(where), path)
+    full = _path(place.me, path)
     who = Principal.parse(principal)
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"sharing {full}", lambda tree: _done(tree.share(full, who)))
-    emit(as_json, {**result, "path": full, "principal": str(who)},
+    result = place.run(f"sharing {full}", lambda tree: _done(tree.share(full, who)))
+    emit(place.as_json, {**result, "path": full, "principal": str(who)},
          f"{full} is shared with {who}")
 
 
-@tree_app.command("unshare")
-@friendly
+@placing_command("unshare")
 def tree_unshare(
     path: PathArg, principal: PrincipalArg,
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Stop sharing PATH with PRINCIPAL: re-key PATH and every block below it (new block
     keys, readcaps without PRINCIPAL) and place the new versions. What PRINCIPAL already
     read stays read; no later version opens for it."""
-    where = locate(net, datadir)
-    full = _path(_me(where), path)
+    full = _path(place.me, path)
     who = Principal.parse(principal)
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"re-keying {full}", lambda tree: _done(tree.unshare(full, who)))
-    emit(as_json, {**result, "path": full, "principal": str(who)},
+    result = place.run(f"re-keying {full}", lambda tree: _done(tree.unshare(full, who)))
+    emit(place.as_json, {**result, "path": full, "principal": str(who)},
          f"{full} no longer shared with {who}: re-keyed {len(result['placed'])} block(s)")
 
 
-@tree_app.command("link")
-@friendly
+@placing_command("link")
 def tree_link(
     path: PathArg,
     target: Annotated[str, typer.Argument(help="The path linked to (any tree, /<principal>/...).")],
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Make PATH a symbolic link to TARGET: a block holding TARGET's path and a readcap for
     its key (so TARGET must be readable now, e.g. shared with you). `tree get PATH/...` then
     reads through it."""
-    where = locate(net, datadir)
-    me = _me(where)
-    full, goal = _path(me, path), _path(me, target)
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"linking {full} to {goal}", lambda tree: _done(tree.link(full, goal)))
-    emit(as_json, {**result, "path": full, "target": goal}, f"{full} -> {goal}")
+    full, goal = _path(place.me, path), _path(place.me, target)
+    result = place.run(f"linking {full} to {goal}", lambda tree: _done(tree.link(full, goal)))
+    emit(place.as_json, {**result, "path": full, "target": goal}, f"{full} -> {goal}")
 
 
 # --- nodes of one tree ---------------------------------------------------------------------------
@@ -471,8 +485,7 @@ def tree_announce(
     emit(as_json, result, f"{result['principal']} announced")
 
 
-@tree_app.command("grant")
-@friendly
+@placing_command("grant")
 def tree_grant(
     principal: PrincipalArg, path: PathArg,
     expires: Annotated[str, typer.Option(
@@ -480,19 +493,12 @@ def tree_grant(
     allowance: Annotated[str | None, typer.Option(
         help="The most the node may move out of the tree's account (escrow and fees), in "
              "coins or Nsat (default: no limit).")] = None,
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Make PRINCIPAL (another node of yours, announced on chain) a node of this tree at PATH:
     the directory gets a readcap for it, and a writecap (PATH, expiry, allowance) is printed
     as a token for `blockcoin tree import-grant` on that node."""
-    where = locate(net, datadir)
-    full = _path(_me(where), path)
+    full = _path(place.me, path)
     who = Principal.parse(principal)
     expiry = parse_expiry(expires)
     limit = parse_amount(allowance, allow_zero=True) if allowance is not None else None
@@ -500,10 +506,8 @@ def tree_grant(
     async def op(tree: LocalTree) -> dict[str, Any]:
         return {"token": await tree.grant(who, full, expiry, limit)}
 
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"granting {full} to {who}", op)
-    emit(as_json, {**result, "principal": str(who), "path": full, "expiry": expiry,
+    result = place.run(f"granting {full} to {who}", op)
+    emit(place.as_json, {**result, "principal": str(who), "path": full, "expiry": expiry,
                    "allowance": limit},
          f"granted {full} to {who} until {expiry}; on that node run:\n"
          f"  blockcoin tree import-grant {result['token']}")
@@ -536,31 +540,21 @@ def tree_import_grant(
          + (f", within {format_coins(cap.allowance)}" if cap.allowance is not None else ""))
 
 
-@tree_app.command("revoke")
-@friendly
+@placing_command("revoke")
 def tree_revoke(
     principal: PrincipalArg,
-    k: KOpt = 3, n: NOpt = 5, price: PriceOpt = "100000sat", collateral: CollateralOpt = "0sat",
-    periods: PeriodsOpt = 12, period_blocks: PeriodBlocksOpt = None, wait: WaitOpt = 300.0,
-    yes: YesOpt = False,
-    listen: ListenOpt = None, log_level: LogLevelOpt = None,
-    net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
-    api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    *, place: Placement,
 ) -> None:
     """Revoke a node of this tree: publish Revoke (the chain refuses its writecaps from the
     next block until they expire), then re-key every block under its paths, the ones it wrote
     included, without its readcap, and place the new versions."""
-    where = locate(net, datadir)
     who = Principal.parse(principal)
 
     async def op(tree: LocalTree) -> dict[str, Any]:
         eid, paths = await tree.revoke(who)
         return {"revoke": eid.hex(), "placed": paths}
 
-    result = _placing(where, Reach(api, token, node, in_process, mine_every),
-                      _options(k, n, price, collateral, periods, period_blocks), wait, yes, listen, log_level,
-                      f"revoking {who} and re-keying its paths", op)
-    emit(as_json, {**result, "principal": str(who)},
+    result = place.run(f"revoking {who} and re-keying its paths", op)
+    emit(place.as_json, {**result, "principal": str(who)},
          f"revoked {who}; re-keyed {len(result['placed'])} block(s)")
 
