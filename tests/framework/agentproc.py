@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from tests.framework.netkit import ROOT
 
@@ -19,11 +21,16 @@ def spawn(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-def ready_line(proc: subprocess.Popen[str]) -> dict[str, object]:
+def ready_line(proc: subprocess.Popen[str], log: Path | None = None) -> dict[str, Any]:
+    """The agent's --json ready line; if it exits instead, the end of what it said (its stderr
+    pipe, or ``log`` where its output goes)."""
     assert proc.stdout is not None
     line = proc.stdout.readline()  # bounded: the test's timeout, and the agent exits on error
-    assert line, proc.stderr.read() if proc.stderr else ""
-    found: dict[str, object] = json.loads(line)
+    if not line:
+        said = log.read_text()[-2000:] if log is not None else (
+            proc.stderr.read() if proc.stderr else "")
+        raise AssertionError(f"agent exited with {proc.wait(10)}: {said}")
+    found: dict[str, Any] = json.loads(line)
     return found
 
 

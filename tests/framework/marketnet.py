@@ -31,6 +31,7 @@ from typing import Any
 from chain.core.keys import KeyPair
 from chain.core.principal import Principal
 from chain.net.http import ApiClient
+from tests.framework.agentproc import ready_line, stop
 from tests.framework.clirun import blockcoin
 from tests.framework.netkit import ROOT, NodeProc, init_node_dir, wait_until
 
@@ -44,24 +45,6 @@ def _spawn(log: Path, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "chain", *args, "--json"], cwd=ROOT,
                                 env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                 stdout=subprocess.PIPE, stderr=err, text=True)
-
-
-def _ready(proc: subprocess.Popen[str], log: Path) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # bounded: the agent exits (an empty line) on any error
-    assert line, f"agent exited with {proc.wait(10)}: {log.read_text()[-2000:]}"
-    found: dict[str, Any] = json.loads(line)
-    return found
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class MarketNet:
@@ -133,12 +116,12 @@ class MarketNet:
         first = _spawn(logs[0], "host", "start", "-n", "regtest", "-d", home, "--capacity", "1M",
                        "--fund", "5", "--payout", str(self.owner))
         self.agents.append(first)
-        self.host = _ready(first, logs[0])
+        self.host = ready_line(first, logs[0])
         other_dir = init_node_dir(self.root / "h2", 3)
         second = _spawn(logs[1], "host", "start", "-n", "regtest", "-d", str(other_dir),
                         "--node", home, "--capacity", "1M", "--fund", "5")
         self.agents.append(second)
-        self.other_host = _ready(second, logs[1])
+        self.other_host = ready_line(second, logs[1])
         for info in (self.host, self.other_host):
             wait_until(lambda info=info: bool(self.get(
                 f"/global/principals/{info['host']}").get("address")), SETUP_TIMEOUT,
@@ -153,7 +136,7 @@ class MarketNet:
         hosts = (self.host["host"], self.other_host["host"])
         wait_until(lambda: all(self.record(h).get("proven_periods", 0) >= 1 for h in hosts),
                    SETUP_TIMEOUT, "both hosts' first proofs")
-        _stop(second)
+        stop(second)
         wait_until(lambda: self.record(hosts[1]).get("missed_periods", 0) >= 1, SETUP_TIMEOUT,
                    "the stopped host's miss")
         self.stop_mining()
@@ -161,7 +144,7 @@ class MarketNet:
     def close(self) -> None:
         self.stop_mining()
         for agent in self.agents:
-            _stop(agent)
+            stop(agent)
         self.node.stop()
 
 
