@@ -413,22 +413,13 @@ def store_release(
 ) -> None:
     """End PATH's contracts and open offers: the escrow left comes back to the tree."""
     where = locate(net, datadir)
-    home = where.datadir
-    key = owner_key(home)
+    key = owner_key(where.datadir)
     full = _full_path(key.principal.root_path, path)
 
-    async def go() -> dict[str, Any]:
-        async with locked_chain(where, Reach(api, token, node, in_process), home / "store",
-                                STORE_LOCK) as chain:
-            owner = OwnerAgent(home, Signer(key), chain)
-            try:
-                released = await owner.release(full)
-            finally:
-                await owner.state.close()
-            return {"path": full, "released": released}
+    async def op(owner: OwnerAgent) -> dict[str, Any]:
+        return {"path": full, "released": await owner.release(full)}
 
-    _require_block(home, key, full)
-    result = run(go())
+    result = _with_owner(where, Reach(api, token, node, in_process), key, full, op)
     emit(as_json, result, f"{result['path']}: released {result['released']} contract(s)")
 
 
@@ -443,28 +434,38 @@ def store_extend(
 ) -> None:
     """Run PATH's active contracts longer: each host consents, the added periods are escrowed."""
     where = locate(net, datadir)
-    home = where.datadir
-    key = owner_key(home)
+    key = owner_key(where.datadir)
     full = _full_path(key.principal.root_path, path)
 
-    async def go() -> dict[str, Any]:
-        async with locked_chain(where, Reach(api, token, node, in_process), home / "store",
-                                STORE_LOCK) as chain:
-            owner = OwnerAgent(home, Signer(key), chain)
-            try:
-                done = await owner.extend(full, periods)
-            finally:
-                await owner.state.close()
-            return {"path": full, "extended": done, "periods_added": periods,
-                    "notes": owner.events}
+    async def op(owner: OwnerAgent) -> dict[str, Any]:
+        done = await owner.extend(full, periods)
+        return {"path": full, "extended": done, "periods_added": periods, "notes": owner.events}
 
-    _require_block(home, key, full)
-    result = run(go())
+    result = _with_owner(where, Reach(api, token, node, in_process), key, full, op)
     if not result["extended"]:
         fail(f"{full}: no contract was extended"
              + (f" ({'; '.join(result['notes'])})" if result["notes"] else ""))
     emit(as_json, result, f"{result['path']}: extended fragments {result['extended']} by "
                           f"{periods} periods" + "".join(f"\n  {n}" for n in result["notes"]))
+
+
+def _with_owner(where: Where, reach: Reach, key: KeyPair, path: str,
+                op: Callable[[OwnerAgent], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Run ``op`` on this data directory's owner state (locked against other agents), with its
+    chain reached as ``reach`` says, for a block this owner stored at ``path``."""
+    home = where.datadir
+    _require_block(home, key, path)
+
+    async def go() -> dict[str, Any]:
+        async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
+            owner = OwnerAgent(home, Signer(key), chain)
+            try:
+                return await op(owner)
+            finally:
+                await owner.state.close()
+
+    result: dict[str, Any] = run(go())
+    return result
 
 
 def _offline_owner(home: Path, key: KeyPair, where: Where) -> OwnerAgent:
