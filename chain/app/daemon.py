@@ -29,7 +29,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import threading
 import time as _time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from aiohttp import web
 
 from chain.api.auth import remove_cookie, write_cookie
 from chain.api.server import ApiContext, make_app
+from chain.core.aio import until_interrupted
 from chain.core.block import Block
 from chain.core.errors import BlockcoinError
 from chain.core.events import Announce
@@ -360,13 +360,8 @@ def run_node(datadir: Path, params: NetworkParams, options: NodeOptions) -> None
     async def main() -> None:
         daemon = Daemon(datadir, params, options)
         await daemon.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_interrupted()
         finally:
             log.info("stopping")
             await daemon.stop()

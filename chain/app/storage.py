@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +38,7 @@ from rich.table import Table
 
 from chain.app.clikit import DatadirOpt, JsonOpt, NetworkOpt, Where, emit, fail, friendly, locate
 from chain.app.render import short
+from chain.core.aio import until_interrupted
 from chain.core.dirlock import DirLock
 from chain.core.errors import ConfigError
 from chain.core.keys import KeyPair
@@ -164,17 +164,6 @@ def listen_address(value: str | None, configured: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-async def _until_interrupted(ready: Callable[[], None] | None = None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready()
-    await stop.wait()
-
-
 def _agent_logging(where: Where, component: str, level: str | None, configured: str) -> None:
     from chain.app.logs import setup_logging
 
@@ -276,7 +265,7 @@ def store_put(
                         placed = await owner.wait_placed(full, wait)
                     status = owner.status(full)["blocks"][0]
                     if serve:
-                        await _until_interrupted(lambda: err.print(
+                        await until_interrupted(lambda: err.print(
                             f"serving {full} from {owner.address}; Ctrl-C to stop"))
                     hint = "" if serve else (
                         "hosts now prove and are paid from escrow on their own; run `blockcoin "
@@ -353,7 +342,7 @@ def store_serve(
                               f"at {owner.address}; Ctrl-C to stop")
 
             try:
-                await _until_interrupted(ready)
+                await until_interrupted(ready)
             finally:
                 await owner.stop()
 
@@ -594,7 +583,7 @@ def host_start(
                       f"{agent.payout}", flush=True)
 
             try:
-                await _until_interrupted(ready)
+                await until_interrupted(ready)
             finally:
                 await agent.stop()
 

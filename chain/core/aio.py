@@ -1,4 +1,5 @@
-"""Ending background tasks without hanging and without losing a cancellation.
+"""Ending background tasks without hanging and without losing a cancellation, and running until
+a signal says stop.
 
 asyncio stops a task only if the task lets its ``CancelledError`` through. One that swallows it
 (a broad ``except``, or a library that turns cancellation into its own error) keeps running, and
@@ -12,7 +13,10 @@ through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -57,3 +61,18 @@ def observe(task: asyncio.Future[Any]) -> None:
     """Mark a finished task's exception as retrieved, so asyncio does not log it again."""
     if task.done() and not task.cancelled():
         task.exception()
+
+
+async def until_interrupted(ready: Callable[[], None] | None = None) -> None:
+    """Return on SIGINT or SIGTERM (after calling ``ready`` once the handlers are in place), so
+    that a long-running command stops through its ``finally`` blocks, not mid-write."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # no signal handlers off the main thread or on platforms without them: Ctrl-C then
+        # arrives as KeyboardInterrupt, which ends the run just the same
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready()
+    await stop.wait()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time as _time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from chain.consensus.validation import check_header
 from chain.core.errors import BadParent
@@ -160,25 +161,20 @@ class HeaderTree:
 
     def mark_invalid(self, block_hash: bytes) -> None:
         """The block failed validation: it and its descendants are never candidates again."""
-        node = self.nodes.get(block_hash)
-        if node is None or node.invalid:
-            return
-        stack = [node]
-        while stack:
-            cur = stack.pop()
-            cur.invalid = True
-            stack.extend(cur.children)
-        self._recompute_best()
+        self._mark_subtree(block_hash, "invalid")
 
     def mark_unavailable(self, block_hash: bytes) -> None:
         """Nobody delivers the block: drop it and its descendants from the candidates."""
+        self._mark_subtree(block_hash, "unavailable")
+
+    def _mark_subtree(self, block_hash: bytes, flag: Literal["invalid", "unavailable"]) -> None:
         node = self.nodes.get(block_hash)
-        if node is None or node.unavailable:
+        if node is None or getattr(node, flag):
             return
         stack = [node]
         while stack:
             cur = stack.pop()
-            cur.unavailable = True
+            setattr(cur, flag, True)
             stack.extend(cur.children)
         self._recompute_best()
 
