@@ -44,7 +44,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,7 @@ from storage_market.crypto import (
     parent_path,
     plaintext_length,
     seal_into,
+    seal_to,
     sealed_size,
     unseal,
     unwrap_child_key,
@@ -80,7 +82,7 @@ from storage_market.errors import (
     NoReadcap,
     StorageError,
 )
-from storage_market.jsonstate import fsync_dir, write_bytes_atomic
+from storage_market.jsonstate import fsync_dir, start_writeback, write_bytes_atomic
 
 MAGIC = b"BCBK"
 RECORD_FORMAT = 2
@@ -97,10 +99,6 @@ MAX_READCAPS = 1024
 MAX_HEADER = 256 * 1024
 _DIGEST = 32
 _PREFIX = len(MAGIC) + 1
-
-#: told, in the sealing thread, ``(record, final)``: see :meth:`StoredBlock.seal`
-RecordProgress = Callable[[memoryview, int], None]
-
 
 def _is_root(path: str) -> bool:
     return path.count("/") == 1
@@ -212,22 +210,27 @@ def _parse_prefix(view: memoryview) -> tuple[BlockHeader, int]:
     return header, end + _DIGEST
 
 
+def _new_header(path: str, plaintext_size: int, block_key: bytes, readers: Iterable[PublicKeys],
+                parent_key: bytes | None, version: bytes | None, kind: int) -> BlockHeader:
+    """The header of a block about to be sealed: readcaps issued, the key wrapped under the
+    parent's, a fresh version unless one is given."""
+    valid_path(path)
+    version = new_version() if version is None else version
+    caps = tuple(Readcap.issue(block_key, path, r) for r in readers)
+    wrapped = None if parent_key is None else wrap_child_key(parent_key, path, block_key)
+    return BlockHeader(path, version, caps, wrapped, sealed_size(plaintext_size), kind=kind)
+
+
 class StoredBlock:
-    """One block record: a header and its sealed payload, held in a single buffer.
+    """One block record in memory: a header and its sealed payload in a single buffer (the
+    record is handed to the erasure coder without a copy)."""
 
-    Keeping the record contiguous is what makes a put cheap: the payload is sealed straight
-    into the record buffer, and the record is handed to the erasure coder without a copy.
-    """
+    __slots__ = ("_offset", "header", "record")
 
-    __slots__ = ("_offset", "buffer", "header", "record")
-
-    def __init__(self, header: BlockHeader, record: memoryview, offset: int,
-                 buffer: memoryview | None = None) -> None:
+    def __init__(self, header: BlockHeader, record: memoryview, offset: int) -> None:
         self.header = header
         self.record = record
         self._offset = offset
-        #: the record's allocation: the record, then any room asked for in :meth:`seal`
-        self.buffer = buffer if buffer is not None else record
 
     @property
     def path(self) -> str:
@@ -252,43 +255,24 @@ class StoredBlock:
         readers: Iterable[PublicKeys] = (),
         parent_key: bytes | None = None,
         version: bytes | None = None,
-        room: int = 0,
-        on_sealed: RecordProgress | None = None,
         kind: int = KIND_FILE,
     ) -> StoredBlock:
-        """Encrypt ``plaintext`` as the block at ``path``.
+        """Encrypt ``plaintext`` as the block at ``path``, in memory (a directory, a link, a
+        small file; a large file goes to disk as it is sealed: :meth:`BlockStore.seal_file`).
 
         ``readers`` get readcaps; ``parent_key`` is the parent's (plain) block key, under which
         this block's key is wrapped, and is required for every block but a tree's root.
-        ``version`` defaults to a fresh random one. ``room`` zeroed bytes are allocated after
-        the record, in the same :attr:`buffer`: the erasure coder's padding then needs no
-        copy of the last data fragment. ``kind`` says whether it is a file, a directory or a
-        link (see the module docstring). ``on_sealed(record, final)`` is called in the
-        sealing thread as the record fills: its first ``final`` bytes will not change any more,
-        so a caller can start hashing them.
+        ``version`` defaults to a fresh random one. ``kind`` says whether it is a file, a
+        directory or a link (see the module docstring).
         """
-        valid_path(path)
-        version = new_version() if version is None else version
-        caps = tuple(Readcap.issue(block_key, path, r) for r in readers)
-        wrapped = None if parent_key is None else wrap_child_key(parent_key, path, block_key)
-        size = sealed_size(plaintext_length(plaintext))
-        header = BlockHeader(path, version, caps, wrapped, size, kind=kind)
+        header = _new_header(path, plaintext_length(plaintext), block_key, readers, parent_key,
+                             version, kind)
         prefix = header.record_prefix()
         offset = len(prefix)
-        record = fresh_buffer(offset + size + room)
-        view = record[: offset + size]
-        view[:offset] = prefix
-        sealed = 0
-
-        def progress(piece: memoryview) -> None:
-            nonlocal sealed
-            sealed += piece.nbytes
-            if on_sealed is not None:
-                on_sealed(view, offset + sealed)
-
-        seal_into(block_key, path, version, plaintext, view[offset:],
-                  on_sealed=None if on_sealed is None else progress)
-        return cls(header, view, offset, record)
+        record = fresh_buffer(offset + header.payload_size)
+        record[:offset] = prefix
+        seal_into(block_key, path, header.version, plaintext, record[offset:])
+        return cls(header, record, offset)
 
     @classmethod
     def decode(cls, record: Bytes) -> StoredBlock:
@@ -321,6 +305,45 @@ def _principal_of(path: str) -> Principal:
     return Principal.parse(path[1:].split("/", 1)[0])
 
 
+class RecordFile:
+    """A block record just sealed to a temporary file of the store (:meth:`BlockStore.seal_file`):
+    readable through :attr:`fd` at once, in place at its path once committed."""
+
+    def __init__(self, header: BlockHeader, fd: int, tmp: Path, target: Path) -> None:
+        self.header = header
+        self.fd = fd
+        self.size = 0
+        self._tmp: Path | None = tmp
+        self._target = target
+
+    @property
+    def path(self) -> str:
+        return self.header.path
+
+    @property
+    def version(self) -> bytes:
+        return self.header.version
+
+    def commit(self) -> None:
+        """Make the record durable and put it in place of the path's earlier record, atomically
+        (fsync, rename over, fsync the directory). :attr:`fd` stays open for reading."""
+        if self._tmp is None:
+            return
+        os.fsync(self.fd)
+        os.replace(self._tmp, self._target)
+        self._tmp = None
+        fsync_dir(self._target.parent)
+
+    def close(self) -> None:
+        """Close the descriptor; a record never committed is deleted."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
 class BlockStore:
     """A client's blocks on local disk, one atomically replaced file per path."""
 
@@ -337,6 +360,39 @@ class BlockStore:
     def put(self, block: StoredBlock) -> None:
         """Store ``block``, replacing any earlier version of its path atomically."""
         write_bytes_atomic(self.file_for(block.path), block.record)
+
+    def seal_file(self, path: str, plaintext: Plaintext, block_key: bytes, *,
+                  readers: Iterable[PublicKeys] = (), parent_key: bytes | None = None,
+                  kind: int = KIND_FILE) -> RecordFile:
+        """Seal ``plaintext`` as the block at ``path`` (as :meth:`StoredBlock.seal`) straight
+        into a new file of this store, a piece at a time: memory stays a few pieces however
+        large the file. The record is not in place yet: :meth:`RecordFile.commit` makes it
+        durable and replaces the path's record with it, :meth:`RecordFile.close` drops it if
+        it was not committed."""
+        header = _new_header(path, plaintext_length(plaintext), block_key, readers, parent_key,
+                             None, kind)
+        target = self.file_for(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        record = RecordFile(header, fd, tmp, target)
+        try:
+            written = 0
+
+            def write(part: memoryview) -> None:
+                nonlocal written
+                start = written
+                while written - start < part.nbytes:
+                    written += os.pwrite(fd, part[written - start :], written)
+                start_writeback(fd, start, part.nbytes)  # so that commit's fsync is short
+
+            write(memoryview(header.record_prefix()))
+            seal_to(block_key, path, header.version, plaintext, write)
+            record.size = written
+        except BaseException:
+            record.close()
+            raise
+        return record
 
     def _read(self, path: str, limit: int | None = None) -> bytearray:
         target = self.file_for(path)

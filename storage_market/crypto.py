@@ -208,7 +208,7 @@ def _payload_aead(block_key: Bytes, version: Bytes) -> AESGCM:
     return AESGCM(_payload_key(block_key, version))
 
 
-#: Piece size of a streamed seal (see ``on_sealed`` in :func:`seal_into`).
+#: Piece size of a streamed seal (:func:`seal_to`).
 SEAL_PIECE = 4 << 20
 
 #: From this size up, :func:`fresh_buffer` maps new memory instead of allocating a bytearray.
@@ -260,19 +260,21 @@ def _pieces(plaintext: Plaintext, length: int) -> Iterator[memoryview]:
         raise StorageError("the file grew while it was being sealed")
 
 
-def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Plaintext, out: Bytes,
-              on_sealed: Callable[[memoryview], None] | None = None) -> int:
+def _start_seal(block_key: Bytes, path: str, version: Bytes) -> tuple[bytes, bytes, bytes]:
+    """The header of a sealed payload (suite and a fresh nonce), its nonce and its associated
+    data."""
+    nonce = os.urandom(NONCE_SIZE)
+    aad = payload_associated_data(path, bytes(version))
+    return bytes([SUITE_AES256GCM]) + nonce, nonce, aad
+
+
+def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Plaintext, out: Bytes) -> int:
     """Seal ``plaintext`` into the first ``sealed_size(plaintext_length(plaintext))`` bytes of
     ``out``.
 
     ``out`` must be writable and must not overlap ``plaintext``. Returns the number of bytes
-    written. This is the zero-copy path: the ciphertext is written once, where it will live.
-
-    A file, or a call with ``on_sealed``, is sealed in pieces of :data:`SEAL_PIECE` bytes (the
-    same AES-GCM stream, so the same bytes); ``on_sealed`` sees every finished part of it in
-    order (suite and nonce, each piece of ciphertext, the tag): a caller hashes the sealed
-    payload while the rest is still being encrypted, instead of in a second pass after it.
-    A file that changes length meanwhile is a :class:`StorageError`.
+    written. A buffer is sealed in one call straight into ``out`` (the ciphertext is written
+    once, where it will live); a file goes through :func:`seal_to`.
     """
     length = plaintext_length(plaintext)
     size = sealed_size(length)
@@ -281,27 +283,44 @@ def seal_into(block_key: Bytes, path: str, version: Bytes, plaintext: Plaintext,
         raise ValueError("seal_into needs a writable buffer")
     if target.nbytes < size:
         raise ValueError(f"seal_into needs {size} bytes of room, got {target.nbytes}")
-    aad = payload_associated_data(path, bytes(version))
-    nonce = os.urandom(NONCE_SIZE)
-    target[0] = SUITE_AES256GCM
-    target[1 : 1 + NONCE_SIZE] = nonce
-    if on_sealed is None and isinstance(plaintext, bytes | bytearray | memoryview):
-        _payload_aead(block_key, version).encrypt_into(nonce, byte_view(plaintext), aad,
-                                                       target[1 + NONCE_SIZE : size])
-        return size
-    sealed = on_sealed or (lambda _part: None)
-    sealed(target[: 1 + NONCE_SIZE])
+    if not isinstance(plaintext, bytes | bytearray | memoryview):
+        written = 0
+
+        def place(part: memoryview) -> None:
+            nonlocal written
+            target[written : written + part.nbytes] = part
+            written += part.nbytes
+
+        return seal_to(block_key, path, version, plaintext, place)
+    head, nonce, aad = _start_seal(block_key, path, version)
+    target[: len(head)] = head
+    _payload_aead(block_key, version).encrypt_into(nonce, byte_view(plaintext), aad,
+                                                   target[len(head) : size])
+    return size
+
+
+def seal_to(block_key: Bytes, path: str, version: Bytes, plaintext: Plaintext,
+            write: Callable[[memoryview], object]) -> int:
+    """Seal ``plaintext`` (a buffer or a file) piece by piece into ``write``: the suite and
+    nonce, each piece of ciphertext (:data:`SEAL_PIECE` bytes, in one reused buffer, valid only
+    during the call), then the tag. The same AES-GCM stream as :func:`seal_into`, so the same
+    bytes; memory stays a few pieces whatever the size, which is what lets a put of a file
+    larger than the machine's memory stream it to disk. Returns the sealed size.
+
+    A file that changes length meanwhile is a :class:`StorageError`.
+    """
+    length = plaintext_length(plaintext)
+    size = sealed_size(length)
+    head, nonce, aad = _start_seal(block_key, path, version)
+    write(memoryview(head))
     enc = Cipher(algorithms.AES(_payload_key(block_key, version)), modes.GCM(nonce)).encryptor()
     enc.authenticate_additional_data(aad)
-    body = target[1 + NONCE_SIZE : size]  # ciphertext then tag; update_into needs 15 bytes of
-    start = 0  # slack, which the tag's room provides
+    out = memoryview(bytearray(min(SEAL_PIECE, length) + 15))  # update_into's slack
     for piece in _pieces(plaintext, length):
-        enc.update_into(piece, body[start:])
-        sealed(body[start : start + piece.nbytes])
-        start += piece.nbytes
+        done = enc.update_into(piece, out)
+        write(out[:done])
     enc.finalize()
-    body[length:] = enc.tag
-    sealed(body[length:])
+    write(memoryview(enc.tag))
     return size
 
 

@@ -81,21 +81,6 @@ def split(data: Bytes, k: int = DEFAULT_K) -> list[memoryview]:
     return pieces
 
 
-def split_in_place(buffer: Bytes, total: int, k: int = DEFAULT_K) -> list[memoryview] | None:
-    """Like :func:`split` for data occupying the first ``total`` bytes of a writable
-    ``buffer`` with room after it: the padding is written into that room and every fragment
-    is a view (no copy of the last piece, up to a third of the data). None if the buffer is
-    read-only or has less room than the padding needs (1 to ``k`` bytes)."""
-    check_params(k, k)
-    view = byte_view(buffer)
-    size = fragment_size(total, k)
-    if view.readonly or view.nbytes < k * size or total < 0:
-        return None
-    view[total : k * size] = bytes(k * size - total)
-    view[total] = PAD_MARKER
-    return [view[i * size : (i + 1) * size] for i in range(k)]
-
-
 def parity(pieces: list[memoryview], k: int = DEFAULT_K, n: int = DEFAULT_N,
            indexes: Iterable[int] | None = None) -> list[memoryview]:
     """Fragments ``k..n-1`` (or just ``indexes``) from the ``k`` data fragments of :func:`split`.

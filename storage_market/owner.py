@@ -29,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +57,7 @@ from chain.core.units import format_coins, format_size
 from chain.net.channel import SecureChannel
 from storage_market import fragments, retrieve, sha256x
 from storage_market import protocol as proto
-from storage_market.blockstore import KIND_DIR, KIND_FILE, BlockStore, StoredBlock
+from storage_market.blockstore import KIND_DIR, KIND_FILE, BlockStore, RecordFile, StoredBlock
 from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.crypto import (
     Plaintext,
@@ -65,8 +68,8 @@ from storage_market.crypto import (
 )
 from storage_market.errors import BlockNotFound, IntegrityError, StorageError
 from storage_market.jsonstate import StateFile, read_json
-from storage_market.leafhash import DataLeaves
-from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size, merkle_root
+from storage_market.merkle import DEFAULT_LEAF_SIZE, check_leaf_size
+from storage_market.striping import RecordFragments
 
 log = logging.getLogger("blockcoin.owner")
 
@@ -201,6 +204,19 @@ class BlockEntry:
         return any(s.state in (OFFERING, STORED, ACTIVE) for s in self.slots)
 
 
+def _parity_name(path: str, version: bytes) -> str:
+    """The file name of a block version's parity fragments (a hash: no path spelling reaches
+    outside the directory)."""
+    return hashlib.sha256(path.encode() + b"\x00" + version).hexdigest()[:40]
+
+
+def _commit(record: RecordFile) -> None:
+    try:
+        record.commit()
+    finally:
+        record.close()
+
+
 class OwnerAgent:
     """Runs one owner: its blocks, its listener for fetches, its auditor."""
 
@@ -223,7 +239,9 @@ class OwnerAgent:
         self.events: list[str] = []
         self.sent_bytes = 0
         self.on_sent: Callable[[int], None] | None = None
-        self._frags: dict[str, tuple[bytes, list[memoryview]]] = {}
+        self.parity_dir = self.root / "parity"
+        #: the fragments of the blocks being served, by path: the version and its coder
+        self._frags: dict[str, tuple[bytes, RecordFragments]] = {}
         self._listener = proto.Listener(self.key, chain.chain_id, self._handle)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -271,6 +289,9 @@ class OwnerAgent:
 
     async def start(self) -> None:
         sha256x.load_in_background()  # ready before the first large put or fetch
+        # Parity files left by an earlier process are not trusted (they were never synced):
+        # fragments served again are coded again from the record.
+        await asyncio.to_thread(shutil.rmtree, self.parity_dir, True)
         self.address = await self._listener.start(self.listen_host, self.port)
         acct = await self.chain.principal(self.principal)
         if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:
@@ -289,6 +310,8 @@ class OwnerAgent:
         for write in list(self._writes.values()):
             await settle(write)
         self._writes.clear()
+        for path in list(self._frags):
+            self._drop_fragments(path)
         await self.state.close()
 
     async def _run(self) -> None:
@@ -365,9 +388,8 @@ class OwnerAgent:
             key = (self.blocks.block_key(path, self.key) if self.blocks.has(path)
                    else new_block_key())
         caps = [self.key.public, *(r for r in readers if r.principal != self.principal)]
-        with DataLeaves(opts.k, opts.leaf_size) as leaves:
-            entry = await self._seal_and_encode(path, data, size, key, parent_key, opts, leaves,
-                                                report, caps, kind)
+        entry = await self._seal_and_encode(path, data, size, key, parent_key, opts, report,
+                                            caps, kind)
         if old is not None:
             for slot in old.slots:
                 slot.history.append({"version": old.version.hex()})
@@ -427,7 +449,7 @@ class OwnerAgent:
                 self._note(f"{path} #{slot.index}: nothing to release ({exc})")
             slot.state = ENDED
             self._record(slot, "released by the owner")
-        self._frags.pop(path, None)
+        self._drop_fragments(path)
         if flush:
             await self.state.flush()
         self._note(f"released {released} contract(s) of {path}")
@@ -444,58 +466,47 @@ class OwnerAgent:
                 f" x {opts.price} x {opts.periods} periods)")
 
     async def _seal_and_encode(self, path: str, data: Plaintext, size: int, key: bytes,
-                               parent_key: bytes | None, opts: StoreOptions, leaves: DataLeaves,
+                               parent_key: bytes | None, opts: StoreOptions,
                                report: ProgressFn, readers: Sequence[PublicKeys],
                                kind: int) -> BlockEntry:
-        """Seal the block (``size`` bytes of plaintext), keep it, cut it into fragments and find
-        their roots."""
-        # Sealing, encoding and hashing all release the GIL: they run in worker threads, so the
-        # event loop keeps serving (other puts, the hosts' first fetches). The data
-        # fragments' leaves are hashed on another core as the seal fills the record.
-        block = await asyncio.to_thread(functools.partial(
-            StoredBlock.seal, path, data, key, readers=readers, parent_key=parent_key,
-            room=opts.k, on_sealed=leaves.advance, kind=kind))
+        """Seal the block (``size`` bytes of plaintext) straight to the local store, then cut
+        it into fragments and find their roots from there, a stripe at a time
+        (:mod:`storage_market.striping`): the put's memory stays a few megabytes whatever
+        the file's size."""
+        # Sealing, coding and hashing release the GIL: they run in worker threads, so the
+        # event loop keeps serving (other puts, the hosts' first fetches).
+        record = await asyncio.to_thread(functools.partial(
+            self.blocks.seal_file, path, data, key, readers=readers, parent_key=parent_key,
+            kind=kind))
         report("seal", size, size)
-        # The durable local copy is written by a worker thread while this one encodes, hashes,
-        # offers and serves; ``wait_placed`` waits for it too. Until it lands, fetches are
-        # served from memory, and a crash before then loses nothing that cannot be rebuilt
-        # from the hosts (or put again from the file).
-        self._writes[path] = asyncio.ensure_future(asyncio.to_thread(self.blocks.put, block))
-        # Each parity fragment is computed by zfec and then hashed in a worker of its own,
-        # beside the data fragments' last leaves and trees (zfec and the hash kernel release
-        # the GIL, so every core is busy).
-        report("encode", 0, size)
-        primaries = (fragments.split_in_place(block.buffer, block.record.nbytes, opts.k)
-                     or fragments.split(block.record, opts.k))
-        frags: list[memoryview] = list(primaries) + [memoryview(b"")] * (opts.n - opts.k)
-        period_blocks = opts.period_blocks or self.chain.storage_period_blocks
-        entry = BlockEntry(path, block.version, opts.k, opts.n, block.record.nbytes,
-                           frags[0].nbytes, opts.leaf_size, opts.price, opts.periods,
-                           period_blocks, [b""] * opts.n, [Slot(i) for i in range(opts.n)], opts)
-        self._frags[path] = (block.version, frags)
-        done = 0
-
-        def parity_root(index: int) -> list[bytes]:
-            frags[index] = fragments.parity(primaries, opts.k, opts.n, (index,))[0]
-            return [merkle_root(frags[index], opts.leaf_size)]
-
-        async def encode(indexes: range, roots: Callable[[], list[bytes]]) -> None:
-            nonlocal done
-            entry.roots[indexes.start : indexes.stop] = await asyncio.to_thread(roots)
-            done += len(indexes)
-            report("encode", done * size // opts.n, size)
-
-        jobs = [asyncio.ensure_future(encode(range(opts.k),
-                                             functools.partial(leaves.finish, primaries)))]
-        jobs += [asyncio.ensure_future(encode(range(i, i + 1), functools.partial(parity_root, i)))
-                 for i in range(opts.k, opts.n)]
         try:
-            await asyncio.gather(*jobs)
+            coded = RecordFragments(record.fd, record.size, opts.k, opts.n, self.parity_dir,
+                                    _parity_name(path, record.version))
         except BaseException:
-            for job in jobs:
-                job.cancel()
+            record.close()
             raise
-        return entry
+        # The record is made durable and put in place by a worker thread while this one codes
+        # and offers; ``wait_placed`` waits for it too. A crash before then loses nothing that
+        # cannot be put again from the file.
+        self._writes[path] = asyncio.ensure_future(asyncio.to_thread(_commit, record))
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int) -> None:
+            loop.call_soon_threadsafe(report, "encode", done * size // total, size)
+
+        report("encode", 0, size)
+        try:
+            roots = await asyncio.to_thread(coded.encode, range(opts.n), opts.leaf_size, progress)
+        except BaseException:
+            coded.close()
+            raise
+        self._drop_fragments(path)
+        self._frags[path] = (record.version, coded)
+        period_blocks = opts.period_blocks or self.chain.storage_period_blocks
+        return BlockEntry(path, record.version, opts.k, opts.n, record.size, coded.size,
+                          opts.leaf_size, opts.price, opts.periods, period_blocks,
+                          [roots[i] for i in range(opts.n)],
+                          [Slot(i) for i in range(opts.n)], opts)
 
     async def _offer(self, entry: BlockEntry, slot: Slot, save: bool = True) -> None:
         """Publish a (new) offer for the slot's fragment."""
@@ -532,36 +543,60 @@ class OwnerAgent:
 
     # --- fragments to serve ---------------------------------------------------------------
 
-    async def _fragment(self, entry: BlockEntry, index: int) -> memoryview:
-        """Fragment ``index`` of the entry's version: from memory, the local record, or (the
-        record lost) the record rebuilt from any ``k`` hosts and kept again."""
+    async def _fragment(self, entry: BlockEntry, index: int) -> list[memoryview]:
+        """Fragment ``index`` of the entry's version, as views to send: coded from the local
+        record (checked against its root the first time), or, the record lost, from the
+        record rebuilt from any ``k`` hosts and kept again."""
         cached = self._frags.get(entry.path)
-        if cached is not None and cached[0] == entry.version:
-            return cached[1][index]
-        block: StoredBlock | None = None
+        if cached is None or cached[0] != entry.version:
+            self._drop_fragments(entry.path)
+            cached = (entry.version, await self._open_record(entry))
+            self._frags[entry.path] = cached
+        coded = cached[1]
+        if index not in coded.ready:
+            roots = await asyncio.to_thread(coded.encode, (index,), entry.leaf_size)
+            if roots[index] != entry.roots[index]:
+                raise IntegrityError(f"fragment {index} of {entry.path} no longer matches its root")
+        return coded.parts(index)
+
+    async def _open_record(self, entry: BlockEntry) -> RecordFragments:
+        """A coder over the local record of the entry's version, rebuilt from hosts if the
+        record is missing, damaged or of another version."""
+        await self.written(entry.path)
         try:
-            block = await asyncio.to_thread(self.blocks.get, entry.path)
-            if block.version != entry.version:
-                block = None
+            header = await asyncio.to_thread(self.blocks.header, entry.path)
+            if header.version != entry.version:
+                raise IntegrityError("another version is kept locally")
         except (BlockNotFound, IntegrityError) as exc:
             self._note(f"local copy of {entry.path} unusable ({exc}); rebuilding from hosts")
-        if block is None:
             block = await retrieve.get_block(self.chain, self.key, entry.path)
             if block.version != entry.version:
-                raise IntegrityError(f"hosts hold another version of {entry.path}")
+                raise IntegrityError(f"hosts hold another version of {entry.path}") from None
             await asyncio.to_thread(self.blocks.put, block)
             self._note(f"rebuilt {entry.path} from {entry.k} fragments held by hosts")
-        frags = fragments.encode(block.record, entry.k, entry.n)
-        if merkle_root(frags[index], entry.leaf_size) != entry.roots[index]:
-            raise IntegrityError(f"fragment {index} of {entry.path} no longer matches its root")
-        self._frags[entry.path] = (entry.version, frags)
-        return frags[index]
+        fd = os.open(self.blocks.file_for(entry.path), os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != entry.record_size:
+                raise IntegrityError(f"the local record of {entry.path} is {size} bytes, "
+                                     f"{entry.record_size} were put")
+            return RecordFragments(fd, size, entry.k, entry.n, self.parity_dir,
+                                   _parity_name(entry.path, entry.version))
+        finally:
+            os.close(fd)
+
+    def _drop_fragments(self, path: str) -> None:
+        """Stop serving ``path``'s fragments: close its record, delete its parity files."""
+        cached = self._frags.pop(path, None)
+        if cached is not None:
+            cached[1].remove_parity()
+            cached[1].close()
 
     def _evict(self) -> None:
         for path in list(self._frags):
             entry = self.entries.get(path)
             if entry is None or all(s.state not in (OFFERING,) for s in entry.slots):
-                del self._frags[path]
+                self._drop_fragments(path)
 
     # --- serving fetches ------------------------------------------------------------------
 
@@ -607,11 +642,12 @@ class OwnerAgent:
         now = time.monotonic()
         slot.reserved_by, slot.reserved_until = host, now + RESERVATION_SECONDS
         try:
-            data = await self._fragment(entry, slot.index)
-            await proto.send_fragment(channel, offer_id, data)
-            self.sent_bytes += data.nbytes
+            parts = await self._fragment(entry, slot.index)
+            await proto.send_fragment(channel, offer_id, parts)
+            sent = sum(part.nbytes for part in parts)
+            self.sent_bytes += sent
             if self.on_sent is not None:
-                self.on_sent(data.nbytes)
+                self.on_sent(sent)
             receipt = await proto.expect(channel, proto.Receipt, EXCHANGE_TIMEOUT)
             host_key = channel.remote_keys.ed25519
             message = receipt_message(self.chain.chain_id, offer_id, host, entry.roots[slot.index],

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -291,11 +291,13 @@ async def refuse(channel: SecureChannel, reason: str, message: str) -> None:
         await send(channel, Error(reason, message))
 
 
-async def send_fragment(channel: SecureChannel, offer_id: bytes, data: memoryview) -> None:
-    """A FRAGMENT header then the bytes in raw chunks."""
-    await send(channel, FragmentHeader(offer_id, data.nbytes))
-    for start in range(0, data.nbytes, CHUNK_SIZE):
-        await channel.send(data[start : start + CHUNK_SIZE])
+async def send_fragment(channel: SecureChannel, offer_id: bytes,
+                        parts: Sequence[memoryview]) -> None:
+    """A FRAGMENT header then the bytes of ``parts`` (the fragment, in order) in raw chunks."""
+    await send(channel, FragmentHeader(offer_id, sum(part.nbytes for part in parts)))
+    for data in parts:
+        for start in range(0, data.nbytes, CHUNK_SIZE):
+            await channel.send(data[start : start + CHUNK_SIZE])
 
 
 async def recv_fragment_header(channel: SecureChannel, sizes: Mapping[bytes, int],

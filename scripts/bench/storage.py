@@ -25,7 +25,9 @@ is leaf proofs checked per second on one core. Rates are MB/s (10**6 bytes) of t
 ``put_peak_rss_mb`` is the owner process's peak resident memory (VmHWM) over a put of a
 ``--rss-mib`` file (default 100) in a process of its own, without hosts (sealing, coding,
 hashing, the durable record and the offers; no serving); ``put_rss_ratio`` is that over the file
-size (target <= 2.5), ``put_baseline_rss_mb`` the same process before the put. Most of the
+size (target <= 2.5), ``put_baseline_rss_mb`` the same process before the put and
+``put_added_mb`` the peak above it: what the put itself took, which streaming keeps to a few
+stripes whatever the file's size (compare two ``--rss-mib``). Most of the
 baseline is shared libraries mapped from disk (LLVM under numba: ``put_file_backed_mb``, pages
 every numba process shares), so ``put_private_ratio`` is the peak less those pages, over the
 file size: the memory the put really takes from the machine.
@@ -284,6 +286,7 @@ def measure_put_rss(size_mib: int) -> dict[str, Any]:
             "put_baseline_rss_mb": round(found["baseline_kib"] * 1024 / 1e6, 1),
             "put_file_backed_mb": round(shared_mb, 1),
             "put_rss_ratio": round(peak_mb / size_mb, 2),
+            "put_added_mb": round(peak_mb - found["baseline_kib"] * 1024 / 1e6, 1),
             "put_private_ratio": round((peak_mb - shared_mb) / size_mb, 2)}
 
 

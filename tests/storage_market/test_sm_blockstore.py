@@ -217,20 +217,31 @@ def test_record_through_fragments_and_merkle_back_to_plaintext() -> None:
     assert fetched.open(fetched.block_key(FRIEND)) == payload
 
 
-def test_large_block_sealed_in_pieces_and_split_in_place() -> None:
-    """A payload big enough to be sealed in pieces and sealed with room for the padding: same
-    record rules, and fragments that need no copy."""
+def test_a_file_sealed_to_the_store_in_pieces_reads_back(tmp_path: Path) -> None:
+    """A file larger than a seal piece, sealed straight into the store: nothing is in place
+    before the commit, the committed record opens to the file, and a record never committed
+    leaves nothing behind."""
     payload = os.urandom(2 * SEAL_PIECE + 12_345)
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    store = BlockStore(tmp_path / "blocks")
     key = new_block_key()
-    block = StoredBlock.seal(ROOT + "/large", payload, key, readers=[OWNER.public],
-                             parent_key=new_block_key(), room=3)
-    again = StoredBlock.decode(bytes(block.record))
-    assert again.header == block.header
-    pieces = fragments.split_in_place(block.buffer, block.record.nbytes, 3)
-    assert pieces is not None
-    assert [bytes(p) for p in pieces] == [bytes(f) for f in fragments.encode(block.record)[:3]]
-    parsed = StoredBlock.decode(fragments.decode_contiguous(b"".join(pieces), 3))
-    assert parsed.open(parsed.block_key(OWNER)) == payload
+    with src.open("rb") as fh:
+        record = store.seal_file(ROOT + "/large", fh, key, readers=[OWNER.public],
+                                 parent_key=new_block_key())
+    assert not store.has(ROOT + "/large")
+    assert record.size == os.fstat(record.fd).st_size
+    record.commit()
+    record.close()
+    block = store.get(ROOT + "/large")
+    assert block.header == record.header and block.record.nbytes == record.size
+    assert block.open(key) == payload
+    with src.open("rb") as fh:
+        dropped = store.seal_file(ROOT + "/other", fh, key, parent_key=new_block_key())
+    dropped.close()
+    assert not store.has(ROOT + "/other")
+    assert [p.name for p in store.file_for(ROOT + "/other").parent.iterdir()] == [
+        store.file_for(ROOT + "/large").name]
 
 
 def test_a_version_1_record_is_still_read_and_its_digest_checked() -> None:

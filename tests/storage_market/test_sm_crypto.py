@@ -28,6 +28,7 @@ from storage_market.crypto import (
     plaintext_length,
     seal,
     seal_into,
+    seal_to,
     sealed_size,
     unseal,
     unseal_into,
@@ -75,14 +76,21 @@ def test_seal_into_a_larger_buffer_at_an_offset() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, SEAL_PIECE - 1, SEAL_PIECE, 2 * SEAL_PIECE + 17])
-def test_streamed_seal_reports_every_piece_in_order(size: int) -> None:
+def test_streamed_seal_is_the_same_stream_in_bounded_pieces(size: int, tmp_path: Path) -> None:
     key, version = new_block_key(), new_version()
     data = os.urandom(size)
     buf = bytearray(sealed_size(size) + 3)  # a tail that must stay untouched
     pieces: list[bytes] = []
-    written = seal_into(key, DOC, version, data, buf, on_sealed=lambda p: pieces.append(bytes(p)))
-    assert written == sealed_size(size) and buf[written:] == bytes(3)
-    assert b"".join(pieces) == buf[:written]
+    written = seal_to(key, DOC, version, data, lambda p: pieces.append(bytes(p)))
+    assert written == sealed_size(size) and sum(map(len, pieces)) == written
+    assert max(map(len, pieces)) <= SEAL_PIECE
+    sealed = b"".join(pieces)
+    assert unseal(key, DOC, version, sealed) == data
+    src = tmp_path / "data"
+    src.write_bytes(data)
+    with src.open("rb") as fh:  # a file is sealed through the stream, into the buffer
+        assert seal_into(key, DOC, version, fh, buf) == written
+    assert buf[written:] == bytes(3)
     assert unseal(key, DOC, version, buf[:written]) == data
 
 

@@ -19,7 +19,6 @@ from storage_market.fragments import (
     parity,
     rebuild,
     split,
-    split_in_place,
 )
 
 SIZES = [0, 1, 2, 3, 4, 5, 1023, 1024, 1025, 3 * 1024, 3 * 1024 - 1, 100_003]
@@ -105,14 +104,11 @@ def test_mixed_or_corrupt_fragments_fail_padding_check() -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("k", [1, 2, 3, 7])
-def test_split_in_place_and_contiguous_decode_match_encode(size: int, k: int) -> None:
+def test_split_parity_and_contiguous_decode_match_encode(size: int, k: int) -> None:
     data = os.urandom(size)
     want = encode(data, k, k + 2)
-    buf = bytearray(data) + bytearray(b"\xee" * k)  # room after the data, not yet zeroed
-    pieces = split_in_place(buf, size, k)
-    assert pieces is not None
+    pieces = split(data, k)
     assert [bytes(p) for p in pieces] == [bytes(f) for f in want[:k]]
-    assert [bytes(p) for p in split(data, k)] == [bytes(f) for f in want[:k]]
     assert bytes(parity(pieces, k, k + 2)[1]) == bytes(want[k + 1])
     # each parity fragment alone (how a put computes them side by side) is the same
     assert [bytes(parity(pieces, k, k + 2, (i,))[0]) for i in (k, k + 1)] == [
@@ -121,9 +117,6 @@ def test_split_in_place_and_contiguous_decode_match_encode(size: int, k: int) ->
         parity(pieces, k, k + 2, (k - 1,))  # a data fragment is not parity
     whole = bytearray(b"".join(bytes(p) for p in pieces))
     assert bytes(decode_contiguous(whole, k)) == data
-    # no room, or read-only: the caller falls back to split
-    assert split_in_place(bytes(buf), size, k) is None
-    assert split_in_place(bytearray(data), size, k) is None
 
 
 def test_contiguous_decode_refuses_bad_padding() -> None:
