@@ -439,6 +439,16 @@ class BlockStore:
     def has(self, path: str) -> bool:
         return self.file_for(path).is_file()
 
+    def remove_temporaries(self) -> int:
+        """Delete the temporary files of writes a killed process left (a large put's record is
+        as large as its file); the number deleted. Only for the one process that holds the
+        data directory: another's write in progress would be deleted too."""
+        removed = 0
+        for tmp in self.directory.glob("*/.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def delete(self, path: str) -> bool:
         """Remove the block at ``path``; False if there was none."""
         target = self.file_for(path)

@@ -292,6 +292,8 @@ class OwnerAgent:
         # Parity files left by an earlier process are not trusted (they were never synced):
         # fragments served again are coded again from the record.
         await asyncio.to_thread(shutil.rmtree, self.parity_dir, True)
+        if await asyncio.to_thread(self.blocks.remove_temporaries):
+            self._note("deleted the unfinished block records of an interrupted put")
         self.address = await self._listener.start(self.listen_host, self.port)
         acct = await self.chain.principal(self.principal)
         if acct is None or acct.address != self.address or acct.x25519 != self.key.public.x25519:

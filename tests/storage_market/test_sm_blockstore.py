@@ -261,3 +261,17 @@ def test_a_version_1_record_is_still_read_and_its_digest_checked() -> None:
     record[-1] ^= 1
     with pytest.raises(IntegrityError, match="digest"):
         StoredBlock.decode(record)
+
+
+def test_a_killed_writes_temporary_file_is_removed_and_records_stay(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks")
+    key = new_block_key()
+    store.put(StoredBlock.seal(ROOT + "/kept", b"kept", key, parent_key=new_block_key()))
+    with (tmp_path / "src").open("wb+") as fh:
+        fh.write(b"x" * 1000)
+        fh.seek(0)
+        record = store.seal_file(ROOT + "/cut", fh, key, parent_key=new_block_key())
+    os.close(record.fd)  # the process died here: neither committed nor closed
+    assert store.remove_temporaries() == 1
+    assert list(store.paths()) == [ROOT + "/kept"]
+    assert store.remove_temporaries() == 0

@@ -121,6 +121,10 @@ async def test_an_interrupted_put_run_again_finishes_and_the_file_comes_back(
             full = OWNER.principal.root_path + "/" + path
             got = await retrieve.get(chain, OWNER, full)
             assert bytes(got) == src.read_bytes(), f"the file put again after a kill {point}"
+            # nothing of the killed run is left on disk: no unfinished record, no parity
+            store = owner_dir / "store"
+            assert not list((store / "blocks").glob("*/.*.tmp")), point
+            assert not list((store / "parity").glob("*")), point
     finally:
         await chain.stop_mining()
         for h in hosts:
