@@ -360,6 +360,37 @@ def unseal_into(block_key: Bytes, path: str, version: Bytes, sealed: Bytes, out:
     return size
 
 
+def unseal_to(block_key: Bytes, path: str, version: Bytes, sealed: Bytes,
+              write: Callable[[memoryview], object]) -> int:
+    """Open ``sealed`` piece by piece into ``write`` (each piece in one reused buffer, valid
+    only during the call); returns the plaintext length.
+
+    The tag is checked only after the last piece, so what ``write`` received is
+    unauthenticated until this returns: on :class:`DecryptError` the caller must discard all
+    of it (write to a temporary file, rename it into place only after this returns).
+    """
+    view = byte_view(sealed)
+    size = plaintext_size(view.nbytes)
+    if view[0] != SUITE_AES256GCM:
+        raise FormatError(f"unknown payload suite {view[0]}")
+    aad = payload_associated_data(path, bytes(version))
+    nonce = bytes(view[1 : 1 + NONCE_SIZE])
+    dec = Cipher(algorithms.AES(_payload_key(block_key, version)), modes.GCM(nonce)).decryptor()
+    dec.authenticate_additional_data(aad)
+    body = view[1 + NONCE_SIZE : 1 + NONCE_SIZE + size]
+    out = memoryview(bytearray(min(SEAL_PIECE, size) + 15))  # update_into's slack
+    for start in range(0, size, SEAL_PIECE):
+        done = dec.update_into(body[start : start + SEAL_PIECE], out)
+        write(out[:done])
+    try:
+        dec.finalize_with_tag(bytes(view[1 + NONCE_SIZE + size :]))
+    except InvalidTag as exc:
+        raise DecryptError(
+            "payload does not open: wrong key, tampered data, or another path or version"
+        ) from exc
+    return size
+
+
 def unseal(block_key: Bytes, path: str, version: Bytes, sealed: Bytes) -> bytearray:
     """The plaintext of a sealed payload, or :class:`DecryptError`."""
     out = bytearray(plaintext_size(byte_view(sealed).nbytes))

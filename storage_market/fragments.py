@@ -130,8 +130,9 @@ def _select(fragments: Mapping[int, Bytes], k: int, n: int) -> tuple[list[int], 
     return chosen, [byte_view(fragments[i]) for i in chosen]
 
 
-def _primaries(fragments: Mapping[int, Bytes], k: int, n: int) -> list[memoryview]:
-    """The ``k`` data pieces (padded) recovered from any ``k`` fragments."""
+def recover_primaries(fragments: Mapping[int, Bytes], k: int, n: int) -> list[memoryview]:
+    """The ``k`` data pieces (padded) recovered from any ``k`` fragments (or from the same
+    stripe of each: the code works byte position by byte position)."""
     indexes, bufs = _select(fragments, k, n)
     if indexes == list(range(k)):
         return bufs
@@ -160,7 +161,7 @@ def decode(fragments: Mapping[int, Bytes], k: int = DEFAULT_K, n: int = DEFAULT_
     The fragments are trusted to be the right bytes: check each against its Merkle root first
     (a wrong fragment decodes to wrong data, which the payload's AEAD tag then refuses).
     """
-    pieces = _primaries(fragments, k, n)
+    pieces = recover_primaries(fragments, k, n)
     remaining = _data_size(pieces, k)
     parts: list[memoryview] = []
     for piece in pieces:
@@ -195,7 +196,7 @@ def rebuild(
     if not isinstance(index, int) or not 0 <= index < n:
         raise FragmentError(f"fragment index {index!r} outside 0..{n - 1}")
     others = {i: buf for i, buf in fragments.items() if i != index}
-    pieces = _primaries(others, k, n)
+    pieces = recover_primaries(others, k, n)
     if index < k:
         return bytes(pieces[index])
     return bytes(_encoder(k, n).encode(tuple(pieces), (index,))[0])

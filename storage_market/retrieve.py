@@ -14,17 +14,20 @@ The same fetch serves repair: the owner rebuilds a lost fragment from any ``k`` 
 from __future__ import annotations
 
 import asyncio
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from chain.core.keys import KeyPair
 from storage_market import fragments, sha256x
 from storage_market import protocol as proto
 from storage_market.blockstore import StoredBlock
 from storage_market.chainclient import ChainClient, ContractInfo, Holder
-from storage_market.crypto import Bytes, fresh_buffer, valid_path
+from storage_market.crypto import fresh_buffer, unseal_to, valid_path
 from storage_market.errors import BlockNotFound, IntegrityError, NotEnoughFragments, StorageError
 from storage_market.merkle import leaf_count
+from storage_market.striping import recover_in_place
 
 Progress = Callable[[int], None]
 FETCH_TIMEOUT = 30.0
@@ -157,12 +160,12 @@ async def fetch_fragment(chain: ChainClient, key: KeyPair, holder: Holder,
 async def fetch_fragments(chain: ChainClient, key: KeyPair, place: Placement, *,
                           skip: set[int] | None = None, progress: Progress | None = None,
                           errors: list[str] | None = None,
-                          primaries: memoryview | None = None) -> dict[int, memoryview]:
+                          slots: memoryview | None = None) -> dict[int, memoryview]:
     """Any ``k`` verified fragments of ``place`` (indexes in ``skip`` are not used).
 
     ``k`` workers each bring one fragment, trying the next index when every holder of theirs
-    fails, so exactly ``k`` fragments are downloaded when all goes well. With ``primaries``
-    (``k * size`` bytes), data fragment ``i`` is received into its ``i``-th slot, so fragments
+    fails, so exactly ``k`` fragments are downloaded when all goes well. With ``slots``
+    (``n * size`` bytes), fragment ``i`` is received into its ``i``-th slot, so fragments
     ``0..k-1`` together are the padded record already in place.
     """
     queue = [i for i in sorted(place.holders) if not skip or i not in skip]
@@ -173,9 +176,7 @@ async def fetch_fragments(chain: ChainClient, key: KeyPair, place: Placement, *,
     async def worker() -> None:
         while queue:
             index = queue.pop(0)
-            into = None
-            if primaries is not None and index < place.k:
-                into = primaries[index * size : (index + 1) * size]
+            into = None if slots is None else slots[index * size : (index + 1) * size]
             for holder in place.holders[index]:
                 try:
                     got[index] = await fetch_fragment(chain, key, holder, progress,
@@ -192,11 +193,12 @@ async def fetch_fragments(chain: ChainClient, key: KeyPair, place: Placement, *,
     return dict(sorted(got.items())[: place.k])
 
 
-async def _fetch_record(chain: ChainClient, key: KeyPair, path: str,
+async def _fetch_record(chain: ChainClient, key: KeyPair, place: Placement,
                         progress: Callable[[int, int], None] | None,
-                        errors: list[str] | None) -> tuple[Placement, Bytes]:
-    """The decoded (not yet checked) record of ``path``."""
-    place = await placement(chain, path)
+                        errors: list[str] | None, slots: memoryview) -> memoryview:
+    """The decoded (not yet checked) record of ``place``, in ``slots`` (``n`` fragments'
+    room: only the ``k`` fetched are ever written, and a missing data fragment is recovered
+    in its slot, so no second buffer is needed)."""
     if place.size >= sha256x.MIN_LOAD_COUNT * place.leaf_size:
         sha256x.load_in_background()  # chunks are hashed with hashlib until it is there
     done = 0
@@ -207,12 +209,9 @@ async def _fetch_record(chain: ChainClient, key: KeyPair, path: str,
         if progress is not None:
             progress(done, place.total)
 
-    primaries = fresh_buffer(place.k * place.size)
-    got = await fetch_fragments(chain, key, place, progress=tick, errors=errors,
-                                primaries=primaries)
-    if list(got) == list(range(place.k)):
-        return place, fragments.decode_contiguous(primaries, place.k)
-    return place, await asyncio.to_thread(fragments.decode, got, place.k, place.n)
+    got = await fetch_fragments(chain, key, place, progress=tick, errors=errors, slots=slots)
+    record = await asyncio.to_thread(recover_in_place, slots, got, place.k, place.n)
+    return fragments.decode_contiguous(record, place.k)
 
 
 def _check_identity(block: StoredBlock, place: Placement, path: str) -> None:
@@ -224,7 +223,9 @@ async def get_block(chain: ChainClient, key: KeyPair, path: str,
                     progress: Callable[[int, int], None] | None = None,
                     errors: list[str] | None = None) -> StoredBlock:
     """The block record at ``path``, rebuilt from its hosts and checked (not yet opened)."""
-    place, record = await _fetch_record(chain, key, path, progress, errors)
+    place = await placement(chain, path)
+    slots = fresh_buffer(place.n * place.size)  # pages never written are never allocated
+    record = await _fetch_record(chain, key, place, progress, errors, slots)
     block = await asyncio.to_thread(StoredBlock.decode, record)
     _check_identity(block, place, path)
     return block
@@ -236,3 +237,38 @@ async def get(chain: ChainClient, key: KeyPair, path: str,
     """The plaintext of the block at ``path``, for a reader holding a readcap (``key``)."""
     block = await get_block(chain, key, path, progress, errors)
     return await asyncio.to_thread(block.open, block.block_key(key))
+
+
+async def get_to_file(chain: ChainClient, key: KeyPair, path: str, output: Path,
+                      progress: Callable[[int, int], None] | None = None,
+                      errors: list[str] | None = None) -> int:
+    """Write the plaintext of the block at ``path`` to ``output``; its size.
+
+    Memory does not grow with the block: the fragments land in a mapped temporary file beside
+    ``output`` (page cache, which the kernel can write back and reclaim), a missing data
+    fragment is recovered there a stripe at a time, and the payload is opened piece by piece
+    into a second temporary file, renamed over ``output`` only once the AEAD tag has checked
+    every byte (unauthenticated plaintext never appears under the name asked for). Nothing is
+    left behind on failure.
+    """
+    place = await placement(chain, path)
+    parts = output.with_name(f".{output.name}.fragments")
+    part = output.with_name(f".{output.name}.part")
+    try:
+        with open(parts, "w+b") as fh:
+            fh.truncate(place.n * place.size)  # sparse: only the fetched slots take room
+            slots = memoryview(mmap.mmap(fh.fileno(), place.n * place.size))
+        record = await _fetch_record(chain, key, place, progress, errors, slots)
+        block = await asyncio.to_thread(StoredBlock.decode, record)
+        _check_identity(block, place, path)
+        size = await asyncio.to_thread(_open_to, block, block.block_key(key), part)
+        part.replace(output)
+        return size
+    finally:
+        part.unlink(missing_ok=True)
+        parts.unlink(missing_ok=True)
+
+
+def _open_to(block: StoredBlock, block_key: bytes, target: Path) -> int:
+    with open(target, "wb") as out:
+        return unseal_to(block_key, block.path, block.version, block.payload, out.write)

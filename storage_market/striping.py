@@ -216,3 +216,25 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     written = 0
     while written < data.nbytes:
         written += os.pwrite(fd, data[written:], offset + written)
+
+
+def recover_in_place(slots: memoryview, have: Iterable[int], k: int, n: int,
+                     stripe: int = STRIPE) -> memoryview:
+    """The padded record from ``k`` fragments lying in ``slots`` (fragment ``i`` in slot ``i``
+    of ``len(slots) // n`` bytes): any data fragment missing is recovered into its slot a
+    stripe at a time, so slots ``0..k-1`` become the record without a second buffer. Returns
+    those slots as one view."""
+    fragments.check_params(k, n)
+    size = slots.nbytes // n
+    chosen = sorted(have)[:k]
+    if len(chosen) < k:
+        raise FragmentError(f"{len(chosen)} fragments given, {k} needed")
+    missing = [i for i in range(k) if i not in chosen]
+    for offset in range(0, size, stripe) if missing else ():
+        end = min(offset + stripe, size)
+        pieces = fragments.recover_primaries(
+            {i: slots[i * size + offset : i * size + end] for i in chosen}, k, n)
+        for i in missing:
+            slots[i * size + offset : i * size + end] = pieces[i]
+    return slots[: k * size]
+

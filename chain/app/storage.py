@@ -366,7 +366,6 @@ def store_get(
     key = owner_key(home)
     if not output.parent.is_dir():
         raise ConfigError(f"cannot write {output}: {output.parent} is not a directory")
-    tmp = output.with_name(f".{output.name}.part")
 
     async def go() -> dict[str, Any]:
         async with connect(where.params, home, Reach(api, token, node, in_process)) as chain:
@@ -374,16 +373,10 @@ def store_get(
             errors: list[str] = []
             with _progress(as_json) as bar:
                 task = bar.add_task("fetching", total=None)
-                data = await retrieve.get(
-                    chain, key, full, lambda done, total: bar.update(task, completed=done,
-                                                                     total=total), errors)
-            try:
-                tmp.write_bytes(data)
-                tmp.replace(output)
-            finally:
-                tmp.unlink(missing_ok=True)
-            return {"path": full, "output": str(output), "size": len(data),
-                    "skipped": errors}
+                size = await retrieve.get_to_file(
+                    chain, key, full, output,
+                    lambda done, total: bar.update(task, completed=done, total=total), errors)
+            return {"path": full, "output": str(output), "size": size, "skipped": errors}
 
     result = run(go())
     emit(as_json, result,

@@ -32,6 +32,7 @@ from storage_market.crypto import (
     sealed_size,
     unseal,
     unseal_into,
+    unseal_to,
     unwrap_child_key,
     wrap_child_key,
 )
@@ -92,6 +93,18 @@ def test_streamed_seal_is_the_same_stream_in_bounded_pieces(size: int, tmp_path:
         assert seal_into(key, DOC, version, fh, buf) == written
     assert buf[written:] == bytes(3)
     assert unseal(key, DOC, version, buf[:written]) == data
+
+
+def test_a_streamed_open_gives_the_plaintext_and_refuses_a_tampered_payload() -> None:
+    key, version = new_block_key(), new_version()
+    data = os.urandom(2 * SEAL_PIECE + 99)
+    sealed = bytearray(seal(key, DOC, version, data))
+    pieces: list[bytes] = []
+    assert unseal_to(key, DOC, version, sealed, lambda p: pieces.append(bytes(p))) == len(data)
+    assert b"".join(pieces) == data and max(map(len, pieces)) <= SEAL_PIECE
+    sealed[SEAL_PIECE + 7] ^= 1
+    with pytest.raises(DecryptError):  # only after every piece: the caller discards them
+        unseal_to(key, DOC, version, sealed, lambda p: None)
 
 
 def test_seal_into_needs_room() -> None:

@@ -165,6 +165,11 @@ async def test_hosts_prove_and_are_paid_after_the_owner_leaves(tmp_path: Path) -
         await m.hosts[3].stop()
         with pytest.raises(NotEnoughFragments):
             await retrieve.get(m.chain, OWNER, PATH)
+        out = tmp_path / "out" / "file.bin"
+        out.parent.mkdir()
+        with pytest.raises(NotEnoughFragments):
+            await retrieve.get_to_file(m.chain, OWNER, PATH, out)
+        assert not list(out.parent.iterdir())  # nothing half-written is left
 
 
 async def test_a_file_sealed_in_pieces_is_placed_and_comes_back(tmp_path: Path) -> None:
@@ -179,9 +184,17 @@ async def test_a_file_sealed_in_pieces_is_placed_and_comes_back(tmp_path: Path) 
         with src.open("rb") as data:
             await owner.put(PATH, data)
         assert await owner.wait_placed(PATH, 120)
-        for h in m.hosts[:2]:
-            await h.stop()
+        # the hosts of two data fragments go: they are recovered from the parity
+        lost = {hs[0] for i, hs in holders(m).items() if i < 2}
+        for h in m.hosts:
+            if str(h.principal) in lost:
+                await h.stop()
         assert bytes(await retrieve.get(m.chain, OWNER, PATH)) == src.read_bytes()
+        # and streamed to a file, recovered in place there
+        out = tmp_path / "back.bin"
+        size = await retrieve.get_to_file(m.chain, OWNER, PATH, out)
+        assert size == src.stat().st_size and out.read_bytes() == src.read_bytes()
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(

@@ -79,3 +79,20 @@ def test_one_fragment_alone_and_the_parity_files(tmp_path: Path) -> None:
 def test_indexes_outside_the_code_are_refused(tmp_path: Path) -> None:
     with _coded(tmp_path, b"x" * 100, 3, 5) as coded, pytest.raises(FragmentError):
         coded.encode([5], 1024)
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(1, 3000), data=st.data())
+def test_any_k_fragments_recover_the_record_in_place(size: int, data: st.DataObject) -> None:
+    k, n = 3, 6
+    record = os.urandom(size)
+    frags = fragments.encode(record, k, n)
+    have = data.draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k, unique=True))
+    fsize = frags[0].nbytes
+    slots = memoryview(bytearray(n * fsize))
+    for i in have:
+        slots[i * fsize : (i + 1) * fsize] = frags[i]
+    padded = striping.recover_in_place(slots, have, k, n, stripe=64)
+    assert bytes(fragments.decode_contiguous(padded, k)) == record
+    with pytest.raises(FragmentError):
+        striping.recover_in_place(slots, have[:2], k, n)
