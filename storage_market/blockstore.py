@@ -316,14 +316,6 @@ class RecordFile:
         self._tmp: Path | None = tmp
         self._target = target
 
-    @property
-    def path(self) -> str:
-        return self.header.path
-
-    @property
-    def version(self) -> bytes:
-        return self.header.version
-
     def commit(self) -> None:
         """Make the record durable and put it in place of the path's earlier record, atomically
         (fsync, rename over, fsync the directory). :attr:`fd` stays open for reading."""

@@ -483,7 +483,7 @@ class OwnerAgent:
         report("seal", size, size)
         try:
             coded = RecordFragments(record.fd, record.size, opts.k, opts.n, self.parity_dir,
-                                    _parity_name(path, record.version))
+                                    _parity_name(path, record.header.version))
         except BaseException:
             record.close()
             raise
@@ -503,9 +503,9 @@ class OwnerAgent:
             coded.close()
             raise
         self._drop_fragments(path)
-        self._frags[path] = (record.version, coded)
+        self._frags[path] = (record.header.version, coded)
         period_blocks = opts.period_blocks or self.chain.storage_period_blocks
-        return BlockEntry(path, record.version, opts.k, opts.n, record.size, coded.size,
+        return BlockEntry(path, record.header.version, opts.k, opts.n, record.size, coded.size,
                           opts.leaf_size, opts.price, opts.periods, period_blocks,
                           [roots[i] for i in range(opts.n)],
                           [Slot(i) for i in range(opts.n)], opts)
