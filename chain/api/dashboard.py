@@ -393,7 +393,10 @@ async def extend(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    from chain.api import agents
+
     app[STATS] = Stats()
+    agents.add_routes(app)
     r = app.router
     r.add_get("/", index)
     r.add_get("/ui/{name}", asset)
