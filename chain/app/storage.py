@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -49,7 +50,7 @@ from chain.net.control import HOST, OWNER, serving
 from storage_market.chainclient import ChainClient, Signer
 from storage_market.control import host_control, owner_control
 from storage_market.crypto import full_path, plaintext_length
-from storage_market.host import HostAgent, HostPolicy, load_policy, save_policy
+from storage_market.host import HostAgent, HostPolicy, load_policy, policy_file, save_policy
 from storage_market.owner import BlockEntry, OwnerAgent, StoreOptions
 
 store_app = typer.Typer(help="Store files on the market: put, get, status, serve, extend, "
@@ -568,6 +569,11 @@ def host_start(
             key = host_key(home)
             setup_logging(home, "host", log_level or cfg.log_level)
             await _fund_host(chain, home, key, top_up)
+            saved = load_policy(home) if policy_file(home).exists() else policy
+            if saved != policy:  # changed from the dashboard: the operator's standing terms win
+                logging.getLogger("blockcoin.host").warning(
+                    "starting with the terms of the command line and config.toml, not those "
+                    "saved in %s: %s", policy_file(home), saved)
             save_policy(home, policy)
             agent = HostAgent(home, key, chain, policy, bind, port)
             await agent.start()
