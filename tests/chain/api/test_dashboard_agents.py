@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from chain.api import models
 from tests.framework.clirun import blockcoin
 from tests.framework.marketnet import SETUP_TIMEOUT, MarketNet, market_net
 from tests.framework.netkit import wait_until
@@ -60,8 +61,12 @@ def put(net: MarketNet, path: str, data: bytes, max_cost: int | None = None,
     if max_cost is None:
         status, quote = call(net, "POST", "/store/quote", {**terms, "size": len(data)})
         assert status == 200, quote
+        models.Quote.model_validate(quote)
         max_cost = quote["total"]
-    return call(net, "POST", f"/store/put?{urlencode({**terms, 'max_cost': max_cost})}", data)
+    status, answer = call(net, "POST", f"/store/put?{urlencode({**terms, 'max_cost': max_cost})}",
+                          data)
+    (models.PutAnswer if status == 200 else models.Error).model_validate(answer)
+    return status, answer
 
 
 def wallet_contracts(net: MarketNet) -> list[dict[str, Any]]:
@@ -156,6 +161,7 @@ def test_a_new_host_policy_is_in_force_at_once(net: MarketNet, stored: dict[str,
     host = net.host["host"]
     status, was = call(net, "GET", "/host/policy")
     assert status == 200 and was["capacity"] == 1 << 20 and was["payout"] == str(net.owner)
+    models.HostPolicy.model_validate(was)
     try:
         status, now = call(net, "POST", "/host/policy",
                            {"capacity": "3M", "min_price": f"{2 * PRICE}sat"})
