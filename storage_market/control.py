@@ -117,6 +117,10 @@ async def _receive(request: web.Request, into: Path) -> tuple[int, str]:
 
 
 def owner_control(owner: OwnerAgent) -> web.Application:
+    uploads = owner.root / "uploads"
+    for stale in uploads.glob("*.part"):  # an agent stopped mid-upload: none is in use now
+        stale.unlink(missing_ok=True)
+
     async def quote(request: web.Request) -> web.Response:
         asked = await _json(request, control.QuoteRequest)
         return web.json_response(_priced(owner, asked, asked.size)[1].model_dump())
@@ -124,7 +128,6 @@ def owner_control(owner: OwnerAgent) -> web.Application:
     async def put(request: web.Request) -> web.Response:
         terms = _valid(control.PutQuery, dict(request.query))
         _priced(owner, terms, 0)  # bad terms are refused before the upload
-        uploads = owner.root / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=uploads, suffix=".part")
         os.close(fd)

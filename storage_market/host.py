@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -220,8 +221,9 @@ class HostAgent:
     def set_policy(self, policy: HostPolicy) -> None:
         """Sell on new terms from now on: the next offers are weighed against ``policy`` (offers
         set aside for want of room or price are weighed again), new receipts name its payout;
-        contracts already made keep theirs. Saved, so the next start and the dashboard see it."""
-        policy.fee_rate = self.policy.fee_rate
+        contracts already made keep theirs; the fee rate stays the one the agent started with.
+        Saved, where ``host status`` and the dashboard read it."""
+        policy = dataclasses.replace(policy, fee_rate=self.policy.fee_rate)
         save_policy(self.datadir.parent, policy)
         self.policy = policy
         self._note(f"policy now: selling {format_size(policy.capacity)} from "
