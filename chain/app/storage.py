@@ -570,7 +570,7 @@ def host_start(
             setup_logging(home, "host", log_level or cfg.log_level)
             await _fund_host(chain, home, key, top_up)
             saved = load_policy(home) if policy_file(home).exists() else policy
-            if saved != policy:  # changed from the dashboard: the operator's standing terms win
+            if saved != policy:  # changed from the dashboard (or new flags): the start's terms win
                 logging.getLogger("blockcoin.host").warning(
                     "starting with the terms of the command line and config.toml, not those "
                     "saved in %s: %s", policy_file(home), saved)

@@ -24,7 +24,7 @@ from chain.core.events import FragmentOffer, SignedEvent
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
 from tests.framework.marketnet import MarketNet, market_net
-from tests.framework.netkit import ROOT
+from tests.framework.netkit import ROOT, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "build" / "screenshots"
@@ -497,3 +497,14 @@ def test_the_put_form_states_the_cost_and_stores_after_confirmation(net: MarketN
     contract = next(c for c in net.get(f"/contracts?owner={wallet}")["contracts"]
                     if c["path"] == path)
     assert contract["state"] == "active" and contract["host"] == net.host["host"]
+    # the wallet's contract, run longer from its page with the host's consent
+    cid = contract["id"]
+    b.show(f"contract/{cid}", "contract")
+    b.page.fill('[data-action="extend"] input[name="periods"]', "2")
+    b.page.click('[data-action="extend"] button')
+    code, text = outcome(b, "extend")
+    assert code == "ok", text
+    with net.mining():
+        wait_until(lambda: net.get(f"/contracts/{cid}")["periods"] == 3 + 2, 120.0,
+                   "the extension on chain")
+    b.shot("contract-extend")
