@@ -36,8 +36,8 @@ log = logging.getLogger("blockcoin.control")
 SOCKET_NAME = "control.sock"
 MAX_UPLOAD = 128 << 20
 """The largest file the dashboard stores: the owner agent holds a block's record and its
-fragments in memory while it seals and offers them, and a browser upload cannot be resumed;
-``blockcoin store put`` takes larger files (and carries on after an interruption)."""
+fragments in memory while it seals and offers them, and an interrupted browser upload starts
+again from its first byte; ``blockcoin store put`` takes larger files."""
 MAX_PERIODS = 100_000
 UPLOAD_CHUNK = 1 << 20
 

@@ -3,8 +3,10 @@ chain has mined, stored, proven and missed (:mod:`tests.framework.marketnet`).
 
 Each view loads with no console error and shows the figures the API gives for the same tip (the
 chain stands still while they are compared), follows a new block over the WebSocket, and an
-action without login is refused with nothing changed. Screenshots of every view go to
-``build/screenshots/``.
+action without login is refused with nothing changed. The put and host policy forms act
+through the agents on the node's data directory: the policy changes what the host sells, the
+put states its cost, spends nothing before the confirmation and is stored after it, and a
+missing owner agent is named. Screenshots of every view go to ``build/screenshots/``.
 """
 
 from __future__ import annotations
