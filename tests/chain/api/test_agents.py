@@ -151,3 +151,13 @@ async def test_a_file_past_the_cap_is_refused(node: TestClient[web.Request, web.
 
         response = await node.post("/store/put?path=a&max_cost=1", data=chunks(), headers=AUTH)
         assert response.status == 413
+
+
+async def test_an_agent_on_a_directory_too_deep_for_a_socket_runs_without_one(
+        tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    (deep / control.HOST.directory).mkdir(parents=True)
+    async with control.serving(Recorder().app(), control.HOST, deep) as sock:
+        assert sock is None  # logged; the agent itself goes on
+        with pytest.raises(control.AgentAbsent):
+            await control.forward(control.HOST, deep, "GET", "/policy")
