@@ -498,6 +498,12 @@ def parent_path(path: str) -> str:
     return head
 
 
+def full_path(root: str, path: str) -> str:
+    """A path as given, or relative to the tree rooted at ``root`` (``docs/a`` ->
+    ``/<principal>/docs/a``): how a user names a path on the command line or the dashboard."""
+    return path if path.startswith("/") else f"{root}/{path.strip('/')}"
+
+
 def _child_wrap(parent_key: Bytes, child_path: str) -> tuple[AESGCM, bytes]:
     parent_path(child_path)
     key = _hkdf(_need(parent_key, KEY_SIZE, "a parent block key"), _CHILD_WRAP_INFO, KEY_SIZE)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -59,7 +60,7 @@ from storage_market import sha256x
 from storage_market.chainclient import ChainClient, ContractInfo, Signer
 from storage_market.errors import IntegrityError, StorageError
 from storage_market.fragmentstore import FragmentStore
-from storage_market.jsonstate import StateFile, read_json
+from storage_market.jsonstate import StateFile, read_json, write_json
 from storage_market.merkle import HashTree
 from storage_market.proving import proof_item
 
@@ -94,6 +95,32 @@ class HostPolicy:
     max_collateral: int | None = None
     payout: Principal | None = None
     fee_rate: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "min_price": self.min_price,
+                "max_collateral": self.max_collateral,
+                "payout": str(self.payout) if self.payout else None}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> HostPolicy:
+        cap, payout = raw.get("max_collateral"), raw.get("payout")
+        return cls(int(raw.get("capacity", 0)), int(raw.get("min_price", 0)),
+                   int(cap) if cap is not None else None,
+                   Principal.parse(str(payout)) if payout else None)
+
+
+def policy_file(datadir: Path) -> Path:
+    """Where a data directory's host policy is kept: written at every start and change, read
+    by ``host status`` and by the node's dashboard (the capacity sold)."""
+    return datadir / "host" / "policy.json"
+
+
+def save_policy(datadir: Path, policy: HostPolicy) -> None:
+    write_json(policy_file(datadir), policy.to_json())
+
+
+def load_policy(datadir: Path) -> HostPolicy:
+    return HostPolicy.from_json(read_json(policy_file(datadir)) or {})
 
 
 @dataclass(slots=True)
@@ -190,6 +217,18 @@ class HostAgent:
     @property
     def payout(self) -> Principal:
         return self.policy.payout or self.principal
+
+    def set_policy(self, policy: HostPolicy) -> None:
+        """Sell on new terms from now on: the next offers are weighed against ``policy`` (offers
+        set aside for want of room or price are weighed again), new receipts name its payout;
+        contracts already made keep theirs; the fee rate stays the one the agent started with.
+        Saved, where ``host status`` and the dashboard read it."""
+        policy = dataclasses.replace(policy, fee_rate=self.policy.fee_rate)
+        save_policy(self.datadir.parent, policy)
+        self.policy = policy
+        self._note(f"policy now: selling {format_size(policy.capacity)} from "
+                   f"{format_coins(policy.min_price)} a period, paid to {self.payout}")
+        self._wake.set()
 
     # --- persistence ----------------------------------------------------------------------
 

@@ -4,9 +4,10 @@ cookie file's token into a session, the JSON the views are drawn from, and the a
 Reads are open, like the rest of the API. The page learns the token only from a login form the
 user pastes it into; ``POST /session`` answers with an HttpOnly, SameSite=Strict session cookie,
 so the token never sits in the page's script, storage or address. Actions (``/wallet/send``,
-``/contracts/{id}/release``, ``/contracts/{id}/extend``, and every write the API already had) take
-that session, and the header :data:`~chain.api.auth.SESSION_HEADER` no other site's page can
-send, or the bearer token.
+``/contracts/{id}/release``, ``/contracts/{id}/extend``, the storage agents' put and host policy
+of :mod:`chain.api.agents`, and every write the API already had) take that session, and the
+header :data:`~chain.api.auth.SESSION_HEADER` no other site's page can send, or the bearer
+token.
 
 The views' figures come from the chain: a host's record and contracts, an owner's contracts
 grouped by path, and the series of :mod:`chain.api.stats`. Only what the chain cannot know comes
@@ -393,7 +394,10 @@ async def extend(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    from chain.api import agents
+
     app[STATS] = Stats()
+    agents.add_routes(app)
     r = app.router
     r.add_get("/", index)
     r.add_get("/ui/{name}", asset)

@@ -4,7 +4,8 @@ The OpenAPI document's schemas are generated from these models (:mod:`chain.api.
 field added here is documented by construction; the tests validate real answers against them,
 so an answer that drifts from its model fails a test. Request models forbid unknown fields, as
 the handlers do; answer models name every field a client may rely on and allow more where an
-answer is open-ended (events of every kind, contracts, peers).
+answer is open-ended (events of every kind, contracts, peers). The storage agents' requests and
+answers, which the node forwards, are :mod:`chain.net.control`'s models, listed here too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chain.core.events import Kind
+from chain.net.control import HostPolicy, PolicyUpdate, PutAnswer, Quote, QuoteRequest
 
 Hex64 = Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
 PrincipalText = Annotated[str, Field(pattern="^blk[a-z2-7]{58}$")]
@@ -350,7 +352,8 @@ class ExtendRequest(Request):
 ANSWERS: tuple[type[BaseModel], ...] = (
     Error, Status, Tip, Headers, Header, Event, Block, EventStatus, Submitted, Mempool, Principal,
     StateProof, HostRecord, Fragments, Contract, Contracts, Peer, Peers, Bans, Mined, StateDigest,
-    Dialling, Session, NodeView, Alert, HostView, OwnerFile, OwnerView, Series, Found)
+    Dialling, Session, NodeView, Alert, HostView, OwnerFile, OwnerView, Series, Found, Quote,
+    PutAnswer, HostPolicy)
 REQUESTS: tuple[type[BaseModel], ...] = (
     SubmitEvent, ConnectPeer, BanRequest, MineRequest, Login, SendRequest, ReleaseRequest,
-    ExtendRequest)
+    ExtendRequest, QuoteRequest, PolicyUpdate)

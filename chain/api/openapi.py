@@ -22,6 +22,7 @@ from chain.api.models import (
     ReleaseRequest,
     SendRequest,
 )
+from chain.net.control import MAX_UPLOAD, PolicyUpdate, PutQuery, QuoteRequest
 
 HEX64: dict[str, Any] = TypeAdapter(Hex64).json_schema()
 PRINCIPAL: dict[str, Any] = TypeAdapter(PrincipalText).json_schema()
@@ -81,6 +82,20 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": schema}
 
+
+def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A model's fields as query parameters."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required,
+             "description": field.pop("description", ""), "schema": field}
+            for name, field in schema["properties"].items()]
+
+
+AGENT_ABSENT = _err("no agent of that kind runs on this node's data directory (the message "
+                    "names the command that runs one)")
+AGENT_ERRORS = {"401": UNAUTHORIZED, "502": _err("the agent hung up"), "503": AGENT_ABSENT,
+                "504": _err("the agent did not answer in time")}
 
 PROOF_PARAM = _query("proof", "1: add a proof of the answer against the tip's state root",
                      {"type": "string", "enum": ["0", "1", "true", "false"]})
@@ -268,6 +283,33 @@ PATHS: dict[str, Any] = {
                       "400": _err("bad request, inactive, or no consent"), "401": UNAUTHORIZED,
                       "403": _err("not the wallet's contract"),
                       "404": _err("unknown contract")}}},
+    "/store/quote": {"post": {
+        "summary": "What storing a file costs (escrow: price x n x periods; fees), asked of the "
+                   "owner agent on this node's data directory.",
+        "operationId": "storeQuote", "security": AUTH, "requestBody": _body(QuoteRequest),
+        "responses": {"200": _json(_ref("Quote"), "the cost"),
+                      "400": _err("bad terms or path"), **AGENT_ERRORS}}},
+    "/store/put": {"post": {
+        "summary": "Store a file with the owner agent on this node's data directory: the body is "
+                   "the file; it is sealed, erasure-coded and offered to hosts, paid by the "
+                   "node's wallet. Refused if it costs more than max_cost.",
+        "operationId": "storePut", "security": AUTH, "parameters": _query_params(PutQuery),
+        "requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary", "maxLength": MAX_UPLOAD}}}},
+        "responses": {"200": _json(_ref("PutAnswer"), "sealed and offered"),
+                      "400": _err("bad terms, path or funds"),
+                      "409": _err("it costs more than max_cost"),
+                      "413": _err("larger than the dashboard stores"), **AGENT_ERRORS}}},
+    "/host/policy": {
+        "get": {"summary": "What the host agent on this node's data directory sells now.",
+                "operationId": "hostPolicy", "security": AUTH,
+                "responses": {"200": _json(_ref("HostPolicy"), "the policy"), **AGENT_ERRORS}},
+        "post": {"summary": "Change what the host agent sells: applied to its next offers and "
+                            "saved to host/policy.json.",
+                 "operationId": "setHostPolicy", "security": AUTH,
+                 "requestBody": _body(PolicyUpdate),
+                 "responses": {"200": _json(_ref("HostPolicy"), "the policy now"),
+                               "400": _err("bad policy"), **AGENT_ERRORS}}},
     "/metrics": _get("Prometheus metrics.", {"description": "text exposition format 0.0.4",
                                              "content": {"text/plain": {"schema": {
                                                  "type": "string"}}}}, op="metrics"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -45,9 +46,11 @@ from chain.core.keys import KeyPair
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
 from chain.core.units import format_coins, format_size, parse_amount, parse_size
+from chain.net.control import HOST, OWNER, serving
 from storage_market.chainclient import ChainClient, Signer
-from storage_market.crypto import plaintext_length
-from storage_market.host import HostAgent, HostPolicy
+from storage_market.control import host_control, owner_control
+from storage_market.crypto import full_path, plaintext_length
+from storage_market.host import HostAgent, HostPolicy, load_policy, policy_file, save_policy
 from storage_market.owner import BlockEntry, OwnerAgent, StoreOptions
 
 store_app = typer.Typer(help="Store files on the market: put, get, status, serve, extend, "
@@ -151,11 +154,6 @@ def _progress(disable: bool) -> Progress:
                     disable=disable or not sys.stderr.isatty())
 
 
-def _full_path(owner_root: str, path: str) -> str:
-    """A path as given, or relative to the owner's tree (``docs/a`` -> ``/<owner>/docs/a``)."""
-    return path if path.startswith("/") else f"{owner_root}/{path.strip('/')}"
-
-
 def listen_address(value: str | None, configured: str) -> tuple[str, int]:
     text = value or configured
     host, _, port = text.rpartition(":")
@@ -232,7 +230,7 @@ def store_put(
                            collateral=parse_amount(collateral, allow_zero=True), periods=periods)
     options.check()
     bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
-    full = _full_path(key.principal.root_path, path)
+    full = full_path(key.principal.root_path, path)
     reach = Reach(api, token, node, in_process, mine_every)
     with file.open("rb") as data:
         size = plaintext_length(data)
@@ -265,8 +263,9 @@ def store_put(
                         placed = await owner.wait_placed(full, wait)
                     status = owner.status(full)["blocks"][0]
                     if serve:
-                        await until_interrupted(lambda: err.print(
-                            f"serving {full} from {owner.address}; Ctrl-C to stop"))
+                        async with serving(owner_control(owner), OWNER, home):
+                            await until_interrupted(lambda: err.print(
+                                f"serving {full} from {owner.address}; Ctrl-C to stop"))
                     hint = "" if serve else (
                         "hosts now prove and are paid from escrow on their own; run `blockcoin "
                         "store serve` from time to time to repair fragments whose hosts miss "
@@ -331,18 +330,20 @@ def store_serve(
             owner_log_level(where, log_level)
             owner = OwnerAgent(home, Signer(key), chain, bind, port)
             await owner.start()
-
-            def ready() -> None:
-                info = {"owner": str(key.principal), "address": owner.address,
-                        "blocks": len(owner.entries)}
-                if as_json:
-                    print(json.dumps(info), flush=True)
-                else:
-                    err.print(f"owner {key.principal} serving {len(owner.entries)} block(s) "
-                              f"at {owner.address}; Ctrl-C to stop")
-
             try:
-                await until_interrupted(ready)
+                async with serving(owner_control(owner), OWNER, home) as control:
+
+                    def ready() -> None:
+                        info = {"owner": str(key.principal), "address": owner.address,
+                                "blocks": len(owner.entries),
+                                "control": str(control) if control else None}
+                        if as_json:
+                            print(json.dumps(info), flush=True)
+                        else:
+                            err.print(f"owner {key.principal} serving {len(owner.entries)} "
+                                      f"block(s) at {owner.address}; Ctrl-C to stop")
+
+                    await until_interrupted(ready)
             finally:
                 await owner.stop()
 
@@ -369,7 +370,7 @@ def store_get(
 
     async def go() -> dict[str, Any]:
         async with connect(where.params, home, Reach(api, token, node, in_process)) as chain:
-            full = _full_path(key.principal.root_path, path)
+            full = full_path(key.principal.root_path, path)
             errors: list[str] = []
             with _progress(as_json) as bar:
                 task = bar.add_task("fetching", total=None)
@@ -396,7 +397,7 @@ def store_release(
     """End PATH's contracts and open offers: the escrow left comes back to the tree."""
     where = locate(net, datadir)
     key = owner_key(where.datadir)
-    full = _full_path(key.principal.root_path, path)
+    full = full_path(key.principal.root_path, path)
 
     async def op(owner: OwnerAgent) -> dict[str, Any]:
         return {"path": full, "released": await owner.release(full)}
@@ -417,7 +418,7 @@ def store_extend(
     """Run PATH's active contracts longer: each host consents, the added periods are escrowed."""
     where = locate(net, datadir)
     key = owner_key(where.datadir)
-    full = _full_path(key.principal.root_path, path)
+    full = full_path(key.principal.root_path, path)
 
     async def op(owner: OwnerAgent) -> dict[str, Any]:
         done = await owner.extend(full, periods)
@@ -481,7 +482,7 @@ def store_status(
     where = locate(net, datadir)
     home = where.datadir
     key = owner_key(home)
-    full = _full_path(key.principal.root_path, path) if path else None
+    full = full_path(key.principal.root_path, path) if path else None
     if full is not None:
         _require_block(home, key, full)
     status: dict[str, Any] = (
@@ -561,22 +562,29 @@ def host_start(
             key = host_key(home)
             setup_logging(home, "host", log_level or cfg.log_level)
             await _fund_host(chain, home, key, top_up)
-            _save_policy(home, policy)
+            saved = load_policy(home) if policy_file(home).exists() else policy
+            if saved != policy:  # changed from the dashboard (or new flags): the start's terms win
+                logging.getLogger("blockcoin.host").warning(
+                    "starting with the terms of the command line and config.toml, not those "
+                    "saved in %s: %s", policy_file(home), saved)
+            save_policy(home, policy)
             agent = HostAgent(home, key, chain, policy, bind, port)
             await agent.start()
-
-            def ready() -> None:
-                info = {"host": str(key.principal), "address": agent.address,
-                        "payout": str(agent.payout), "capacity": policy.capacity,
-                        "min_price": policy.min_price}
-                print(json.dumps(info) if as_json else
-                      f"host {key.principal} listening on {agent.address}; selling "
-                      f"{format_size(policy.capacity)} from "
-                      f"{format_coins(policy.min_price)} per fragment per period; paid to "
-                      f"{agent.payout}", flush=True)
-
             try:
-                await until_interrupted(ready)
+                async with serving(host_control(agent), HOST, home) as control:
+
+                    def ready() -> None:
+                        info = {"host": str(key.principal), "address": agent.address,
+                                "payout": str(agent.payout), "capacity": policy.capacity,
+                                "min_price": policy.min_price,
+                                "control": str(control) if control else None}
+                        print(json.dumps(info) if as_json else
+                              f"host {key.principal} listening on {agent.address}; selling "
+                              f"{format_size(policy.capacity)} from "
+                              f"{format_coins(policy.min_price)} per fragment per period; paid "
+                              f"to {agent.payout}", flush=True)
+
+                    await until_interrupted(ready)
             finally:
                 await agent.stop()
 
@@ -628,25 +636,6 @@ def host_key(datadir: Path) -> KeyPair:
     return KeyPair.load(path)
 
 
-def _save_policy(datadir: Path, policy: HostPolicy) -> None:
-    from storage_market.jsonstate import write_json
-
-    write_json(datadir / "host" / "policy.json",
-               {"capacity": policy.capacity, "min_price": policy.min_price,
-                "max_collateral": policy.max_collateral,
-                "payout": str(policy.payout) if policy.payout else None})
-
-
-def _load_policy(datadir: Path) -> HostPolicy:
-    from storage_market.jsonstate import read_json
-
-    raw = read_json(datadir / "host" / "policy.json") or {}
-    cap, payout = raw.get("max_collateral"), raw.get("payout")
-    return HostPolicy(int(raw.get("capacity", 0)), int(raw.get("min_price", 0)),
-                      int(cap) if cap is not None else None,
-                      Principal.parse(str(payout)) if payout else None)
-
-
 @host_app.command("status")
 @friendly
 def host_status(net: NetworkOpt = None, datadir: DatadirOpt = None,
@@ -657,7 +646,7 @@ def host_status(net: NetworkOpt = None, datadir: DatadirOpt = None,
     if not (home / "host" / "host.key").exists():
         raise ConfigError(f"no host in {home} (run `blockcoin host start` first)")
     agent = HostAgent(home, host_key(home), _Offline(where.params),  # type: ignore[arg-type]
-                      _load_policy(home))
+                      load_policy(home))
     status = agent.status()
     if as_json:
         typer.echo(json.dumps(status))

@@ -51,6 +51,7 @@ from chain.core.errors import ConfigError
 from chain.core.principal import Principal
 from chain.core.units import format_coins, format_size, parse_amount
 from storage_market.blockstore import BlockStore
+from storage_market.crypto import full_path
 from storage_market.errors import BlockNotFound, GrantError, TreeError
 from storage_market.owner import OwnerAgent, StoreOptions
 from storage_market.tree import (
@@ -94,7 +95,7 @@ err = Console(stderr=True)
 
 def _path(me: Identity, path: str) -> str:
     """A path as given, or relative to the tree this node writes in."""
-    return path if path.startswith("/") else f"{me.tree.root_path}/{path.strip('/')}"
+    return full_path(me.tree.root_path, path)
 
 
 def _me(where: Where, now: int | None = None) -> Identity:

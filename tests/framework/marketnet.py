@@ -13,6 +13,10 @@ mined, stored, proven and missed.
   address under its wallet, where hosts would look for the owner's storage listener);
 - both hosts prove a period; then the second host stops, and misses.
 
+On demand (:meth:`MarketNet.start_owner`), an owner agent on the node's own data directory
+(``blockcoin store serve``): the node's wallet then owns, and the dashboard's put and extend act
+through it; the node leaves the wallet's published address to that agent, so hosts reach it.
+
 Every wait is bounded; every process is stopped on the way out.
 """
 
@@ -60,6 +64,8 @@ class MarketNet:
         self.other_host: dict[str, Any] = {}
         self.path = ""
         self.owner: Principal | None = None
+        self.owner_agent: subprocess.Popen[str] | None = None
+        self.owner_info: dict[str, Any] = {}
 
     @property
     def url(self) -> str:
@@ -79,7 +85,8 @@ class MarketNet:
 
     def _mine_loop(self) -> None:
         try:
-            with ApiClient(self.url, self.token, timeout=30) as client:
+            # the first block compiles the miner's kernel: over 30 s on a loaded machine
+            with ApiClient(self.url, self.token, timeout=SETUP_TIMEOUT) as client:
                 while not self._halt.wait(self.interval):
                     client.post("/mine", {"blocks": 1})
         except Exception as exc:
@@ -95,6 +102,36 @@ class MarketNet:
         if self._miner is not None:
             self._miner.join(30)
             self._miner = None
+
+    @contextlib.contextmanager
+    def mining(self) -> Iterator[None]:
+        """Blocks every ``interval`` seconds for the duration (the chain stands still after)."""
+        self.start_mining()
+        try:
+            yield
+        finally:
+            self.stop_mining()
+
+    def start_owner(self) -> dict[str, Any]:
+        """``blockcoin store serve`` on the node's data directory, once its address is the
+        wallet's on chain (where hosts look for the owner of an offer); its ready line."""
+        if self.owner_agent is not None and self.owner_agent.poll() is None:
+            return self.owner_info
+        log = self.root / "owner.err"
+        self.owner_agent = _spawn(log, "store", "serve", "-n", "regtest", "-d",
+                                  str(self.node.datadir))
+        self.owner_info = ready_line(self.owner_agent, log)
+        wallet = self.node.principal
+        with self.mining():
+            wait_until(lambda: self.get(f"/global/principals/{wallet}").get("address")
+                       == self.owner_info["address"], SETUP_TIMEOUT,
+                       "the owner agent's address under the wallet on chain")
+        return self.owner_info
+
+    def stop_owner(self) -> None:
+        if self.owner_agent is not None:
+            stop(self.owner_agent)
+            self.owner_agent = None
 
     def record(self, host: str) -> dict[str, Any]:
         found: dict[str, Any] = self.get(f"/global/principals/{host}").get("host") or {}
@@ -143,6 +180,7 @@ class MarketNet:
 
     def close(self) -> None:
         self.stop_mining()
+        self.stop_owner()
         for agent in self.agents:
             stop(agent)
         self.node.stop()

@@ -73,7 +73,9 @@ function live(delay = 500) {
     const item = JSON.parse(msg.data);
     if (item.type === "block") {
       if (ctx.node) { ctx.node.height = item.height; }
-      render();
+      // a form being filled in, or a cost waiting for its confirmation, is not wiped by a
+      // redraw: the first block after it is sent or cancelled redraws the view
+      if (!main.querySelector("form[data-dirty], [data-confirm]:not([hidden])")) render();
     } else if (item.type === "event" && ctx.current && ctx.current.onEvent) {
       ctx.current.onEvent(item);
     }

@@ -12,15 +12,17 @@ export class ApiFailure extends Error {
   }
 }
 
-// One request to the node. Writes carry the header that marks them as the dashboard's (a page
-// of another site cannot send it), and the session cookie goes along by itself.
-export async function api(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json" };
-  if (method !== "GET") headers["X-Blockcoin-Dashboard"] = "1";
+// One request to the node. Each carries the header that marks it as the dashboard's (a page
+// of another site cannot send it; with the session cookie, which goes along by itself, it
+// authorises the actions and the reads of the agents' settings). `body` goes as JSON, `file`
+// (a File) as the raw bytes, streamed by the browser.
+export async function api(path, { method = "GET", body, file } = {}) {
+  const headers = { Accept: "application/json", "X-Blockcoin-Dashboard": "1" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (file !== undefined) headers["Content-Type"] = "application/octet-stream";
   const response = await fetch(path, {
     method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: file !== undefined ? file : body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await response.json();
   if (!response.ok) throw new ApiFailure(response.status, data);
@@ -91,25 +93,40 @@ function chartBox(name) {
   return h("div", { class: "chart", "data-chart": name });
 }
 
+// The outcome of an action, written where the user acted: what was done, or why not.
+function outcome(result, run) {
+  result.textContent = "…";
+  delete result.dataset.outcome;
+  return run().then((text) => {
+    result.textContent = text;
+    result.dataset.outcome = "ok";
+  }, (err) => {
+    result.textContent = err.status === 401 ? "refused: log in first (unauthorized)" : `refused: ${err.message}`;
+    result.dataset.outcome = err.code || "error";
+  });
+}
+
 // An action form: its fields, a button, and the outcome written next to it (an action
-// refused without login says so; nothing else happens).
+// refused without login says so; nothing else happens). `submit` answers the API's JSON, or
+// the text to show. A form being filled in is "dirty": new blocks do not redraw the view until
+// it is sent (app.js).
 function actionForm(name, inputs, label, submit) {
   const result = h("span", { class: "result", "data-result": name });
-  const form = h("form", { class: "action", "data-action": name }, inputs, h("button", { type: "submit" }, label), result);
-  form.addEventListener("submit", async (ev) => {
+  const form = h("form", { class: "action", "data-action": name, oninput: () => { form.dataset.dirty = "1"; } },
+    inputs, h("button", { type: "submit" }, label), result);
+  form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    result.textContent = "…";
-    try {
+    outcome(result, async () => {
       const out = await submit(new FormData(form));
-      result.textContent = out.id ? `submitted: event ${out.id.slice(0, 16)} pending` : "done";
-      result.dataset.outcome = "ok";
-    } catch (err) {
-      result.textContent = err.status === 401 ? "refused: log in first (unauthorized)" : `refused: ${err.message}`;
-      result.dataset.outcome = err.code || "error";
-    }
+      delete form.dataset.dirty;
+      return typeof out === "string" ? out : out.id ? `submitted: event ${out.id.slice(0, 16)} pending` : "done";
+    });
   });
   return form;
 }
+
+// A labelled input.
+const field = (label, attrs) => h("label", {}, `${label} `, h("input", { "aria-label": label, ...attrs }));
 
 // --- explorer --------------------------------------------------------------------------------
 
@@ -259,11 +276,38 @@ function choose(view, kind, text) {
   return {};
 }
 
+// This node's host agent's policy, changed in place: it takes the next offers on the new terms.
+// Reading it needs the login too (it says where the pay goes); without an agent, the node's
+// answer says which command runs one.
+async function policy(ctx) {
+  if (!ctx.node.logged_in) return h("p", { class: "muted", "data-policy": "login" }, "Log in to see and change what this host sells.");
+  let p;
+  try {
+    p = await api("/host/policy");
+  } catch (err) {
+    return h("p", { class: "alert", "data-policy": err.code }, err.message);
+  }
+  const sat = (x) => (x === null ? "" : `${x}sat`);
+  return actionForm("policy", [
+    field("capacity", { name: "capacity", size: 10, value: String(p.capacity), title: "bytes, or 512M, 10G" }),
+    field("min price", { name: "min_price", size: 12, value: sat(p.min_price), title: "per fragment per period: coins (1.5) or 150sat" }),
+    field("max collateral", { name: "max_collateral", size: 12, value: sat(p.max_collateral), placeholder: "what the balance covers" }),
+    field("payout", { name: "payout", size: 62, value: p.payout ?? "", placeholder: "the host's own key" })],
+  "Save policy", async (form) => {
+    const text = (name) => String(form.get(name)).trim();
+    const now = await api("/host/policy", { method: "POST", body: {
+      capacity: text("capacity"), min_price: text("min_price"),
+      max_collateral: text("max_collateral") || null, payout: text("payout") || null } });
+    return `saved: selling ${bytes(now.capacity)} from ${coins(now.min_price)} a period, from the next offer on`;
+  });
+}
+
 export async function host(view, id, ctx) {
   await ctx.ready;
   const p = id || (ctx.node && ctx.node.host);
   if (!p) return choose(view, "Host", "This node's data directory has no host. Which host principal?");
-  const [v, stats] = await Promise.all([api(`/views/hosts/${encodeURIComponent(p)}`), api(`/stats/hosts/${encodeURIComponent(p)}`)]);
+  const [v, stats, terms] = await Promise.all([api(`/views/hosts/${encodeURIComponent(p)}`), api(`/stats/hosts/${encodeURIComponent(p)}`),
+    p === ctx.node.host ? policy(ctx) : null]);
   const r = v.record || { bytes_stored: 0, contracts_active: 0, proven_periods: 0, missed_periods: 0, earned: 0, collateral_locked: 0 };
   const earnings = chartBox("earnings");
   show(view, h("h1", {}, v.node_host ? "This node's host" : "Host"), h("p", { class: "mono", "data-figure": "principal" }, v.principal),
@@ -276,6 +320,7 @@ export async function host(view, id, ctx) {
       card("Periods proven", "host-proven", r.proven_periods), card("Periods missed", "host-missed", r.missed_periods),
       card("Earned", "host-earned", r.earned, coins(r.earned)), card("Collateral locked", "host-collateral", r.collateral_locked, coins(r.collateral_locked)),
       card("Balance", "balance", v.balance, coins(v.balance))),
+    terms ? h("div", {}, h("h2", {}, "Policy"), terms) : null,
     h("h2", {}, "Earnings"), h("div", { class: "charts" }, earnings),
     h("h2", {}, "Contracts"),
     contractTable(v.contracts, { headers: ["next window closes", "this period"], cells: (c) => [
@@ -287,6 +332,46 @@ export async function host(view, id, ctx) {
 }
 
 // --- owner ---------------------------------------------------------------------------------------
+
+// Store a file with the owner agent on this node's data directory, paid by its wallet: the
+// node first quotes the cost, the page shows it, and only a confirmation uploads the file (with
+// the confirmed total, above which the agent refuses).
+function putForm() {
+  const result = h("span", { class: "result", "data-result": "put" });
+  const confirm = h("div", { class: "confirm", "data-confirm": "put", hidden: true });
+  const form = actionForm("quote", [
+    h("input", { name: "file", type: "file", required: true, "aria-label": "file" }),
+    field("path", { name: "path", size: 24, placeholder: "the file's name" }),
+    field("k", { name: "k", type: "number", min: 1, max: 256, value: 3 }),
+    field("n", { name: "n", type: "number", min: 1, max: 256, value: 5 }),
+    field("price", { name: "price", size: 10, value: "100000sat", title: "per fragment per period" }),
+    field("collateral", { name: "collateral", size: 10, value: "100000sat", title: "asked of each host per fragment per period" }),
+    field("periods", { name: "periods", type: "number", min: 1, value: 12 })],
+  "Quote", async (data) => {
+    const file = data.get("file");
+    const terms = { path: String(data.get("path")).trim() || file.name, k: Number(data.get("k")), n: Number(data.get("n")),
+      price: String(data.get("price")).trim(), collateral: String(data.get("collateral")).trim(), periods: Number(data.get("periods")) };
+    const q = await api("/store/quote", { method: "POST", body: { ...terms, size: file.size } });
+    const pay = h("button", { type: "button", "data-action": "put-confirm" }, `Confirm and pay ${coins(q.total)}`);
+    const cancel = h("button", { type: "button", onclick: () => { confirm.hidden = true; } }, "Cancel");
+    pay.addEventListener("click", () => outcome(result, async () => {
+      pay.disabled = true;
+      const params = new URLSearchParams({ ...terms, max_cost: q.total });
+      const out = await api(`/store/put?${params}`, { method: "POST", file });
+      confirm.hidden = true;
+      form.reset();
+      return `${out.resumed ? "carried on with" : "offered"} ${out.path}: ${out.offers.length} fragment offer(s), ${coins(out.total)}`;
+    }).finally(() => { pay.disabled = false; }));
+    confirm.replaceChildren(
+      h("p", { "data-figure": "put-total", "data-value": q.total },
+        `Storing ${bytes(q.size)} at ${q.path} as ${q.n} fragments (any ${q.k} read it back) for ${q.periods} periods of ${q.period_blocks} blocks costs `,
+        h("strong", {}, coins(q.total)), `: ${coins(q.escrow)} escrowed for the hosts (${coins(q.price)} × ${q.n} × ${q.periods}) and ${coins(q.fees)} in fees.`),
+      pay, cancel);
+    confirm.hidden = false;
+    return "quoted: confirm below";
+  });
+  return h("div", {}, form, confirm, result);
+}
 
 export async function owner(view, id, ctx) {
   await ctx.ready;
@@ -317,6 +402,7 @@ export async function owner(view, id, ctx) {
     h("h2", {}, "Contracts"),
     contractTable(v.contracts, mine ? { headers: ["action"], cells: (c) => [h("td", {}, c.state === "active" || c.state === "offered"
       ? actionForm(`release-${c.id.slice(0, 8)}`, [], "Release", () => api(`/contracts/${c.id}/release`, { method: "POST", body: {} })) : "")] } : null),
+    mine ? h("div", {}, h("h2", {}, "Store a file"), putForm()) : null,
     mine ? h("div", {}, h("h2", {}, "Send coins from this node's wallet"),
       actionForm("send", [h("input", { name: "to", size: 62, placeholder: "recipient blk…", "aria-label": "recipient" }),
         h("input", { name: "amount", size: 10, placeholder: "1.5 or 150sat", "aria-label": "amount" })], "Send",

@@ -3,8 +3,10 @@ chain has mined, stored, proven and missed (:mod:`tests.framework.marketnet`).
 
 Each view loads with no console error and shows the figures the API gives for the same tip (the
 chain stands still while they are compared), follows a new block over the WebSocket, and an
-action without login is refused with nothing changed. Screenshots of every view go to
-``build/screenshots/``.
+action without login is refused with nothing changed. The put and host policy forms act
+through the agents on the node's data directory: the policy changes what the host sells, the
+put states its cost, spends nothing before the confirmation and is stored after it, and a
+missing owner agent is named. Screenshots of every view go to ``build/screenshots/``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from chain.core.events import FragmentOffer, SignedEvent
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
 from tests.framework.marketnet import MarketNet, market_net
-from tests.framework.netkit import ROOT
+from tests.framework.netkit import ROOT, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "build" / "screenshots"
@@ -407,3 +409,104 @@ def test_stats_and_search_answer_from_the_chain(net: MarketNet) -> None:
         assert net.get(f"/search?q={query}") == {"kind": kind, "id": query}
     for query, code in (("x" * 64, 400), ("9" * 12, 404), ("nonsense", 400)):
         assert raw(net, "GET", f"/search?q={query}")[0] == code
+
+
+def log_in(b: Browser, net: MarketNet) -> None:
+    b.show("login", "login")
+    if b.figure("logged-in") != "true":
+        b.page.fill('#login-form input[name="token"]', net.token)
+        b.page.click("#login-form button")
+        b.page.wait_for_selector('#login-link[data-logged-in="true"]', timeout=WAIT_MS)
+
+
+def outcome(b: Browser, name: str) -> tuple[str, str]:
+    done = b.page.locator(f'[data-result="{name}"][data-outcome]')
+    done.wait_for(timeout=WAIT_MS)
+    return str(done.get_attribute("data-outcome")), done.inner_text()
+
+
+def test_the_host_policy_form_changes_what_the_host_sells(net: MarketNet, clean: Browser) -> None:
+    b = clean
+    b.expected.append("the server responded with a status of 503")
+    host = net.host["host"]
+    b.show("login", "login")
+    if b.figure("logged-in") == "true":
+        b.page.click("text=Log out")
+        b.page.wait_for_selector('#login-link[data-logged-in="false"]', timeout=WAIT_MS)
+    b.show("host", "host")
+    assert b.page.locator('[data-policy="login"]').count() == 1  # nothing shown before login
+    log_in(b, net)
+    b.show("host", "host")
+    form = '[data-action="policy"]'
+    assert b.page.input_value(f'{form} input[name="capacity"]') == str(1 << 20)
+    b.page.fill(f'{form} input[name="capacity"]', "2M")
+    b.page.fill(f'{form} input[name="min_price"]', "3sat")
+    b.page.click(f"{form} button")
+    assert outcome(b, "policy")[0] == "ok"
+    policy = json.loads((net.node.datadir / "host" / "policy.json").read_text())
+    assert policy["capacity"] == 2 << 20 and policy["min_price"] == 3
+    b.shot("host-policy")
+    b.show("host", "host")
+    assert b.figure("capacity") == str(2 << 20) == str(net.get(f"/views/hosts/{host}")["capacity"])
+    # with no owner agent on the data directory, the owner's put says what to run
+    net.stop_owner()
+    b.show("owner", "owner")
+    b.page.set_input_files('[data-action="quote"] input[name="file"]',
+                           files=[{"name": "a.bin", "mimeType": "application/octet-stream",
+                                   "buffer": b"a" * 100}])
+    b.page.click('[data-action="quote"] button')
+    code, text = outcome(b, "quote")
+    assert code == "agent-not-running" and text.endswith("run blockcoin store serve")
+    b.shot("owner-no-agent")
+    raw(net, "POST", "/host/policy", json.dumps({"capacity": str(1 << 20), "min_price": "1sat"}),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {net.token}"})
+
+
+def test_the_put_form_states_the_cost_and_stores_after_confirmation(net: MarketNet,
+                                                                   clean: Browser) -> None:
+    b = clean
+    net.start_owner()
+    log_in(b, net)
+    wallet = net.node.principal
+    data = bytes(range(256)) * 40
+    b.show("owner", "owner")
+    form = '[data-action="quote"]'
+    b.page.set_input_files(f'{form} input[name="file"]', files=[{
+        "name": "page.bin", "mimeType": "application/octet-stream", "buffer": data}])
+    for name, value in (("k", "1"), ("n", "1"), ("periods", "3"), ("collateral", "1000sat")):
+        b.page.fill(f'{form} input[name="{name}"]', value)
+    b.page.click(f"{form} button")
+    assert outcome(b, "quote")[0] == "ok"
+    code, _, body = raw(net, "POST", "/store/quote", json.dumps({
+        "path": "page.bin", "size": len(data), "k": 1, "n": 1, "periods": 3,
+        "collateral": "1000sat"}), {"Content-Type": "application/json",
+                                    "Authorization": f"Bearer {net.token}"})
+    quote = json.loads(body)
+    assert code == 200 and quote["escrow"] == 100_000 * 1 * 3
+    assert b.figure("put-total") == str(quote["total"])
+    pool = net.get("/mempool")["count"]
+    b.shot("owner-put-confirm")
+    assert net.get("/mempool")["count"] == pool  # nothing is spent before the confirmation
+    b.page.click('[data-action="put-confirm"]')
+    code, text = outcome(b, "put")
+    assert code == "ok", text
+    path = f"/{wallet}/page.bin"
+    assert text.startswith(f"offered {path}: 1 fragment offer(s)")
+    with net.mining():  # the page follows: offered, then stored by the node's host
+        b.page.wait_for_selector(f'tr[data-file="{path}"] [data-health="healthy"]',
+                                 timeout=WAIT_MS * 4)
+    b.shot("owner-put-stored")
+    contract = next(c for c in net.get(f"/contracts?owner={wallet}")["contracts"]
+                    if c["path"] == path)
+    assert contract["state"] == "active" and contract["host"] == net.host["host"]
+    # the wallet's contract, run longer from its page with the host's consent
+    cid = contract["id"]
+    b.show(f"contract/{cid}", "contract")
+    b.page.fill('[data-action="extend"] input[name="periods"]', "2")
+    b.page.click('[data-action="extend"] button')
+    code, text = outcome(b, "extend")
+    assert code == "ok", text
+    with net.mining():
+        wait_until(lambda: net.get(f"/contracts/{cid}")["periods"] == 3 + 2, 120.0,
+                   "the extension on chain")
+    b.shot("contract-extend")
