@@ -114,10 +114,12 @@ class LightChain:
 
     async def _follow(self) -> None:
         """Sync after each block the node reports (a long poll: only a hint), and at least
-        every :data:`FOLLOW_SECONDS`."""
+        every :data:`FOLLOW_SECONDS`, from the peers alone while the node does not answer."""
         while True:
-            with contextlib.suppress(BlockcoinError):
+            try:
                 await self.http.wait_for_block(self.light.tree.best.height, FOLLOW_SECONDS)
+            except BlockcoinError:
+                await asyncio.sleep(FOLLOW_SECONDS)
             if not await self._sync():
                 await asyncio.sleep(SYNC_GAP)
 

@@ -23,6 +23,7 @@ from chain.core.keys import KeyPair
 from chain.core.params import COIN, REGTEST
 from chain.core.principal import Principal
 from chain.net.http import ApiError
+from chain.node.mempool import MAX_NONCE_GAP
 from storage_market.chainclient import Signer
 from storage_market.host import ACTIVE, HostAgent, HostPolicy
 from storage_market.httpclient import HttpChain
@@ -184,6 +185,7 @@ async def test_a_lying_node_is_refused_by_the_hosts_light_client(net: MarketNet,
         await until(lambda: (account(net, key.principal).get("host") or {}).get("earned", 0) > 0,
                     "the host proven and paid")
         assert host.contracts[oid].status == ACTIVE
+        await unprovable_answers_are_bounded(net, chain, proxy, owner_key.principal, oid)
     finally:
         if host is not None:
             await host.stop()
@@ -192,3 +194,40 @@ async def test_a_lying_node_is_refused_by_the_hosts_light_client(net: MarketNet,
         await chain.close()
         await honest.close()
         proxy.close()
+
+
+async def unprovable_answers_are_bounded(net: MarketNet, chain: LightChain, proxy: LyingProxy,
+                                         owner: Principal, oid: bytes) -> None:
+    """What has no proof of its own: lists are proven entry by entry, "confirmed" needs a
+    verified block holding the event, and a pending count cannot push the nonce past the
+    mempool's gap."""
+    listed = await chain.contracts_by_owner(owner)
+    assert [c.id for c in listed] == [oid]
+    stranger = KeyPair.generate().principal
+    owners: dict[str, Any] = net.get(f"/contracts?owner={owner}")
+
+    def lists_the_owners(path: str, status: int, body: dict[str, Any]
+                         ) -> tuple[int, dict[str, Any]]:
+        return (status, owners) if path.startswith("/contracts?owner=") else (status, body)
+
+    proxy.patch = lists_the_owners
+    with pytest.raises(LightClientError, match="denies"):
+        await chain.contracts_by_owner(stranger)
+    tip = await chain.tip_height()
+    block = await chain.block_hash(tip - 1)
+    assert block is not None
+
+    def confirmed_elsewhere(path: str, status: int, body: dict[str, Any]
+                            ) -> tuple[int, dict[str, Any]]:
+        if path.startswith("/events/"):
+            return 200, {"status": "confirmed", "block": block[::-1].hex(), "height": tip - 1}
+        return status, body
+
+    proxy.patch = confirmed_elsewhere
+    with pytest.raises(LightClientError, match="does not hold it"):
+        await chain.event_status(b"\x01" * 32)
+    proxy.patch = lambda path, status, body: (status, {**body, "next_nonce": 10**9})
+    account = await chain.principal(owner)
+    assert account is not None
+    assert await chain.next_nonce(owner) == account.nonce + MAX_NONCE_GAP
+    proxy.honest()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chain.app.light import LightClient, ProvenQuery
+from chain.app.light import LightClient, LightClientError, ProvenQuery
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
 from chain.net.http import ApiClient
@@ -154,3 +154,14 @@ def test_no_headers_yet_is_one_line(tmp_path: Path) -> None:
     ran = blockcoin("light", "principal", str(SENDER.principal), "--api", "http://127.0.0.1:9",
                     "--network", "regtest", "--datadir", str(tmp_path))
     assert ran.one_line_error and "no headers yet" in ran.err
+
+
+def test_several_peers_one_answering_is_enough(node: NodeProc, tmp_path: Path) -> None:
+    dead = "127.0.0.1:1"  # nothing listens there
+    light = LightClient(tmp_path, REGTEST)
+    with pytest.raises(LightClientError, match=f"cannot sync headers from {dead}"):
+        asyncio.run(light.sync_from([dead], timeout=30))
+    ran = blockcoin("light", "sync", "--peer", dead, "--peer", node.p2p, "--json",
+                    "--network", "regtest", "--datadir", str(tmp_path))
+    assert ran.code == 0, ran
+    assert json.loads(ran.out)["height"] == node.tip()[0]
