@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -60,8 +59,6 @@ from chain.node.mempool import MAX_NONCE_GAP
 from globaltree.errors import StateProofError
 from storage_market.chainclient import AccountInfo, ContractInfo, Holder, holders_from_json
 from storage_market.httpclient import HttpChain
-
-log = logging.getLogger("blockcoin.light")
 
 #: Blocks an event the node calls pending is believed to be (see the module docstring).
 PENDING_TRUST = 3
@@ -229,6 +226,9 @@ class LightChain:
         except DecodeError as exc:
             raise self._refused(exc) from None
         node = self.light.tree.get(block_hash)
+        if node is None:  # the node may be a block ahead of these headers
+            await self._sync()
+            node = self.light.tree.get(block_hash)
         if node is None or not self.light.tree.on_best_chain(node):
             raise self._refused(StateProofError(
                 f"it says event {eid.hex()[:16]}… is in a block off this client's best chain"))
