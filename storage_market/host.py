@@ -441,11 +441,12 @@ class HostAgent:
             sig = self.key.sign(receipt_message(self.chain.chain_id, oid, self.principal,
                                                 offer.root, self.payout))
             await proto.send(channel, proto.Receipt(sig, self.payout))
-            try:
-                await proto.expect(channel, proto.Stored, FETCH_TIMEOUT)
-            except StorageError:
-                self._drop(record, DROPPED, "owner did not publish the receipt")
-                raise
+            # No Stored back (the owner stopped, the channel broke) is not a receipt left
+            # unpublished: the owner may have published it already, or still may until the
+            # offer expires. The fragment stays pending until the chain says which
+            # (:meth:`_refresh_contracts`); dropping it here would miss every period of a
+            # contract made active after all.
+            await proto.expect(channel, proto.Stored, FETCH_TIMEOUT)
         self._note(f"stored {offer.path} #{offer.index} ({format_size(offer.size)}) for "
                    f"{contract.owner}")
 
