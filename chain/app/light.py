@@ -9,6 +9,7 @@ work wins (:class:`chain.node.headers.HeaderTree`). It then asks any full node's
 named header. A proof that does not verify, names a header it does not have or one off its
 best chain, is older than ``max_age`` blocks, or does not match the JSON the node sent is
 refused with one line; nothing the node wrote is shown unless the proof vouches for it.
+The storage agents run on the same client with ``--light`` (:mod:`chain.app.lightchain`).
 """
 
 from __future__ import annotations
