@@ -127,6 +127,12 @@ class ContractInfo:
         )
 
 
+def holders_from_json(data: dict[str, Any]) -> dict[int, list[Holder]]:
+    """The holders of each fragment index in a ``/global/fragments/<path>`` answer."""
+    return {int(i): [Holder.from_json(int(i), h) for h in hs]
+            for i, hs in data["fragments"].items()}
+
+
 def _hex_or_none(value: object) -> bytes | None:
     return bytes.fromhex(str(value)) if value else None
 

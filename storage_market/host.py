@@ -353,14 +353,14 @@ class HostAgent:
             c.offer.path == path and c.status in (PENDING, ACTIVE) for c in self.contracts.values())
 
     async def _scan_offers(self) -> None:
-        candidates: list[tuple[bytes, bytes, FragmentOffer]] = []
         while self.scan_height < self.height:
+            # a block the node fails to serve (or serves altered, to a light client) is asked
+            # for again at the next step, not skipped with its offers
+            events = await self.chain.block_events(self.scan_height + 1)
             self.scan_height += 1
-            for ev in await self.chain.block_events(self.scan_height):
-                if isinstance(ev.body, FragmentOffer):
-                    oid = hashlib.sha256(self.chain.chain_id + ev.raw).digest()
-                    candidates.append((oid, ev.signer_key, ev.body))
-        self._pending_offers.extend(candidates)
+            self._pending_offers.extend(
+                (hashlib.sha256(self.chain.chain_id + ev.raw).digest(), ev.signer_key, ev.body)
+                for ev in events if isinstance(ev.body, FragmentOffer))
         keep = []
         me = self.principal.digest
         self._pending_offers.sort(key=lambda c: hashlib.sha256(me + c[0]).digest())
@@ -480,11 +480,12 @@ class HostAgent:
             sig = self.key.sign(receipt_message(self.chain.chain_id, oid, self.principal,
                                                 offer.root, self.payout))
             await proto.send(channel, proto.Receipt(sig, self.payout))
-            try:
-                await proto.expect(channel, proto.Stored, FETCH_TIMEOUT)
-            except StorageError:
-                self._drop(record, DROPPED, "owner did not publish the receipt")
-                raise
+            # No Stored back (the owner stopped, the channel broke) is not a receipt left
+            # unpublished: the owner may have published it already, or still may until the
+            # offer expires. The fragment stays pending until the chain says which
+            # (:meth:`_refresh_contracts`); dropping it here would miss every period of a
+            # contract made active after all.
+            await proto.expect(channel, proto.Stored, FETCH_TIMEOUT)
         self._note(f"stored {offer.path} #{offer.index} ({format_size(offer.size)}) for "
                    f"{contract.owner}")
 

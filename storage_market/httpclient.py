@@ -27,7 +27,7 @@ from chain.core.header import hash_from_hex
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
 from chain.net.http import ApiError, AsyncApiClient, NodeNotRunning, locate_node
-from storage_market.chainclient import AccountInfo, ContractInfo, Holder
+from storage_market.chainclient import AccountInfo, ContractInfo, Holder, holders_from_json
 
 POLL_SECONDS = 0.1
 MAX_WAIT = 5.0  # the node refuses longer long-polls (chain.api.server.MAX_TIP_WAIT)
@@ -145,10 +145,7 @@ class HttpChain:
 
     async def fragments(self, path: str) -> dict[int, list[Holder]]:
         data = await self._request("GET", "/global/fragments/" + quote(path.lstrip("/")))
-        if data is None:
-            return {}
-        return {int(i): [Holder.from_json(int(i), h) for h in hs]
-                for i, hs in data["fragments"].items()}
+        return holders_from_json(data) if data is not None else {}
 
     async def contract(self, cid: bytes) -> ContractInfo | None:
         data = await self._request("GET", f"/contracts/{cid.hex()}")

@@ -390,7 +390,7 @@ def _query_proven(where: Where, query: ProvenQuery, as_json: bool,
     node_or_api = _open_or_api(where)
     if isinstance(node_or_api, ApiClient):
         with node_or_api as client:
-            answer, proof = proven_from_node(client, query)
+            answer, proof = client.call(proven_from_node(client.aio, query))
     else:
         with node_or_api as node:
             answer, proof = node.chain.prove(query.run)

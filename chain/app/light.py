@@ -9,13 +9,16 @@ work wins (:class:`chain.node.headers.HeaderTree`). It then asks any full node's
 named header. A proof that does not verify, names a header it does not have or one off its
 best chain, is older than ``max_age`` blocks, or does not match the JSON the node sent is
 refused with one line; nothing the node wrote is shown unless the proof vouches for it.
+The storage agents run on the same client with ``--light`` (:mod:`chain.app.lightchain`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,14 +28,15 @@ import aiohttp
 import typer
 
 from chain.app.clikit import DatadirOpt, JsonOpt, NetworkOpt, emit, friendly, locate
+from chain.core.block import Block, events_root
 from chain.core.encoding import Reader
-from chain.core.errors import BlockcoinError, DecodeError, ValidationError
+from chain.core.errors import BadParent, BlockcoinError, DecodeError, ValidationError
 from chain.core.header import HEADER_SIZE, Header, hash_hex
 from chain.core.keys import KeyPair
 from chain.core.params import NetworkParams
 from chain.core.principal import Principal
 from chain.net.channel import WS_MAX_MSG_SIZE, ChannelError, SecureChannel, WebSocketTransport
-from chain.net.http import ApiClient, ApiError
+from chain.net.http import ApiClient, ApiError, AsyncApiClient
 from chain.net.p2p.messages import (
     MAX_HEADERS,
     MIN_PROTOCOL_VERSION,
@@ -50,12 +54,19 @@ from globaltree.errors import StateProofError
 from globaltree.proofs import StateProof, answer_from_proof
 from globaltree.queries import GlobalTree
 
+log = logging.getLogger("blockcoin.light")
 HEADERS_FILE = "headers.dat"
 DEFAULT_MAX_AGE = 6  # blocks a proof's header may lie below the light client's best header
+MAX_STRAYS = 8  # header batches not connecting to ours (announcements) one sync tolerates
 
 
 class LightClientError(BlockcoinError):
     code = "light"
+
+
+class UnknownHeader(StateProofError):
+    """A proof names a block this client has no header for: it may only be behind the node,
+    so a caller that can sync headers asks again after syncing."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +88,18 @@ class ProvenQuery:
         return cls("/global/fragments/" + quote(path.lstrip("/")),
                    lambda tree: tree.fragments_json(path), f"path {path}")
 
-    def fetch(self, client: ApiClient) -> tuple[dict[str, Any] | None, StateProof]:
+    @classmethod
+    def contract(cls, cid: bytes) -> ProvenQuery:
+        def run(tree: GlobalTree) -> dict[str, Any] | None:
+            found = tree.contract(cid)
+            return found.to_json() if found is not None else None
+
+        return cls(f"/contracts/{cid.hex()}", run, f"contract {cid.hex()[:16]}…")
+
+    async def fetch(self, client: AsyncApiClient) -> tuple[dict[str, Any] | None, StateProof]:
         """The node's answer (None: it says there is none) and its proof."""
         try:
-            data = client.get(self.api_path + "?proof=1")
+            data = await client.request("GET", self.api_path + "?proof=1")
         except ApiError as exc:
             if exc.status != 404 or not isinstance(exc.body, dict) or "proof" not in exc.body:
                 raise
@@ -134,10 +153,12 @@ class LightClient:
                 raise LightClientError(f"{self.file} holds a bad header ({exc}); delete it") from exc
 
     def save(self) -> None:
-        """The best header chain from height 1, written whole then renamed into place."""
+        """The best header chain from height 1, written whole then renamed into place (the
+        temporary file is this process's own: an owner and a host agent of one data directory
+        share the store, and the last to save wins with a whole, checked chain)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         data = b"".join(self.tree.nodes[h].header.encode() for h in self.tree.best_chain[1:])
-        tmp = self.file.with_suffix(".tmp")
+        tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(self.file)
 
@@ -146,10 +167,28 @@ class LightClient:
         best = self.tree.best
         return best.height, best.hash
 
+    async def sync_from(self, peers: Sequence[str], timeout: float = 60.0) -> int:
+        """Sync from each peer in turn and return how many headers were new in all: the most
+        work wins whoever sent it, so one honest peer among several is enough. A peer that
+        fails is logged and skipped; every peer failing is an error naming the last failure."""
+        before = self.tree.best.height
+        failure = "no peer to sync headers from"
+        answered = 0
+        for peer in peers:
+            try:
+                await self.sync(peer, timeout)
+                answered += 1
+            except LightClientError as exc:
+                log.warning("%s", exc)
+                failure = str(exc)
+        if not answered:
+            raise LightClientError(failure)
+        return self.tree.best.height - before
+
     async def sync(self, address: str, timeout: float = 60.0) -> int:
         """Fetch headers from the full node at ``host:port`` until it has no more; return how
         many were new. A header that fails a check stops the sync with one line naming it."""
-        before = self.tree.best.height
+        before, best = self.tree.best.height, self.tree.best
         key = KeyPair.generate()
         async with aiohttp.ClientSession() as session:
             try:
@@ -167,7 +206,8 @@ class LightClient:
                                        f" {timeout:.0f} s") from None
             except (aiohttp.ClientError, OSError, ChannelError) as exc:
                 raise LightClientError(f"cannot sync headers from {address}: {exc}") from None
-        self.save()
+        if self.tree.best is not best:
+            self.save()
         return self.tree.best.height - before
 
     async def _fetch_headers(self, channel: SecureChannel, key: KeyPair) -> None:
@@ -179,6 +219,7 @@ class LightClient:
         hello = decode_message(bytes(await channel.recv()))
         if not isinstance(hello, Hello) or hello.genesis != self.params.genesis_hash:
             raise LightClientError("the peer is not on this network (another genesis)")
+        strays = 0
         for _ in range(1_000_000 // MAX_HEADERS + 1):  # bounded: a peer cannot keep us forever
             await channel.send(encode_message(GetHeaders(self.tree.locator())))
             headers = await self._next_headers(channel)
@@ -186,6 +227,13 @@ class LightClient:
                 return
             try:
                 self.tree.add_headers(headers)
+            except BadParent as exc:
+                # a mining peer announces each new block with its header, which may arrive
+                # before the answer and not connect yet: ask again, a few times at most
+                strays += 1
+                if strays > MAX_STRAYS:
+                    raise LightClientError(f"the peer sent a bad header: {exc}") from None
+                continue
             except ValidationError as exc:
                 raise LightClientError(f"the peer sent a bad header: {exc}") from None
             if len(headers) < MAX_HEADERS:
@@ -210,8 +258,8 @@ class LightClient:
         node = self.tree.get(proof.block)
         name = f"block {hash_hex(proof.block)[:16]}… (height {proof.height})"
         if node is None:
-            raise StateProofError(f"the proof names {name}, which is not among this client's"
-                                  " headers: sync headers first, or the node is on another chain")
+            raise UnknownHeader(f"the proof names {name}, which is not among this client's"
+                                " headers: sync headers first, or the node is on another chain")
         if not self.tree.on_best_chain(node) or node.height != proof.height:
             raise StateProofError(f"the proof names {name}, which is not on the best header chain")
         if self.tree.best.height - node.height > max_age:
@@ -220,29 +268,43 @@ class LightClient:
                 f" the best header (at most {max_age})")
         return node.header.state_root
 
-    def ask(self, client: ApiClient, query: ProvenQuery,
-            max_age: int = DEFAULT_MAX_AGE) -> tuple[dict[str, Any] | None, StateProof]:
-        claimed, proof = query.fetch(client)
-        return verified_answer(query, claimed, proof, self.root_for(proof, max_age)), proof
+    async def ask(self, client: AsyncApiClient, query: ProvenQuery, max_age: int = DEFAULT_MAX_AGE
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, StateProof]:
+        """The proven answer, the node's own (for its unprovable extras, such as the
+        mempool's ``next_nonce``: never to be relied on) and the proof."""
+        claimed, proof = await query.fetch(client)
+        answer = verified_answer(query, claimed, proof, self.root_for(proof, max_age))
+        return answer, claimed, proof
 
 
 # --- answers checked against the node's own header (``blockcoin query --prove``) ------------
 
 
-def proven_from_node(client: ApiClient, query: ProvenQuery
-                     ) -> tuple[dict[str, Any] | None, StateProof]:
+async def fetch_block(client: AsyncApiClient, block_hash: bytes) -> Block:
+    """The block named ``block_hash``, from any node: refused unless its header hashes to that
+    name and its events to the header's events root, so a node can withhold a block but not
+    alter, add or drop one event of it."""
+    name = hash_hex(block_hash)
+    try:
+        raw = await client.request("GET", f"/blocks/{name}/raw", raw=True)
+        block = Block.decode(raw)
+    except (ApiError, DecodeError) as exc:
+        raise StateProofError(f"the node does not serve the block {name} ({exc})") from None
+    if block.hash != block_hash:
+        raise StateProofError(f"the node sent another block for {name}")
+    if events_root(block.events) != block.header.events_root:
+        raise StateProofError(f"the events the node sent for block {name} are not the ones its"
+                              " header commits to")
+    return block
+
+
+async def proven_from_node(client: AsyncApiClient, query: ProvenQuery
+                           ) -> tuple[dict[str, Any] | None, StateProof]:
     """A full node's answer with its proof, checked against the header the node itself serves
     for the named block: shows the answer is the one its chain commits to (a light client
     checks against headers of its own instead)."""
-    claimed, proof = query.fetch(client)
-    raw = client.get(f"/blocks/{hash_hex(proof.block)}/raw")
-    try:
-        header = Header.decode(raw[:HEADER_SIZE]) if isinstance(raw, bytes) else None
-    except DecodeError:
-        header = None
-    if header is None or header.hash != proof.block:
-        raise StateProofError(f"the node does not serve the block {hash_hex(proof.block)} its"
-                              " proof names")
+    claimed, proof = await query.fetch(client)
+    header = (await fetch_block(client, proof.block)).header
     return verified_answer(query, claimed, proof, header.state_root), proof
 
 
@@ -257,8 +319,9 @@ light_app = typer.Typer(
     help="A light client: headers only, synced from a peer; answers checked by proof.",
     no_args_is_help=True)
 
-PeerOpt = Annotated[str | None, typer.Option(
-    "--peer", help="Sync headers from this full node's p2p address (HOST:PORT) first.")]
+PeerOpt = Annotated[list[str] | None, typer.Option(
+    "--peer", help="Sync headers from this full node's p2p address (HOST:PORT) first; give it"
+                   " again for more peers (the most work wins).")]
 ApiOpt = Annotated[str, typer.Option(
     "--api", help="Any full node's API (http://HOST:PORT); it need not be trusted.")]
 MaxAgeOpt = Annotated[int, typer.Option(
@@ -266,12 +329,12 @@ MaxAgeOpt = Annotated[int, typer.Option(
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds for a header sync.")]
 
 
-def _client(net: str | None, datadir: Path | None, peer: str | None,
+def _client(net: str | None, datadir: Path | None, peers: list[str] | None,
             timeout: float) -> LightClient:
     where = locate(net, datadir)
     light = LightClient(where.datadir, where.params)
-    if peer is not None:
-        asyncio.run(light.sync(peer, timeout))
+    if peers:
+        asyncio.run(light.sync_from(peers, timeout))
     if light.tree.best.height == 0:
         raise LightClientError("no headers yet: run `blockcoin light sync --peer HOST:PORT`")
     return light
@@ -280,14 +343,15 @@ def _client(net: str | None, datadir: Path | None, peer: str | None,
 @light_app.command("sync")
 @friendly
 def light_sync(
-    peer: Annotated[str, typer.Option("--peer", help="A full node's p2p address, HOST:PORT.")],
+    peer: Annotated[list[str], typer.Option(
+        "--peer", help="A full node's p2p address, HOST:PORT; give it again for more peers.")],
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     timeout: TimeoutOpt = 60.0,
 ) -> None:
-    """Fetch and check headers (proof of work, target, time, most work) from a full node."""
+    """Fetch and check headers (proof of work, target, time, most work) from full nodes."""
     where = locate(net, datadir)
     light = LightClient(where.datadir, where.params)
-    new = asyncio.run(light.sync(peer, timeout))
+    new = asyncio.run(light.sync_from(peer, timeout))
     height, tip = light.tip
     emit(as_json, {"height": height, "hash": hash_hex(tip), "new_headers": new},
          f"{height} {hash_hex(tip)} ({new} new headers)")
@@ -297,7 +361,7 @@ def _answer(light: LightClient, api: str, query: ProvenQuery, max_age: int,
             as_json: bool, render: Callable[[dict[str, Any]], str]) -> None:
     try:
         with ApiClient(api) as client:
-            answer, proof = light.ask(client, query, max_age)
+            answer, _, proof = client.call(light.ask(client.aio, query, max_age))
     except StateProofError as exc:
         raise LightClientError(f"refused the answer of {api}: {exc}") from None
     if answer is None:

@@ -7,6 +7,11 @@ error naming it, never silently replaced; for regtest experiments without any no
 ``--in-process`` opts into a private chain in this process that mines a block every
 ``--mine-every`` seconds.
 
+``--light`` runs the agent on the data directory's light client instead of trusting the node:
+headers only (``DATADIR/light``), synced from each ``--peer`` while it runs, and every answer
+the agent relies on checked against them by proof (:mod:`chain.app.lightchain`); the node
+named as above is still asked, and still takes the signed events, but a lie is refused.
+
 One writer per directory: ``store put/serve/extend/release`` hold ``DATADIR/store/LOCK`` and
 ``host start`` holds ``DATADIR/host/LOCK`` for as long as they run (:mod:`chain.core.dirlock`);
 a second one on the same directory stops with one line before it touches anything.
@@ -67,6 +72,12 @@ NodeOpt = Annotated[Path | None, typer.Option(
 InProcessOpt = Annotated[bool, typer.Option(
     "--in-process", help="Regtest experiments only: run a private chain in this process "
                          "instead of using a node.")]
+LightOpt = Annotated[bool, typer.Option(
+    "--light", help="Trust no node: keep headers only (DATADIR/light, synced from --peer) and "
+                    "check every answer the agent relies on against them by proof.")]
+PeersOpt = Annotated[list[str] | None, typer.Option(
+    "--peer", help="With --light: a full node's p2p address (HOST:PORT) to sync headers from; "
+                   "give it again for more peers (the most work wins).")]
 MineOpt = Annotated[float, typer.Option(
     "--mine-every", min=0.0, help="With --in-process: mine a block every N seconds.")]
 ListenOpt = Annotated[str | None, typer.Option(
@@ -90,22 +101,30 @@ class Reach:
     node: Path | None = None
     in_process: bool = False
     mine_every: float = 0.0
+    light: bool = False
+    peers: tuple[str, ...] = ()
 
 
 @contextlib.asynccontextmanager
 async def connect(params: NetworkParams, datadir: Path, reach: Reach) -> AsyncIterator[ChainClient]:
     """The chain client to use, checked to answer before any work starts."""
+    from chain.app.light import LightClient
+    from chain.app.lightchain import LightChain
     from storage_market.httpclient import HttpChain, NodeApiError
 
     if reach.mine_every > 0 and not reach.in_process:
         raise ConfigError("--mine-every runs with --in-process only (a node mines with "
                           "`blockcoin node --mine`)")
+    if reach.light != bool(reach.peers):
+        raise ConfigError("--light syncs headers from full nodes: name one with --peer HOST:PORT"
+                          if reach.light else "--peer is for --light")
     client: ChainClient
+    http: HttpChain | None = None
     if reach.in_process:
         if params.name != "regtest":
             raise ConfigError("--in-process is for regtest experiments only")
-        if reach.api or reach.node:
-            raise ConfigError("--in-process runs its own chain: drop --api and --node")
+        if reach.api or reach.node or reach.light:
+            raise ConfigError("--in-process runs its own chain: drop --api, --node and --light")
         from storage_market.inprocess import InProcessChain
 
         inproc = InProcessChain.open(datadir, params)
@@ -113,19 +132,25 @@ async def connect(params: NetworkParams, datadir: Path, reach: Reach) -> AsyncIt
             inproc.start_mining(reach.mine_every)
         client, source = inproc, "in process"
     elif reach.api:
-        client, source = HttpChain(reach.api, params, reach.token), f"--api {reach.api}"
+        http, source = HttpChain(reach.api, params, reach.token), f"--api {reach.api}"
     else:
         nodedir = reach.node or datadir
         if reach.node is not None and not (reach.node / "config.toml").exists():
             raise ConfigError(f"--node {reach.node}: not a node's data directory")
-        client = HttpChain.for_datadir(nodedir, params)
+        http = HttpChain.for_datadir(nodedir, params)
         source = f"found in {nodedir / 'node.json'}; is that node still running?"
+    if http is not None and reach.light:
+        client = LightChain(LightClient(datadir, params), http, list(reach.peers))
+    elif http is not None:
+        client = http
     try:
-        if isinstance(client, HttpChain):
+        if http is not None:
             try:
-                await client.check_network()
+                await http.check_network()
             except NodeApiError as exc:
                 raise ConfigError(f"{exc} ({source})") from None
+        if isinstance(client, LightChain):
+            await client.start()
         yield client
     finally:
         await client.close()
@@ -212,6 +237,7 @@ def store_put(
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
     in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Encrypt FILE as the block at PATH, offer its n fragments and wait until hosts hold them.
 
@@ -231,7 +257,7 @@ def store_put(
     options.check()
     bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
     full = full_path(key.principal.root_path, path)
-    reach = Reach(api, token, node, in_process, mine_every)
+    reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
     with file.open("rb") as data:
         size = plaintext_length(data)
         cost = put_cost(key, where.params, full, size, k, n, options.price, options.collateral,
@@ -314,6 +340,7 @@ def store_serve(
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
     in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Run the owner: serve fetches, re-offer what nobody took, repair after missed proofs.
 
@@ -323,7 +350,7 @@ def store_serve(
     key = owner_key(home)
     bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
 
-    reach = Reach(api, token, node, in_process, mine_every)
+    reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
 
     async def go() -> None:
         async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
@@ -357,7 +384,7 @@ def store_get(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the file.")],
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False,
+    in_process: InProcessOpt = False, light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Fetch any k fragments of PATH from their hosts, check, decode, decrypt, write -o FILE."""
     from storage_market import retrieve
@@ -368,8 +395,10 @@ def store_get(
     if not output.parent.is_dir():
         raise ConfigError(f"cannot write {output}: {output.parent} is not a directory")
 
+    reach = Reach(api, token, node, in_process, light=light, peers=tuple(peer or ()))
+
     async def go() -> dict[str, Any]:
-        async with connect(where.params, home, Reach(api, token, node, in_process)) as chain:
+        async with connect(where.params, home, reach) as chain:
             full = full_path(key.principal.root_path, path)
             errors: list[str] = []
             with _progress(as_json) as bar:
@@ -392,7 +421,7 @@ def store_release(
     path: Annotated[str, typer.Argument(help="Blocktree path (/<principal>/... or relative).")],
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False,
+    in_process: InProcessOpt = False, light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """End PATH's contracts and open offers: the escrow left comes back to the tree."""
     where = locate(net, datadir)
@@ -402,7 +431,8 @@ def store_release(
     async def op(owner: OwnerAgent) -> dict[str, Any]:
         return {"path": full, "released": await owner.release(full)}
 
-    result = _with_owner(where, Reach(api, token, node, in_process), key, full, op)
+    reach = Reach(api, token, node, in_process, light=light, peers=tuple(peer or ()))
+    result = _with_owner(where, reach, key, full, op)
     emit(as_json, result, f"{result['path']}: released {result['released']} contract(s)")
 
 
@@ -413,7 +443,7 @@ def store_extend(
     periods: Annotated[int, typer.Option(help="Periods to add to each contract.", min=1)],
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False,
+    in_process: InProcessOpt = False, light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Run PATH's active contracts longer: each host consents, the added periods are escrowed."""
     where = locate(net, datadir)
@@ -424,7 +454,8 @@ def store_extend(
         done = await owner.extend(full, periods)
         return {"path": full, "extended": done, "periods_added": periods, "notes": owner.events}
 
-    result = _with_owner(where, Reach(api, token, node, in_process), key, full, op)
+    reach = Reach(api, token, node, in_process, light=light, peers=tuple(peer or ()))
+    result = _with_owner(where, reach, key, full, op)
     if not result["extended"]:
         fail(f"{full}: no contract was extended"
              + (f" ({'; '.join(result['notes'])})" if result["notes"] else ""))
@@ -529,6 +560,7 @@ def host_start(
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
     in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Run a host until interrupted: take offers, store fragments, prove them on chain each
     period and be paid from the owners' escrow.
@@ -555,7 +587,7 @@ def host_start(
     policy = HostPolicy(parse_size(size_text), parse_amount(min_price or cfg.min_price),
                         parse_amount(cap, allow_zero=True) if cap is not None else None,
                         Principal.parse(payee) if payee else _wallet_principal(home))
-    reach = Reach(api, token, node, in_process, mine_every)
+    reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
 
     async def go() -> None:
         async with locked_chain(where, reach, home / "host", HOST_LOCK) as chain:

@@ -201,6 +201,16 @@ class ApiClient:
         return self._client.host
 
     @property
+    def aio(self) -> AsyncApiClient:
+        """The async client under this one, for a coroutine run through :meth:`call`."""
+        return self._client
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` (an async helper over :attr:`aio`, one the agents share) on this
+        process's client loop."""
+        return _ClientLoop.run(coro)
+
+    @property
     def token(self) -> str | None:
         return self._client.token
 

@@ -42,7 +42,7 @@ from tests.framework.netkit import ROOT, NodeProc, init_node_dir, wait_until
 SETUP_TIMEOUT = 120.0
 
 
-def _spawn(log: Path, *args: str) -> subprocess.Popen[str]:
+def spawn_logged(log: Path, *args: str) -> subprocess.Popen[str]:
     """A long-running agent whose first stdout line is its --json ready line (its stderr goes
     to ``log``)."""
     with log.open("ab") as err:
@@ -150,12 +150,12 @@ class MarketNet:
         owner_dir = init_node_dir(self.root / "o", 2)
         self.owner = KeyPair.development(2).principal
         logs = (self.root / "host1.err", self.root / "host2.err")
-        first = _spawn(logs[0], "host", "start", "-n", "regtest", "-d", home, "--capacity", "1M",
+        first = spawn_logged(logs[0], "host", "start", "-n", "regtest", "-d", home, "--capacity", "1M",
                        "--fund", "5", "--payout", str(self.owner))
         self.agents.append(first)
         self.host = ready_line(first, logs[0])
         other_dir = init_node_dir(self.root / "h2", 3)
-        second = _spawn(logs[1], "host", "start", "-n", "regtest", "-d", str(other_dir),
+        second = spawn_logged(logs[1], "host", "start", "-n", "regtest", "-d", str(other_dir),
                         "--node", home, "--capacity", "1M", "--fund", "5")
         self.agents.append(second)
         self.other_host = ready_line(second, logs[1])

@@ -143,7 +143,8 @@ def test_a_missing_or_dead_node_is_named_never_replaced(tmp_path: Path) -> None:
         (["store", "get", "f", "-o", str(tmp_path / "out"), "--node", "/nonexistent"],
          "--node /nonexistent"),
         (["host", "start", "--capacity", "1M", "--mine-every", "1"], "--in-process"),
-        (["store", "serve", "--in-process", "--node", str(home)], "drop --api and --node"),
+        (["store", "serve", "--in-process", "--node", str(home)], "drop --api, --node and"),
+        (["host", "start", "--capacity", "1M", "--light"], "name one with --peer"),
     ]
     for args, message in cases:
         ran = blockcoin(*args, "-n", "regtest", "-d", str(home))

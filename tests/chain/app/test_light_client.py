@@ -6,28 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chain.app.light import LightClient, ProvenQuery
+from chain.app.light import LightClient, LightClientError, ProvenQuery
 from chain.core.keys import KeyPair
 from chain.core.params import REGTEST
 from chain.net.http import ApiClient
 from globaltree.errors import StateProofError
+from globaltree.proofs import StateProof
 from tests.framework.clirun import blockcoin
+from tests.framework.lyingproxy import LyingProxy, Patch, honest
 from tests.framework.netkit import NodeProc, import_blocks, init_node_dir, make_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SENDER = KeyPair.development(5)  # make_blocks sends from development keys 5..9
-Patch = Callable[[int, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
@@ -41,39 +38,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
         proc.stop()
 
 
-class LyingProxy:
-    """Forwards GETs to the node's API and lets the test rewrite each answer."""
-
-    def __init__(self, upstream: str) -> None:
-        self.patch: Patch = lambda status, body: (status, body)
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                try:
-                    with urllib.request.urlopen(upstream + self.path, timeout=30) as resp:
-                        status, raw = resp.status, resp.read()
-                except urllib.error.HTTPError as err:
-                    status, raw = err.code, err.read()
-                status, body = proxy.patch(status, json.loads(raw))
-                out = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def ask(light: LightClient, client: ApiClient,
+        query: ProvenQuery) -> tuple[dict[str, Any] | None, StateProof]:
+    answer, _, proof = client.call(light.ask(client.aio, query))
+    return answer, proof
 
 
 def synced(node: NodeProc, datadir: Path) -> LightClient:
@@ -89,18 +57,18 @@ def test_headers_sync_and_honest_answers_verify(node: NodeProc, tmp_path: Path) 
     again = LightClient(tmp_path, REGTEST)  # reloaded from its file, every header re-checked
     assert again.tip == light.tip
     with ApiClient(f"http://127.0.0.1:{node.api_port}") as client:
-        answer, proof = light.ask(client, ProvenQuery.principal(SENDER.principal))
+        answer, proof = ask(light, client, ProvenQuery.principal(SENDER.principal))
         assert answer is not None
         assert answer["balance"] == node.get(f"/global/principals/{SENDER.principal}")["balance"]
         assert proof.height == height
-        absent, _ = light.ask(client, ProvenQuery.principal(KeyPair.generate().principal))
+        absent, _ = ask(light, client, ProvenQuery.principal(KeyPair.generate().principal))
         assert absent is None
         path = SENDER.principal.root_path + "/nothing"
-        assert light.ask(client, ProvenQuery.fragments(path))[0] == {"path": path,
+        assert ask(light, client, ProvenQuery.fragments(path))[0] == {"path": path,
                                                                      "fragments": {}}
 
 
-def flip_value(status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def flip_value(path: str, status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     item = body["proof"]["items"][0]
     item["value"] = item["value"][:-2] + f"{int(item['value'][-2:], 16) ^ 1:02x}"
     return status, body
@@ -113,47 +81,47 @@ def test_a_lying_node_is_refused(node: NodeProc, tmp_path: Path) -> None:
     query = ProvenQuery.principal(SENDER.principal)
     try:
         with ApiClient(proxy.url) as client:
-            honest_answer, _ = light.ask(client, query)
+            honest_answer, _ = ask(light, client, query)
             recorded: dict[str, Any] = {}
 
-            def record(status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            def record(path: str, status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
                 recorded.update(body)
                 return status, body
 
             proxy.patch = record
-            light.ask(client, query)
+            ask(light, client, query)
             lies: list[tuple[Patch, str]] = [
                 # a richer balance than the proof shows
-                (lambda s, b: (s, {**b, "balance": b["balance"] + 1}), "not what its proof"),
+                (lambda _, s, b: (s, {**b, "balance": b["balance"] + 1}), "not what its proof"),
                 # the proven value itself changed
                 (flip_value, "does not lead to the header's state root"),
                 # a proof naming a block this client never saw
-                (lambda s, b: (s, {**b, "proof": {**b["proof"], "block": "11" * 32}}),
+                (lambda _, s, b: (s, {**b, "proof": {**b["proof"], "block": "11" * 32}}),
                  "not among this client's headers"),
                 # "no such principal", proven with another key's absence
-                (lambda s, b: (404, {"error": "not-found", "message": "none",
+                (lambda _, s, b: (404, {"error": "not-found", "message": "none",
                                      "proof": _absence_of(node, str(nobody))}),
                  "does not cover"),
             ]
             for patch, why in lies:
                 proxy.patch = patch
                 with pytest.raises(StateProofError, match=why):
-                    light.ask(client, query)
+                    ask(light, client, query)
             # a stale answer: the one recorded earlier, replayed after the chain moved on
             node.post("/mine", {"blocks": 8})
             asyncio.run(light.sync(node.p2p, timeout=60))
-            proxy.patch = lambda s, b: (s, dict(recorded))
+            proxy.patch = lambda _, s, b: (s, dict(recorded))
             with pytest.raises(StateProofError, match="stale"):
-                light.ask(client, query)
-            proxy.patch = lambda s, b: (s, b)
-            assert light.ask(client, query)[0] is not None
+                ask(light, client, query)
+            proxy.patch = honest
+            assert ask(light, client, query)[0] is not None
             assert honest_answer is not None
         # through the command line: one line, exit 1
         proxy.patch = lies[0][0]
         ran = blockcoin("light", "principal", str(SENDER.principal), "--api", proxy.url,
                         "--network", "regtest", "--datadir", str(tmp_path / "light"))
         assert ran.one_line_error and "refused the answer" in ran.err, ran
-        proxy.patch = lambda s, b: (s, b)
+        proxy.patch = honest
         ran = blockcoin("light", "principal", str(SENDER.principal), "--api", proxy.url,
                         "--network", "regtest", "--datadir", str(tmp_path / "light"), "--json")
         assert ran.code == 0 and json.loads(ran.out)["principal"] == str(SENDER.principal)
@@ -186,3 +154,14 @@ def test_no_headers_yet_is_one_line(tmp_path: Path) -> None:
     ran = blockcoin("light", "principal", str(SENDER.principal), "--api", "http://127.0.0.1:9",
                     "--network", "regtest", "--datadir", str(tmp_path))
     assert ran.one_line_error and "no headers yet" in ran.err
+
+
+def test_several_peers_one_answering_is_enough(node: NodeProc, tmp_path: Path) -> None:
+    dead = "127.0.0.1:1"  # nothing listens there
+    light = LightClient(tmp_path, REGTEST)
+    with pytest.raises(LightClientError, match=f"cannot sync headers from {dead}"):
+        asyncio.run(light.sync_from([dead], timeout=30))
+    ran = blockcoin("light", "sync", "--peer", dead, "--peer", node.p2p, "--json",
+                    "--network", "regtest", "--datadir", str(tmp_path))
+    assert ran.code == 0, ran
+    assert json.loads(ran.out)["height"] == node.tip()[0]
