@@ -33,7 +33,7 @@ from chain.core.units import parse_amount, parse_size
 from chain.net import control
 from storage_market.cost import put_cost
 from storage_market.crypto import full_path, valid_path
-from storage_market.host import HostAgent, HostPolicy
+from storage_market.host import POLICY_FIELDS, HostAgent, HostPolicy
 from storage_market.owner import OwnerAgent, StoreOptions
 
 M = TypeVar("M", bound=BaseModel)
@@ -187,7 +187,8 @@ def host_control(agent: HostAgent) -> web.Application:
 
     async def set_policy(request: web.Request) -> web.Response:
         update = await _json(request, control.PolicyUpdate)
-        agent.set_policy(changed_policy(agent.policy, update))
+        agent.set_policy(changed_policy(agent.policy, update),
+                         update.model_fields_set & set(POLICY_FIELDS))
         return web.json_response(_shown(agent.policy))
 
     app = web.Application(middlewares=[_errors])

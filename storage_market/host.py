@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,18 +110,45 @@ class HostPolicy:
                    Principal.parse(str(payout)) if payout else None)
 
 
+#: The policy's fields an operator sets, by their JSON names.
+POLICY_FIELDS = ("capacity", "min_price", "max_collateral", "payout")
+
+
 def policy_file(datadir: Path) -> Path:
     """Where a data directory's host policy is kept: written at every start and change, read
     by ``host status`` and by the node's dashboard (the capacity sold)."""
     return datadir / "host" / "policy.json"
 
 
-def save_policy(datadir: Path, policy: HostPolicy) -> None:
-    write_json(policy_file(datadir), policy.to_json())
+def save_policy(datadir: Path, policy: HostPolicy, live: Iterable[str] = ()) -> None:
+    """Keep ``policy``, and which of its fields were changed on a running host (``live``, set
+    from the dashboard): those outlast a restart (:func:`starting_policy`)."""
+    write_json(policy_file(datadir), {**policy.to_json(), "live": sorted(set(live))})
 
 
-def load_policy(datadir: Path) -> HostPolicy:
-    return HostPolicy.from_json(read_json(policy_file(datadir)) or {})
+def load_policy(datadir: Path) -> tuple[HostPolicy, set[str]]:
+    """The saved policy and the fields of it changed on a running host."""
+    raw = read_json(policy_file(datadir)) or {}
+    return HostPolicy.from_json(raw), set(raw.get("live", ())) & set(POLICY_FIELDS)
+
+
+def starting_policy(datadir: Path, configured: HostPolicy,
+                    flags: Iterable[str]) -> tuple[HostPolicy, set[str]]:
+    """The policy a host starts with, field by field: a command-line flag (``flags`` names the
+    fields given), else a change made on the running host from the dashboard (saved), else
+    config.toml, else the default; ``configured`` holds the first, third and fourth. Returns
+    it with the fields still taken from a live change. A flag both wins and ends that field's
+    live change, so a restart with the same flags is not undone by an older dashboard edit."""
+    given = set(flags)
+    if not policy_file(datadir).exists():
+        return configured, set()
+    saved, live = load_policy(datadir)
+    keep = live - given
+    saved_json = saved.to_json()
+    merged = HostPolicy.from_json({**configured.to_json(),
+                                   **{f: saved_json[f] for f in keep}})
+    merged.fee_rate = configured.fee_rate
+    return merged, keep
 
 
 @dataclass(slots=True)
@@ -218,13 +246,17 @@ class HostAgent:
     def payout(self) -> Principal:
         return self.policy.payout or self.principal
 
-    def set_policy(self, policy: HostPolicy) -> None:
+    def set_policy(self, policy: HostPolicy, fields: Iterable[str] = POLICY_FIELDS) -> None:
         """Sell on new terms from now on: the next offers are weighed against ``policy`` (offers
         set aside for want of room or price are weighed again), new receipts name its payout;
         contracts already made keep theirs; the fee rate stays the one the agent started with.
-        Saved, where ``host status`` and the dashboard read it."""
+        Saved, where ``host status`` and the dashboard read it, with ``fields`` (those the
+        change set) marked live, so that they outlast a restart."""
         policy = dataclasses.replace(policy, fee_rate=self.policy.fee_rate)
-        save_policy(self.datadir.parent, policy)
+        live = set(fields)
+        if policy_file(self.datadir.parent).exists():
+            live |= load_policy(self.datadir.parent)[1]
+        save_policy(self.datadir.parent, policy, live)
         self.policy = policy
         self._note(f"policy now: selling {format_size(policy.capacity)} from "
                    f"{format_coins(policy.min_price)} a period, paid to {self.payout}")

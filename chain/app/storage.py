@@ -55,7 +55,7 @@ from chain.net.control import HOST, OWNER, serving
 from storage_market.chainclient import ChainClient, Signer
 from storage_market.control import host_control, owner_control
 from storage_market.crypto import full_path, plaintext_length
-from storage_market.host import HostAgent, HostPolicy, load_policy, policy_file, save_policy
+from storage_market.host import HostAgent, HostPolicy, load_policy, save_policy, starting_policy
 from storage_market.owner import BlockEntry, OwnerAgent, StoreOptions
 
 store_app = typer.Typer(help="Store files on the market: put, get, status, serve, extend, "
@@ -565,6 +565,10 @@ def host_start(
     """Run a host until interrupted: take offers, store fragments, prove them on chain each
     period and be paid from the owners' escrow.
 
+    Each term of the policy comes from its flag if given, else from a change made on the
+    running host from the dashboard (kept in DATADIR/host/policy.json), else from [host] in
+    config.toml, else its default.
+
     Logs go to stderr and DATADIR/logs/host.log; with --json, one line on stdout once it
     listens. The host signs with its own key (DATADIR/host/host.key), which needs coin to
     announce itself and lock collateral: --fund sends it from the wallet."""
@@ -574,19 +578,24 @@ def host_start(
     where = locate(net, datadir)
     home = where.datadir
     cfg = where.config.host if where.config is not None else HostConfig()
-    size_text = capacity or cfg.capacity
+    if where.config is None:
+        raise ConfigError(f"no data directory at {home} (run `blockcoin init` first)")
+    flags = {name for name, given in (("capacity", capacity), ("min_price", min_price),
+                                      ("max_collateral", max_collateral), ("payout", payout))
+             if given is not None}
+    live_capacity = "capacity" not in flags and "capacity" in _live_fields(home)
+    size_text = capacity or cfg.capacity or ("0" if live_capacity else None)
     if size_text is None:
         raise ConfigError("how much space to sell? --capacity 10G (or [host] capacity in "
                           "config.toml)")
-    if where.config is None:
-        raise ConfigError(f"no data directory at {home} (run `blockcoin init` first)")
     top_up = parse_amount(fund) if fund is not None else None
     bind, port = listen_address(listen, cfg.listen)
     payee = payout or cfg.payout
     cap = max_collateral or cfg.max_collateral
-    policy = HostPolicy(parse_size(size_text), parse_amount(min_price or cfg.min_price),
-                        parse_amount(cap, allow_zero=True) if cap is not None else None,
-                        Principal.parse(payee) if payee else _wallet_principal(home))
+    configured = HostPolicy(parse_size(size_text), parse_amount(min_price or cfg.min_price),
+                            parse_amount(cap, allow_zero=True) if cap is not None else None,
+                            Principal.parse(payee) if payee else _wallet_principal(home))
+    policy, live = starting_policy(home, configured, flags)
     reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
 
     async def go() -> None:
@@ -594,12 +603,11 @@ def host_start(
             key = host_key(home)
             setup_logging(home, "host", log_level or cfg.log_level)
             await _fund_host(chain, home, key, top_up)
-            saved = load_policy(home) if policy_file(home).exists() else policy
-            if saved != policy:  # changed from the dashboard (or new flags): the start's terms win
-                logging.getLogger("blockcoin.host").warning(
-                    "starting with the terms of the command line and config.toml, not those "
-                    "saved in %s: %s", policy_file(home), saved)
-            save_policy(home, policy)
+            if live:
+                logging.getLogger("blockcoin.host").info(
+                    "keeping the %s set from the dashboard (a flag replaces it)",
+                    ", ".join(sorted(live)))
+            save_policy(home, policy, live)
             agent = HostAgent(home, key, chain, policy, bind, port)
             await agent.start()
             try:
@@ -621,6 +629,10 @@ def host_start(
                 await agent.stop()
 
     run(go())
+
+
+def _live_fields(home: Path) -> set[str]:
+    return load_policy(home)[1]
 
 
 def _wallet_principal(home: Path) -> Principal | None:
@@ -678,7 +690,7 @@ def host_status(net: NetworkOpt = None, datadir: DatadirOpt = None,
     if not (home / "host" / "host.key").exists():
         raise ConfigError(f"no host in {home} (run `blockcoin host start` first)")
     agent = HostAgent(home, host_key(home), _Offline(where.params),  # type: ignore[arg-type]
-                      load_policy(home))
+                      load_policy(home)[0])
     status = agent.status()
     if as_json:
         typer.echo(json.dumps(status))

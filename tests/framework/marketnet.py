@@ -118,7 +118,7 @@ class MarketNet:
         if self.owner_agent is not None and self.owner_agent.poll() is None:
             return self.owner_info
         log = self.root / "owner.err"
-        self.owner_agent = _spawn(log, "store", "serve", "-n", "regtest", "-d",
+        self.owner_agent = spawn_logged(log, "store", "serve", "-n", "regtest", "-d",
                                   str(self.node.datadir))
         self.owner_info = ready_line(self.owner_agent, log)
         wallet = self.node.principal
