@@ -571,10 +571,8 @@ class OwnerAgent:
                 raise IntegrityError("another version is kept locally")
         except (BlockNotFound, IntegrityError) as exc:
             self._note(f"local copy of {entry.path} unusable ({exc}); rebuilding from hosts")
-            block = await retrieve.get_block(self.chain, self.key, entry.path)
-            if block.version != entry.version:
-                raise IntegrityError(f"hosts hold another version of {entry.path}") from None
-            await asyncio.to_thread(self.blocks.put, block)
+            await retrieve.fetch_record_file(self.chain, self.key, entry.path, entry.version,
+                                             self.blocks.file_for(entry.path))
             self._note(f"rebuilt {entry.path} from {entry.k} fragments held by hosts")
         fd = os.open(self.blocks.file_for(entry.path), os.O_RDONLY)
         try:

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import mmap
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from chain.core.keys import KeyPair
 from storage_market import fragments, sha256x
 from storage_market import protocol as proto
-from storage_market.blockstore import StoredBlock
+from storage_market.blockstore import BlockHeader, StoredBlock
 from storage_market.chainclient import ChainClient, ContractInfo, Holder
 from storage_market.crypto import fresh_buffer, unseal_to, valid_path
 from storage_market.errors import BlockNotFound, IntegrityError, NotEnoughFragments, StorageError
+from storage_market.jsonstate import fsync_dir
 from storage_market.merkle import leaf_count
 from storage_market.striping import recover_in_place
 
@@ -256,17 +259,55 @@ async def get_to_file(chain: ChainClient, key: KeyPair, path: str, output: Path,
     part = output.with_name(f".{output.name}.part")
     try:
         with open(parts, "w+b") as fh:
-            fh.truncate(place.n * place.size)  # sparse: only the fetched slots take room
-            slots = memoryview(mmap.mmap(fh.fileno(), place.n * place.size))
-        record = await _fetch_record(chain, key, place, progress, errors, slots)
-        block = await asyncio.to_thread(StoredBlock.decode, record)
-        _check_identity(block, place, path)
+            block = await _fetch_to_file(chain, key, place, fh, progress, errors)
         size = await asyncio.to_thread(_open_to, block, block.block_key(key), part)
         part.replace(output)
         return size
     finally:
         part.unlink(missing_ok=True)
         parts.unlink(missing_ok=True)
+
+
+async def fetch_record_file(chain: ChainClient, key: KeyPair, path: str, version: bytes,
+                            target: Path, progress: Callable[[int, int], None] | None = None,
+                            errors: list[str] | None = None) -> BlockHeader:
+    """Rebuild the record of ``version`` of ``path`` from its hosts as the file ``target`` (an
+    owner's lost local record), without holding it in memory: the fragments land in a
+    temporary file whose first ``k`` slots, once a missing data fragment is recovered in
+    place, are the record itself; the file is cut to the record's length, synced and renamed
+    over ``target``. Another version held by the hosts is an :class:`IntegrityError`, and
+    ``target`` is left as it was."""
+    place = await placement(chain, path)
+    if place.version != version:
+        raise IntegrityError(f"hosts hold another version of {path}")
+    tmp = target.with_name(f".{target.name}.rebuilt.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "w+b") as fh:
+            block = await _fetch_to_file(chain, key, place, fh, progress, errors)
+            header, length = block.header, block.record.nbytes
+            del block  # nothing reads the mapping past this point: the file is cut below it
+            fh.truncate(length)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+        return header
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+async def _fetch_to_file(chain: ChainClient, key: KeyPair, place: Placement, fh: BinaryIO,
+                         progress: Callable[[int, int], None] | None,
+                         errors: list[str] | None) -> StoredBlock:
+    """The checked record of ``place``, fetched into the mapped file ``fh`` (page cache, which
+    the kernel can write back and reclaim: memory does not grow with the block)."""
+    fh.truncate(place.n * place.size)  # sparse: only the fetched slots take room
+    slots = memoryview(mmap.mmap(fh.fileno(), place.n * place.size))
+    record = await _fetch_record(chain, key, place, progress, errors, slots)
+    block = await asyncio.to_thread(StoredBlock.decode, record)
+    _check_identity(block, place, place.path)
+    return block
 
 
 def _open_to(block: StoredBlock, block_key: bytes, target: Path) -> int:

@@ -202,7 +202,8 @@ async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
     """The owner puts a file and leaves. One host deletes its fragment, another corrupts it:
     each misses its next proof, the chain refunds the owner and burns that period's collateral,
     and their public records show it. Once the owner's agent runs again it releases them and
-    the fragments are placed on spare hosts."""
+    the fragments are placed on spare hosts; its own copy of the block lost meanwhile, it
+    rebuilds it from the three healthy hosts first."""
     data = os.urandom(200_000)
     async with market(tmp_path, hosts=7, periods=40) as m:
         for spare in m.hosts[5:]:
@@ -232,7 +233,9 @@ async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
             assert m.record(i).collateral_locked < entry.options.collateral * entry.periods
         # the healthy hosts keep proving meanwhile
         assert all(m.record(i).periods_missed == 0 for i in (2, 3, 4))
-        # the owner comes back: it releases the failed contracts and repairs onto the spares
+        # the owner comes back without its local copy: it releases the failed contracts,
+        # rebuilds the record from the healthy hosts and repairs onto the spares
+        owner.blocks.file_for(PATH).unlink()
         for i in (5, 6):
             await m.start_host(i)
         owner = await m.start_owner(periods=40)
@@ -250,6 +253,8 @@ async def test_a_host_that_loses_its_fragment_misses_in_public_and_is_repaired(
         await until(lambda: all(c.status != ACTIVE for _, c in lost.values()),
                     what="the failed hosts to see the release")
         assert bytes(await retrieve.get(m.chain, OWNER, PATH)) == data
+        assert any(e.startswith(f"rebuilt {PATH}") for e in owner.events)
+        assert owner.blocks.read(PATH, OWNER) == data  # the local copy is whole again
 
 
 async def test_an_owner_who_cannot_escrow_is_refused_before_any_work(tmp_path: Path) -> None:
