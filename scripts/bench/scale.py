@@ -1,6 +1,7 @@
 """The global tree at scale: grow a regtest chain to ``--max`` principals and as many storage
 contracts (synthetic blocks, half transfers to fresh principals, half offers), importing each
-block into a fresh node as it is made, and at 10k, 100k and 1M (up to ``--max``) report:
+block into a fresh node as it is made, and at 10k, 100k, 250k, 500k and 1M (up to ``--max``;
+without ``--json`` each row is printed as it is reached, so a long run shows its way) report:
 
 - import events/s over the blocks since the last checkpoint (signature checks, the fold and the
   state root of every block), next to a bare loop verifying the same events' signatures;
@@ -41,7 +42,7 @@ from globaltree.fold import state_root_after
 from globaltree.proofs import answer_from_proof
 
 SENDERS = [KeyPair.development(i) for i in range(10)]
-CHECKPOINTS = (10_000, 100_000, 1_000_000)
+CHECKPOINTS = (10_000, 100_000, 250_000, 500_000, 1_000_000)
 
 
 def rss_mb() -> float:
