@@ -54,6 +54,7 @@ from chain.core.keys import KeyPair, verify
 from chain.core.paths import check_path
 from chain.core.principal import Principal
 from chain.core.units import parse_amount
+from chain.net import control
 from chain.node.wallet import DEFAULT_FEE
 from globaltree.records import Contract, ContractState
 
@@ -269,7 +270,9 @@ async def owner_view(request: web.Request) -> web.Response:
         "liability_per_period": sum(f["liability_per_period"] for f in files),
         "host_earnings_per_period": sum(c["price"] for c in earning),
         "paying_hosts": sorted({str(c["host"]) for c in earning}),
-        "contracts": owned})
+        "contracts": owned,
+        "agent_running": (await control.running(control.OWNER, ctx.datadir)
+                          if p == core.principal else None)})
 
 
 async def _stats(request: web.Request, kind: str, p: Principal | None) -> web.Response:

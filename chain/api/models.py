@@ -285,6 +285,8 @@ class OwnerView(Answer):
     host_earnings_per_period: Count
     paying_hosts: list[PrincipalText]
     contracts: list[Contract]
+    #: for this node's wallet: whether an owner agent runs on its data directory (None else)
+    agent_running: bool | None
 
 
 class Series(Answer):

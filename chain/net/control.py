@@ -17,6 +17,7 @@ receive with them and the node's OpenAPI document is generated from them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -198,6 +199,23 @@ class Forwarded:
     status: int
     body: bytes
     content_type: str
+
+
+async def running(agent: Agent, datadir: Path, timeout: float = 1.0) -> bool:
+    """Whether an agent listens on its control socket in ``datadir`` (a connection is
+    accepted): what a page shows before anyone acts, so a form does not end in a 503."""
+    path = agent.socket(datadir)
+    if not path.exists():
+        return False
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_unix_connection(str(path))
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 async def forward(agent: Agent, datadir: Path, method: str, target: str, *,

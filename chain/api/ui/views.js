@@ -402,7 +402,10 @@ export async function owner(view, id, ctx) {
     h("h2", {}, "Contracts"),
     contractTable(v.contracts, mine ? { headers: ["action"], cells: (c) => [h("td", {}, c.state === "active" || c.state === "offered"
       ? actionForm(`release-${c.id.slice(0, 8)}`, [], "Release", () => api(`/contracts/${c.id}/release`, { method: "POST", body: {} })) : "")] } : null),
-    mine ? h("div", {}, h("h2", {}, "Store a file"), putForm()) : null,
+    mine ? h("div", {}, h("h2", {}, "Store a file"),
+      v.agent_running ? null : h("p", { class: "alert", "data-agent": "owner-absent" },
+        "No owner agent runs on this node's data directory: run blockcoin store serve to store files from here."),
+      putForm()) : null,
     mine ? h("div", {}, h("h2", {}, "Send coins from this node's wallet"),
       actionForm("send", [h("input", { name: "to", size: 62, placeholder: "recipient blk…", "aria-label": "recipient" }),
         h("input", { name: "amount", size: 10, placeholder: "1.5 or 150sat", "aria-label": "amount" })], "Send",

@@ -99,7 +99,11 @@ def stored(net: MarketNet, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 def test_without_the_token_or_an_owner_agent_nothing_happens(net: MarketNet) -> None:
+    wallet = net.node.principal
+    net.start_owner()
+    assert net.get(f"/views/owners/{wallet}")["agent_running"] is True
     net.stop_owner()
+    assert net.get(f"/views/owners/{wallet}")["agent_running"] is False
     before = wallet_contracts(net)
     status, body = call(net, "POST", "/store/quote",
                         {"path": "x.bin", "size": 10, "k": 1, "n": 1})

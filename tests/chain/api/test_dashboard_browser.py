@@ -451,6 +451,7 @@ def test_the_host_policy_form_changes_what_the_host_sells(net: MarketNet, clean:
     # with no owner agent on the data directory, the owner's put says what to run
     net.stop_owner()
     b.show("owner", "owner")
+    assert b.page.locator('[data-agent="owner-absent"]').is_visible()
     b.page.set_input_files('[data-action="quote"] input[name="file"]',
                            files=[{"name": "a.bin", "mimeType": "application/octet-stream",
                                    "buffer": b"a" * 100}])
