@@ -35,7 +35,9 @@ from chain.core.errors import BlockcoinError
 log = logging.getLogger("blockcoin.control")
 
 SOCKET_NAME = "control.sock"
-MAX_UPLOAD = 128 << 20
+#: What the dashboard uploads at most: a browser upload cannot resume, so a larger file is
+#: better put with `blockcoin store put` (which carries on after an interruption).
+MAX_UPLOAD = 1 << 30
 """The largest file the dashboard stores: the owner agent holds a block's record and its
 fragments in memory while it seals and offers them, and an interrupted browser upload starts
 again from its first byte; ``blockcoin store put`` takes larger files."""
