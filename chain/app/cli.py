@@ -28,7 +28,7 @@ from chain.app.clikit import (
     locate,
     os_error_line,
 )
-from chain.app.light import ProvenQuery, light_app, proof_line, proven_from_node
+from chain.app.light import ProvenQuery, emit_proven, light_app, proven_from_node
 from chain.app.storage import demo_command, host_app, store_app
 from chain.app.tree import tree_app
 from chain.core.block import Block
@@ -394,10 +394,7 @@ def _query_proven(where: Where, query: ProvenQuery, as_json: bool,
     else:
         with node_or_api as node:
             answer, proof = node.chain.prove(query.run)
-    if answer is None:
-        raise BlockcoinError(f"{query.what} has no record in the global tree (proven absent at"
-                             f" block {hash_hex(proof.block)}, height {proof.height})")
-    emit(as_json, {**answer, "proof": proof.to_json()}, f"{render(answer)}\n{proof_line(proof)}")
+    emit_proven(query, answer, proof, as_json, render)
 
 
 @query_app.command("fragments")

@@ -364,9 +364,16 @@ def _answer(light: LightClient, api: str, query: ProvenQuery, max_age: int,
             answer, _, proof = client.call(light.ask(client.aio, query, max_age))
     except StateProofError as exc:
         raise LightClientError(f"refused the answer of {api}: {exc}") from None
+    emit_proven(query, answer, proof, as_json, render, LightClientError)
+
+
+def emit_proven(query: ProvenQuery, answer: dict[str, Any] | None, proof: StateProof,
+                as_json: bool, render: Callable[[dict[str, Any]], str],
+                absent: type[BlockcoinError] = BlockcoinError) -> None:
+    """Print a proven answer with its proof; a key proven absent is ``absent``'s one line."""
     if answer is None:
-        raise LightClientError(f"{query.what} has no record in the global tree (proven absent"
-                               f" at block {hash_hex(proof.block)}, height {proof.height})")
+        raise absent(f"{query.what} has no record in the global tree (proven absent at block "
+                     f"{hash_hex(proof.block)}, height {proof.height})")
     emit(as_json, {**answer, "proof": proof.to_json()}, f"{render(answer)}\n{proof_line(proof)}")
 
 
