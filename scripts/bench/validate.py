@@ -1,10 +1,11 @@
 """Block validation throughput: import a regtest chain of signed transfers into a fresh node
 (state root commitments included: every block's global tree root is recomputed and checked)
-and compare with a bare loop verifying the same signatures, in the same run; the state tree's
-update rate alone (``state_update_per_s``); then a chain of
-storage contracts, timing its blocks of ``FragmentStored`` events (a small and a large block:
-the cost per event must not grow with the block) and its blocks full of ``StorageProof`` items
-against a bare loop verifying the same Merkle paths.
+and compare with a bare loop verifying the same signatures, the two taking turns and each
+keeping its best of ``--rounds`` (on a shared machine the load moves between stages run once
+each, and their ratio with it); the state tree's update rate alone (``state_update_per_s``);
+then a chain of storage contracts, timing its blocks of ``FragmentStored`` events (a small
+and a large block: the cost per event must not grow with the block) and its blocks full of
+``StorageProof`` items against a bare loop verifying the same Merkle paths.
 
 Stages run in separate processes so that each one's peak RSS is its own:
   build   -> writes the blocks file (not timed; it loads the miner)
@@ -114,8 +115,9 @@ def stage_reindex(datadir: Path) -> dict[str, float]:
 
 def stage_state_update(datadir: Path, keys: int, batch: int, rounds: int) -> dict[str, float]:
     """The state tree alone, in LevelDB: ``keys`` account-sized records, then ``rounds`` blocks
-    each changing ``batch`` of them (the node's path: sorted one-descent update, node writes in
-    one synced batch). Keys updated per second; the root is what a block's commitment costs."""
+    each changing ``batch`` of them (the node's path: sorted one-descent update through the
+    node cache, node writes in one synced batch, then into the cache). Keys updated per
+    second; the root is what a block's commitment costs."""
     import plyvel
 
     from chain.core import statetree
@@ -123,7 +125,8 @@ def stage_state_update(datadir: Path, keys: int, batch: int, rounds: int) -> dic
 
     rng = random.Random(2)
     db = plyvel.DB(str(datadir), create_if_missing=True)
-    store = statetree.NodeStore(TREE, db.get)
+    cache = statetree.NodeCache()
+    store = statetree.NodeStore(TREE, db.get, cache)
     names = [ACCOUNT + rng.randbytes(32) for _ in range(keys)]
 
     def commit(changes: list[tuple[bytes, bytes | None]]) -> None:
@@ -134,6 +137,7 @@ def stage_state_update(datadir: Path, keys: int, batch: int, rounds: int) -> dic
                     wb.delete(pos)
                 else:
                     wb.put(pos, node)
+        cache.committed(writes)
 
     for i in range(0, keys, 20_000):
         commit([(k, rng.randbytes(40)) for k in names[i : i + 20_000]])
@@ -213,6 +217,8 @@ def main() -> None:
     ap.add_argument("--stored", type=int, nargs=2, default=(2_000, 6_000), metavar=("SMALL", "LARGE"),
                     help="FragmentStored events in the small and the large block")
     ap.add_argument("--proofs", type=int, default=4_000, help="StorageProof items to import")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="one-core imports and bare loops, taking turns; each keeps its best")
     ap.add_argument("--state-keys", type=int, default=100_000,
                     help="state size for the state_update_per_s figure")
     ap.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
@@ -242,10 +248,15 @@ def main() -> None:
         # built in its own process too, so that the miner it loads stays out of this one
         subprocess.run([sys.executable, __file__, "--stage", "build", str(blocks),
                         str(args.events), str(args.per_block)], check=True)
-        one = run_stage("import", str(blocks), str(Path(tmp) / "one"), "1")
+        one: dict[str, Any] = {"events_per_s": 0.0, "peak_rss_mb": 0.0}
+        verify = 0.0
+        for i in range(args.rounds):
+            this = run_stage("import", str(blocks), str(Path(tmp) / f"one{i}"), "1")
+            if this["events_per_s"] > one["events_per_s"]:
+                one = this
+            verify = max(verify, verify_only(blocks))
         many = run_stage("import", str(blocks), str(Path(tmp) / "many"), str(threads))
-        verify = verify_only(blocks)
-        reindex = run_stage("reindex", str(Path(tmp) / "one"))
+        reindex = run_stage("reindex", str(Path(tmp) / "one0"))
         state = run_stage("state-update", str(Path(tmp) / "tree"), str(args.state_keys),
                           str(2 * args.per_block), "20")
         storage = storage_figures(Path(tmp), args.stored, args.proofs)
@@ -257,6 +268,7 @@ def main() -> None:
         "ratio": round(one["events_per_s"] / verify, 3),
         "ratio_allcores": round(many["events_per_s"] / verify, 3),
         "threads": threads,
+        "rounds": args.rounds,
         "peak_rss_mb": round(max(one["peak_rss_mb"], many["peak_rss_mb"]), 1),
         "reindex_s": round(reindex["seconds"], 2),
         # state tree updates per second, blocks changing two keys per transfer, over a state
