@@ -86,8 +86,9 @@ class ChainState:
             self.activate_best_chain()
 
     def view(self) -> StateView:
-        """A fresh view of the global tree at the tip: reads go to LevelDB, writes stay in the
-        view (a block being checked, the mempool's next-block fold, a template)."""
+        """A fresh view of the global tree at the tip: reads go to LevelDB (the state tree's
+        nodes through the node cache: views belong to the chain's thread), writes stay in the view
+        (a block being checked, the mempool's next-block fold, a template)."""
         return StateView(self.store.db, self.nodes)
 
     def close(self) -> None:
