@@ -57,40 +57,47 @@ class MemoryDB:
         self.data.pop(key, None)
 
 
+NodeWrites = dict[bytes, bytes | None]  # state tree node writes: position -> node, None deletes
+
+
 class Committed(NamedTuple):
     undo: bytes  # the prior value of every key the commit touched
     root: bytes  # the state root after the commit
+    nodes: NodeWrites  # the state tree's node writes, for a NodeCache once the batch has landed
 
 
-def node_store(db: KeyValueReader) -> statetree.NodeStore:
-    """The state tree's nodes in ``db``."""
-    return statetree.NodeStore(TREE, db.get)
+def node_store(db: KeyValueReader, cache: statetree.NodeCache | None = None) -> statetree.NodeStore:
+    """The state tree's nodes in ``db``, read through ``cache`` if given (see
+    :class:`~chain.core.statetree.NodeCache` for the rule its owner keeps)."""
+    return statetree.NodeStore(TREE, db.get, cache)
 
 
 def state_root(db: KeyValueReader) -> bytes:
     return node_store(db).root()
 
 
-def _update_tree(db: KeyValueReader, changes: Iterable[tuple[bytes, bytes | None]],
-                 batch: Sink) -> bytes:
-    root, writes = statetree.update(node_store(db), changes)
+def _update_tree(store: statetree.NodeStore, changes: Iterable[tuple[bytes, bytes | None]],
+                 batch: Sink) -> tuple[bytes, NodeWrites]:
+    root, writes = statetree.update(store, changes)
     for key, node in writes.items():
         if node is None:
             batch.delete(key)
         else:
             batch.put(key, node)
-    return root
+    return root, writes
 
 
 class StateView:
     """Raw keys, plus decoded records (accounts, contracts, host records) kept as objects
     while a block is folded: each is decoded once, mutated in place by later events, and
-    encoded once when the view is committed."""
+    encoded once when the view is committed. The state tree's nodes are read through
+    ``cache`` if given: its owner feeds it each commit's ``nodes`` once the batch lands."""
 
-    __slots__ = ("_changes", "_db", "_objects", "_read")
+    __slots__ = ("_changes", "_db", "_nodes", "_objects", "_read")
 
-    def __init__(self, db: KeyValueReader) -> None:
+    def __init__(self, db: KeyValueReader, cache: statetree.NodeCache | None = None) -> None:
         self._db = db
+        self._nodes = node_store(db, cache)
         self._changes: dict[bytes, bytes | None] = {}
         self._objects: dict[bytes, Any] = {}
         self._read: dict[bytes, bytes | None] = {}  # database values read, kept for the undo
@@ -184,11 +191,11 @@ class StateView:
     def root(self) -> bytes:
         """The state root the database would have with this view's changes committed; reads
         the tree's nodes and writes nothing (block templates put it in their header)."""
-        return statetree.update(node_store(self._db), self.changes().items())[0]
+        return statetree.update(self._nodes, self.changes().items())[0]
 
     def commit(self, batch: Sink) -> Committed:
         """Write the changes and the state tree's node changes into ``batch``; return the undo
-        record that reverses the changes, and the new state root."""
+        record that reverses the changes, the new state root and the node changes."""
         undo = Writer()
         changes = self.changes()
         undo.varint(len(changes))
@@ -201,10 +208,10 @@ class StateView:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        root = _update_tree(self._db, changes.items(), batch)
+        root, nodes = _update_tree(self._nodes, changes.items(), batch)
         self._changes = {}
         self._read = {}
-        return Committed(bytes(undo), root)
+        return Committed(bytes(undo), root, nodes)
 
 
 def undo_entries(undo: bytes) -> list[tuple[bytes, bytes | None]]:
@@ -220,15 +227,17 @@ def undo_entries(undo: bytes) -> list[tuple[bytes, bytes | None]]:
     return decode_all(undo, read)
 
 
-def apply_undo(undo: bytes, db: KeyValueReader, batch: Sink) -> bytes:
+def apply_undo(undo: bytes, db: KeyValueReader, batch: Sink,
+               cache: statetree.NodeCache | None = None) -> tuple[bytes, NodeWrites]:
     """Restore every key a block touched to the value it had before the block, and the state
-    tree with them; return the state root before the block. The tree's shape depends only on
-    the keys and values, so re-applying the old values restores the old nodes exactly and the
-    undo record need not hold them."""
+    tree with them; return the state root before the block and the node changes (for
+    ``cache``, read through, once the batch lands). The tree's shape depends only on the keys
+    and values, so re-applying the old values restores the old nodes exactly and the undo
+    record need not hold them."""
     restored = undo_entries(undo)
     for key, old in restored:
         if old is None:
             batch.delete(key)
         else:
             batch.put(key, old)
-    return _update_tree(db, restored, batch)
+    return _update_tree(node_store(db, cache), restored, batch)

@@ -61,7 +61,12 @@ class Writer:
         return b"".join(self._parts)
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))  # made once: most lengths and counts
+
+
 def encode_varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if not 0 <= value <= MAX_U64:
         raise ValueError(f"varint out of range: {value}")
     out = bytearray()
@@ -118,6 +123,11 @@ class Reader:
 
     def _long_varint(self) -> int:
         data, pos = self._data, self._pos
+        if pos + 1 < len(data) and data[pos + 1] < 0x80:  # two bytes: most fees and nonces
+            if not data[pos + 1]:
+                raise DecodeError("non-minimal varint")
+            self._pos = pos + 2
+            return (data[pos] & 0x7F) | data[pos + 1] << 7
         end = min(len(data), pos + 10)
         value = 0
         shift = 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -66,29 +67,95 @@ def _masked(kh: bytes, depth: int) -> bytes:
 
 Node = tuple[int, bytes, bytes]  # (kind, key hash or left, value hash or right)
 
+#: How many nodes a :class:`NodeCache` holds by default: every node of the top 16 levels
+#: (the ones each block's changes pass through), in about 25 MB.
+CACHE_NODES = 1 << 16
+
+
+class NodeCache:
+    """Decoded nodes by database position, least recently used evicted first, kept across
+    blocks so that the upper levels every update passes through are not read and decoded
+    from the database again and again.
+
+    It must only ever hold what the database holds: it is filled by reads, and an update's
+    node writes enter it through :meth:`committed` once their batch has landed (never
+    before: a block refused after its update leaves the database, and so the cache, as they
+    were). Whoever changes the nodes any other way (a wipe) calls :meth:`clear`."""
+
+    __slots__ = ("_nodes", "capacity")
+
+    def __init__(self, capacity: int = CACHE_NODES) -> None:
+        self.capacity = capacity
+        self._nodes: OrderedDict[bytes, Node] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, pos: bytes) -> Node | None:
+        node = self._nodes.get(pos)
+        if node is not None:
+            self._nodes.move_to_end(pos)
+        return node
+
+    def put(self, pos: bytes, node: Node) -> None:
+        nodes = self._nodes
+        nodes[pos] = node
+        nodes.move_to_end(pos)
+        if len(nodes) > self.capacity:
+            nodes.popitem(last=False)
+
+    def committed(self, writes: dict[bytes, bytes | None]) -> None:
+        """Take in node writes (from :func:`update`) that the database now holds."""
+        nodes = self._nodes
+        for pos, raw in writes.items():
+            if raw is None:
+                nodes.pop(pos, None)
+            else:
+                self.put(pos, (raw[0], raw[1:33], raw[33:]))
+
+    def clear(self) -> None:
+        self._nodes.clear()
+
 
 class NodeStore:
     """Where the nodes live: ``prefix ‖ u16be(depth) ‖ path masked to depth bits (32 bytes)``
-    maps to ``0x00 ‖ kh ‖ vh`` (a leaf) or ``0x01 ‖ left ‖ right`` (an inner node)."""
+    maps to ``0x00 ‖ kh ‖ vh`` (a leaf) or ``0x01 ‖ left ‖ right`` (an inner node); read
+    through ``cache`` when there is one."""
 
-    __slots__ = ("get", "prefix")
+    __slots__ = ("cache", "get", "heads", "prefix")
 
-    def __init__(self, prefix: bytes, get: Get) -> None:
+    def __init__(self, prefix: bytes, get: Get, cache: NodeCache | None = None) -> None:
         self.prefix = prefix
         self.get = get
+        self.cache = cache
+        # the position's first bytes for each depth, made once rather than per node
+        self.heads = tuple(prefix + d.to_bytes(2, "big") for d in range(MAX_DEPTH + 1))
 
     def at(self, depth: int, path: int) -> bytes:
         """The database key of the node at ``depth`` on ``path`` (the path as an integer)."""
         shift = MAX_DEPTH - depth
-        return self.prefix + depth.to_bytes(2, "big") + ((path >> shift) << shift).to_bytes(32, "big")
+        return self.heads[depth] + ((path >> shift) << shift).to_bytes(32, "big")
 
     def read(self, depth: int, path: int) -> Node | None:
-        raw = self.get(self.at(depth, path))
+        return self.read_at(self.at(depth, path))
+
+    def read_at(self, pos: bytes) -> Node | None:
+        """The node at database key ``pos`` (from :meth:`at`), or None."""
+        cache = self.cache
+        if cache is not None:
+            node = cache.get(pos)
+            if node is not None:
+                return node
+        raw = self.get(pos)
         if raw is None:
             return None
         if len(raw) != 65 or raw[0] > _INNER:
+            depth = int.from_bytes(pos[len(self.prefix):len(self.prefix) + 2], "big")
             raise DecodeError(f"a state tree node at depth {depth} does not decode")
-        return raw[0], raw[1:33], raw[33:]
+        node = raw[0], raw[1:33], raw[33:]
+        if cache is not None:
+            cache.put(pos, node)
+        return node
 
     def root(self) -> bytes:
         node = self.read(0, 0)
@@ -113,80 +180,98 @@ def _split_point(path: int, depth: int) -> int:
 
 class _Update:
     """One descent applying sorted changes; paths are integers, and a subtree's changes are a
-    range of the sorted arrays, split by bisection rather than copied."""
+    range of the sorted arrays, split by bisection rather than copied. Each node's database
+    key is made once, when it is read, and reused for its write."""
 
-    __slots__ = ("paths", "store", "values", "writes")
+    __slots__ = ("at", "paths", "read_at", "values", "writes")
 
     def __init__(self, store: NodeStore, changes: list[tuple[bytes, bytes | None]]) -> None:
-        self.store = store
+        self.at = store.at
+        self.read_at = store.read_at
         self.paths = [int.from_bytes(kh, "big") for kh, _ in changes]
         self.values = changes
         self.writes: dict[bytes, bytes | None] = {}
 
-    def put_leaf(self, depth: int, leaf: Leaf) -> _Result:
-        self.writes[self.store.at(depth, int.from_bytes(leaf[0], "big"))] = (
-            b"\x00" + leaf[0] + leaf[1])
-        return leaf_hash(*leaf), leaf
+    def put_leaf(self, pos: bytes, leaf: Leaf) -> _Result:
+        raw = self.writes[pos] = b"\x00" + leaf[0] + leaf[1]
+        return _h(raw), leaf
 
-    def put_inner(self, depth: int, path: int, left: bytes, right: bytes) -> _Result:
-        self.writes[self.store.at(depth, path)] = b"\x01" + left + right
-        return inner_hash(left, right), None
+    def put_inner(self, pos: bytes, left: bytes, right: bytes) -> _Result:
+        raw = self.writes[pos] = b"\x01" + left + right
+        return _h(raw), None
 
     def build(self, depth: int, leaves: list[tuple[int, Leaf]]) -> _Result:
         """A subtree over ``leaves`` (sorted by path) at a position that held nothing below."""
         if not leaves:
             return EMPTY, None
         if len(leaves) == 1:
-            return self.put_leaf(depth, leaves[0][1])
+            return self.put_leaf(self.at(depth, leaves[0][0]), leaves[0][1])
         if depth >= MAX_DEPTH:
             raise DecodeError("two state keys share a 256-bit path")
         cut = _split_point(leaves[0][0], depth)
         split = bisect.bisect_left(leaves, cut, key=lambda leaf: leaf[0])
         left = self.build(depth + 1, leaves[:split])[0]
         right = self.build(depth + 1, leaves[split:])[0]
-        return self.put_inner(depth, leaves[0][0], left, right)
+        return self.put_inner(self.at(depth, leaves[0][0]), left, right)
 
-    def update(self, depth: int, node: Node | None, lo: int, hi: int) -> _Result:
-        """Apply changes ``lo:hi`` (non-empty, all under this position) to ``node``."""
+    def update(self, depth: int, pos: bytes, node: Node | None, lo: int, hi: int) -> _Result:
+        """Apply changes ``lo:hi`` (non-empty, all under this position, whose database key is
+        ``pos``) to ``node``."""
+        if node is None or node[0] == _LEAF:
+            return self.update_leaf(depth, pos, node, lo, hi)
         paths = self.paths
         here = paths[lo]
-        if node is None or node[0] == _LEAF:
-            merged: dict[bytes, bytes] = {node[1]: node[2]} if node is not None else {}
-            for kh, vh in self.values[lo:hi]:
-                if vh is None:
-                    merged.pop(kh, None)
-                else:
-                    merged[kh] = vh
-            leaves = sorted((int.from_bytes(kh, "big"), (kh, vh)) for kh, vh in merged.items())
-            result = self.build(depth, leaves)
-            if result[0] == EMPTY and node is not None:
-                self.writes[self.store.at(depth, here)] = None
-            return result
         split = bisect.bisect_left(paths, _split_point(here, depth), lo, hi)
-        kids = (node[1], node[2])
-        sides: list[_Result | None] = [None, None]
-        for side, a, b in ((0, lo, split), (1, split, hi)):
-            if a < b:
-                child = self.store.read(depth + 1, paths[a]) if kids[side] != EMPTY else None
-                sides[side] = self.update(depth + 1, child, a, b)
-        hashes = [s[0] if s is not None else kids[i] for i, s in enumerate(sides)]
-        if hashes[0] == EMPTY and hashes[1] == EMPTY:
-            self.writes[self.store.at(depth, here)] = None
+        left, right = node[1], node[2]
+        below = depth + 1
+        went_left = went_right = None
+        if lo < split:
+            at = self.at(below, here)
+            went_left = self.update(below, at, self.read_at(at) if left != EMPTY else None, lo, split)
+            left = went_left[0]
+        if split < hi:
+            at = self.at(below, paths[split])
+            went_right = self.update(below, at, self.read_at(at) if right != EMPTY else None,
+                                     split, hi)
+            right = went_right[0]
+        if left != EMPTY and right != EMPTY:
+            return self.put_inner(pos, left, right)
+        if left == EMPTY and right == EMPTY:
+            self.writes[pos] = None
             return EMPTY, None
-        if EMPTY in hashes:
-            # one child left: if it is a single leaf, it moves up to this position
-            side = 0 if hashes[1] == EMPTY else 1
-            kept = sides[side]
-            flip = 1 << (MAX_DEPTH - 1 - depth)
-            path = here if bool(here & flip) == bool(side) else here ^ flip
-            leaf = kept[1] if kept is not None else self._leaf_at(depth + 1, path)
-            if leaf is not None:
-                self.writes[self.store.at(depth + 1, path)] = None
-                return self.put_leaf(depth, leaf)
-        return self.put_inner(depth, here, hashes[0], hashes[1])
+        # one child left: if it is a single leaf, it moves up to this position
+        side = 0 if right == EMPTY else 1
+        kept = went_right if side else went_left
+        flip = 1 << (MAX_DEPTH - 1 - depth)
+        at = self.at(below, here if bool(here & flip) == bool(side) else here ^ flip)
+        leaf = kept[1] if kept is not None else self._leaf_at(at)
+        if leaf is not None:
+            self.writes[at] = None
+            return self.put_leaf(pos, leaf)
+        return self.put_inner(pos, left, right)
 
-    def _leaf_at(self, depth: int, path: int) -> Leaf | None:
-        node = self.store.read(depth, path)
+    def update_leaf(self, depth: int, pos: bytes, node: Node | None, lo: int, hi: int) -> _Result:
+        """:meth:`update` where the position holds a leaf or nothing: the subtree is built
+        anew from that leaf and the changes."""
+        if hi - lo == 1:
+            kh, vh = self.values[lo]
+            if vh is not None and (node is None or node[1] == kh):
+                # the usual case, one key set where it was or where nothing was: its leaf
+                return self.put_leaf(pos, (kh, vh))
+        merged: dict[bytes, bytes] = {node[1]: node[2]} if node is not None else {}
+        for kh, vh in self.values[lo:hi]:
+            if vh is None:
+                merged.pop(kh, None)
+            else:
+                merged[kh] = vh
+        leaves = sorted((int.from_bytes(kh, "big"), (kh, vh)) for kh, vh in merged.items())
+        result = self.build(depth, leaves)
+        if result[0] == EMPTY and node is not None:
+            self.writes[pos] = None
+        return result
+
+    def _leaf_at(self, pos: bytes) -> Leaf | None:
+        node = self.read_at(pos)
         return (node[1], node[2]) if node is not None and node[0] == _LEAF else None
 
 
@@ -201,7 +286,8 @@ def update(store: NodeStore, changes: Iterable[tuple[bytes, bytes | None]]
     if not by_hash:
         return store.root(), {}
     job = _Update(store, sorted(by_hash.items()))
-    root = job.update(0, store.read(0, 0), 0, len(job.paths))[0]
+    pos = store.at(0, 0)
+    root = job.update(0, pos, store.read_at(pos), 0, len(job.paths))[0]
     return root, job.writes
 
 

@@ -30,6 +30,7 @@ from chain.core.events import event_id
 from chain.core.header import work_of
 from chain.core.params import NetworkParams
 from chain.core.schema import EVENT, HEIGHT, META_REINDEX, TIP, UNDO
+from chain.core.statetree import NodeCache
 from globaltree.fold import apply_block
 from globaltree.proofs import StateProof, prove_query
 from globaltree.queries import GlobalTree
@@ -58,6 +59,8 @@ class ChainState:
         self.store = LedgerStore(datadir / "chain", params.name)
         self.checker = EventChecker(params, verify_threads)
         self.tree = GlobalTree(self.store.db)
+        # the state tree's upper nodes, kept across blocks; fed only with committed batches
+        self.nodes = NodeCache()
         self.listeners: list[Listener] = []
         self._seq = itertools.count()
         self._arrival: dict[bytes, int] = {}
@@ -83,9 +86,10 @@ class ChainState:
             self.activate_best_chain()
 
     def view(self) -> StateView:
-        """A fresh view of the global tree at the tip: reads go to LevelDB, writes stay in the
-        view (a block being checked, the mempool's next-block fold, a template)."""
-        return StateView(self.store.db)
+        """A fresh view of the global tree at the tip: reads go to LevelDB (the state tree's
+        nodes through the node cache: views belong to the chain's thread), writes stay in the view
+        (a block being checked, the mempool's next-block fold, a template)."""
+        return StateView(self.store.db, self.nodes)
 
     def close(self) -> None:
         self.checker.close()
@@ -261,7 +265,7 @@ class ChainState:
         view = self.view()
         apply_block(view, self.params, block, entry.height, self.store.hash_at, ids)
         batch = self.store.batch()
-        undo, root = view.commit(batch)
+        undo, root, nodes = view.commit(batch)
         if root != block.header.state_root:
             raise BadStateRoot(f"state root {root.hex()} after the block, header says"
                                f" {block.header.state_root.hex()}")
@@ -272,6 +276,7 @@ class ChainState:
                                    Status.CONNECTED_ONCE)
             self.store.put_index(connected, batch)
         batch.commit()  # a failed write (a full disk) leaves memory as it was, too
+        self.nodes.committed(nodes)
         if first_time:
             entry.status = Status.CONNECTED_ONCE
         self.tip = entry
@@ -289,11 +294,13 @@ class ChainState:
         ids = [event_id(self.params.chain_id, e) for e in block.events]
         batch = self.store.batch()
         parent = self.index[entry.header.prev]
-        if apply_undo(undo, self.store.db, batch) != parent.header.state_root:
+        root, nodes = apply_undo(undo, self.store.db, batch, self.nodes)
+        if root != parent.header.state_root:
             raise CorruptLedger(f"undoing {entry.hash[::-1].hex()} does not restore its parent's"
                                 " state root; run reindex")
         self.store.disconnect_keys(batch, entry.hash, entry.header.prev, entry.height, ids)
         batch.commit()
+        self.nodes.committed(nodes)
         self.tip = self.index[entry.header.prev]
         for listener in self.listeners:
             listener("disconnect", block, entry.height)
@@ -327,6 +334,7 @@ class ChainState:
         assert target_hash is not None
         target = self.index[target_hash]
         self.store.wipe_prefixes(STATE_PREFIXES + [UNDO, EVENT, HEIGHT, TIP])
+        self.nodes.clear()
         path = []
         cur: IndexEntry | None = target
         while cur is not None:

@@ -1,7 +1,8 @@
 """The state tree's properties: its shape depends only on the keys and values (so updates in
 any batches, deletions included, reach the nodes of a fresh build); every present key has a
 membership proof and every other key an absence proof; any one-bit change to a proof or a
-value is refused; every network's genesis header commits to its genesis state."""
+value is refused; every network's genesis header commits to its genesis state; a node cache of
+any size, fed with each batch's node writes, gives the same nodes as reading the database."""
 
 from __future__ import annotations
 
@@ -27,13 +28,16 @@ batches = st.lists(st.dictionaries(keys, st.one_of(st.none(), values), max_size=
                    min_size=1, max_size=8)
 
 
-def apply(db: MemoryDB, changes: dict[bytes, bytes | None]) -> bytes:
-    root, writes = statetree.update(node_store(db), changes.items())
+def apply(db: MemoryDB, changes: dict[bytes, bytes | None],
+          cache: statetree.NodeCache | None = None) -> bytes:
+    root, writes = statetree.update(node_store(db, cache), changes.items())
     for pos, node in writes.items():
         if node is None:
             db.delete(pos)
         else:
             db.put(pos, node)
+    if cache is not None:
+        cache.committed(writes)
     return root
 
 
@@ -52,6 +56,35 @@ def test_updates_in_batches_reach_the_fresh_tree(steps: list[dict[bytes, bytes |
         fresh = MemoryDB()
         assert apply(fresh, dict(state.items())) == root == state_root(db)
         assert fresh.data == db.data  # the same nodes, not only the same root
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches, st.integers(1, 6))
+def test_updates_through_a_small_cache_match_the_database(
+        steps: list[dict[bytes, bytes | None]], capacity: int) -> None:
+    """A cache evicting all the time (and a root read between batches, as a block template
+    does) changes nothing: the same roots and nodes as updates that read only the database."""
+    cached, plain = MemoryDB(), MemoryDB()
+    cache = statetree.NodeCache(capacity)
+    for changes in steps:
+        assert apply(cached, changes, cache) == apply(plain, changes)
+        assert len(cache) <= capacity
+        assert statetree.update(node_store(cached, cache), [])[0] == state_root(plain)
+        assert cached.data == plain.data
+
+
+def test_the_node_cache_evicts_the_least_recently_used() -> None:
+    leaf = (0, b"\x01" * 32, b"\x02" * 32)
+    inner = (1, b"\x03" * 32, b"\x04" * 32)
+    cache = statetree.NodeCache(2)
+    cache.put(b"a", leaf)
+    cache.put(b"b", inner)
+    assert cache.get(b"a") == leaf  # now the most recently used
+    cache.committed({b"c": b"\x01" + b"\x05" * 64})  # evicts b
+    assert cache.get(b"b") is None
+    assert cache.get(b"c") == (1, b"\x05" * 32, b"\x05" * 32)
+    cache.committed({b"a": None, b"d": b"\x00" + b"\x06" * 64})  # a deleted in the database
+    assert cache.get(b"a") is None and len(cache) == 2
 
 
 @settings(max_examples=100, deadline=None)
