@@ -242,6 +242,7 @@ class OwnerAgent:
         self.parity_dir = self.root / "parity"
         #: the fragments of the blocks being served, by path: the version and its coder
         self._frags: dict[str, tuple[bytes, RecordFragments]] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
         self._listener = proto.Listener(self.key, chain.chain_id, self._handle)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -549,11 +550,14 @@ class OwnerAgent:
         """Fragment ``index`` of the entry's version, as views to send: coded from the local
         record (checked against its root the first time), or, the record lost, from the
         record rebuilt from any ``k`` hosts and kept again."""
-        cached = self._frags.get(entry.path)
-        if cached is None or cached[0] != entry.version:
-            self._drop_fragments(entry.path)
-            cached = (entry.version, await self._open_record(entry))
-            self._frags[entry.path] = cached
+        # one opening (or rebuild from hosts) at a time per path: fetches of two fragments of
+        # one block arrive together, and both need the same record
+        async with self._opening.setdefault(entry.path, asyncio.Lock()):
+            cached = self._frags.get(entry.path)
+            if cached is None or cached[0] != entry.version:
+                self._drop_fragments(entry.path)
+                cached = (entry.version, await self._open_record(entry))
+                self._frags[entry.path] = cached
         coded = cached[1]
         if index not in coded.ready:
             roots = await asyncio.to_thread(coded.encode, (index,), entry.leaf_size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,8 +256,10 @@ async def get_to_file(chain: ChainClient, key: KeyPair, path: str, output: Path,
     left behind on failure.
     """
     place = await placement(chain, path)
-    parts = output.with_name(f".{output.name}.fragments")
-    part = output.with_name(f".{output.name}.part")
+    # names of their own: another get of the same output must not truncate a file mapped here
+    token = secrets.token_hex(6)
+    parts = output.with_name(f".{output.name}.{token}.fragments")
+    part = output.with_name(f".{output.name}.{token}.part")
     try:
         with open(parts, "w+b") as fh:
             block = await _fetch_to_file(chain, key, place, fh, progress, errors)
@@ -280,7 +283,7 @@ async def fetch_record_file(chain: ChainClient, key: KeyPair, path: str, version
     place = await placement(chain, path)
     if place.version != version:
         raise IntegrityError(f"hosts hold another version of {path}")
-    tmp = target.with_name(f".{target.name}.rebuilt.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "w+b") as fh:
