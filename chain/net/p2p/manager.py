@@ -74,6 +74,8 @@ from chain.node.core import NodeCore
 
 log = logging.getLogger("blockcoin.p2p")
 
+DIAL_TIMEOUT = 10.0  # seconds for a dialled peer to answer the WebSocket upgrade
+
 AGENT = "blockcoin/0.1"
 HELLO_TIMEOUT = 10.0
 PING_TIMEOUT = 30.0
@@ -232,10 +234,13 @@ class PeerManager:
             url_host = f"[{host}]" if ":" in host else host
             assert self._session is not None
             try:
-                ws = await self._session.ws_connect(
-                    f"http://{url_host}:{port}/p2p", max_msg_size=WS_MAX_MSG_SIZE,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0), heartbeat=None,
-                    autoping=True)
+                # bounded: a peer that takes the connection and never answers the upgrade would
+                # otherwise keep this address "dialing", never to be tried again
+                async with asyncio.timeout(DIAL_TIMEOUT):
+                    ws = await self._session.ws_connect(
+                        f"http://{url_host}:{port}/p2p", max_msg_size=WS_MAX_MSG_SIZE,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0), heartbeat=None,
+                        autoping=True)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 self.addrman.failure(address)
                 log.debug("cannot reach %s: %s", address, exc)
