@@ -13,6 +13,8 @@ must not disagree on which events are valid.
 
 from __future__ import annotations
 
+import functools
+
 from chain.core.errors import BadEvent
 from chain.core.principal import Principal
 
@@ -50,12 +52,23 @@ def check_path(path: str) -> Principal:
     for part in parts:
         if part in ("", ".", "..") or not visible(part):
             raise BadEvent(f"bad path segment {part!r} in {path!r}")
+    owner = _tree_owner(parts[0])
+    if isinstance(owner, str):
+        raise BadEvent(f"a path {owner}: {path!r}")
+    return owner
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree_owner(segment: str) -> Principal | str:
+    """The principal a path's first segment names, or what is wrong with it; parsed once per
+    distinct segment: a block's offers and stores name a few owners many times over, and a
+    parse is two base32 conversions and two hashes."""
     try:
-        owner = Principal.parse(parts[0])
-    except Exception as exc:
-        raise BadEvent(f"a path starts with its blocktree's principal: {path!r}") from exc
-    if str(owner) != parts[0]:
-        raise BadEvent(f"a path names its owner in the principal's one text form: {path!r}")
+        owner = Principal.parse(segment)
+    except Exception:
+        return "starts with its blocktree's principal"
+    if str(owner) != segment:
+        return "names its owner in the principal's one text form"
     return owner
 
 

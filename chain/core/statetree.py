@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from chain.core.encoding import Reader, Writer, decode_all
@@ -67,51 +66,60 @@ def _masked(kh: bytes, depth: int) -> bytes:
 
 Node = tuple[int, bytes, bytes]  # (kind, key hash or left, value hash or right)
 
-#: How many nodes a :class:`NodeCache` holds by default: every node of the top 16 levels
-#: (the ones each block's changes pass through), in about 25 MB.
-CACHE_NODES = 1 << 16
+#: The levels a :class:`NodeCache` holds by default: depths 0 to 16, at most 2^17 - 1 nodes
+#: (about 28 MB), the ones every block's changes pass through once the tree has a few
+#: hundred thousand keys.
+CACHE_DEPTH = 16
 
 
 class NodeCache:
-    """Decoded nodes by database position, least recently used evicted first, kept across
-    blocks so that the upper levels every update passes through are not read and decoded
-    from the database again and again.
+    """The raw nodes of the tree's top levels (depth at most ``depth``) by database position,
+    kept across blocks so that the levels every update passes through are not read from the
+    database again and again. Deeper nodes are not kept: below the top levels a block's keys
+    are spread at random, a node read by one block is seldom read by the next, and keeping
+    them would only churn the cache (an LRU over all levels spent more time evicting than it
+    saved). The top levels bound the cache's size by themselves: nothing is ever evicted.
 
     It must only ever hold what the database holds: it is filled by reads, and an update's
     node writes enter it through :meth:`committed` once their batch has landed (never
     before: a block refused after its update leaves the database, and so the cache, as they
     were). Whoever changes the nodes any other way (a wipe) calls :meth:`clear`."""
 
-    __slots__ = ("_nodes", "capacity")
+    __slots__ = ("_nodes", "depth")
 
-    def __init__(self, capacity: int = CACHE_NODES) -> None:
-        self.capacity = capacity
-        self._nodes: OrderedDict[bytes, Node] = OrderedDict()
+    def __init__(self, depth: int = CACHE_DEPTH) -> None:
+        self.depth = depth
+        self._nodes: dict[bytes, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def get(self, pos: bytes) -> Node | None:
-        node = self._nodes.get(pos)
-        if node is not None:
-            self._nodes.move_to_end(pos)
-        return node
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._nodes)
 
-    def put(self, pos: bytes, node: Node) -> None:
-        nodes = self._nodes
-        nodes[pos] = node
-        nodes.move_to_end(pos)
-        if len(nodes) > self.capacity:
-            nodes.popitem(last=False)
+    def holds(self, pos: bytes) -> bool:
+        """Whether the node at database key ``pos`` belongs in the cache: a position ends with
+        its depth (u16be) and a 32-byte path."""
+        return pos[-34] == 0 and pos[-33] <= self.depth
+
+    def get(self, pos: bytes) -> bytes | None:
+        return self._nodes.get(pos)
+
+    def put(self, pos: bytes, raw: bytes) -> None:
+        """Keep the node ``raw`` read at ``pos`` (if it belongs in the cache)."""
+        if self.holds(pos):
+            self._nodes[pos] = raw
 
     def committed(self, writes: dict[bytes, bytes | None]) -> None:
         """Take in node writes (from :func:`update`) that the database now holds."""
         nodes = self._nodes
+        holds = self.holds
         for pos, raw in writes.items():
-            if raw is None:
-                nodes.pop(pos, None)
-            else:
-                self.put(pos, (raw[0], raw[1:33], raw[33:]))
+            if holds(pos):
+                if raw is None:
+                    nodes.pop(pos, None)
+                else:
+                    nodes[pos] = raw
 
     def clear(self) -> None:
         self._nodes.clear()
@@ -142,20 +150,17 @@ class NodeStore:
     def read_at(self, pos: bytes) -> Node | None:
         """The node at database key ``pos`` (from :meth:`at`), or None."""
         cache = self.cache
-        if cache is not None:
-            node = cache.get(pos)
-            if node is not None:
-                return node
-        raw = self.get(pos)
+        raw = cache.get(pos) if cache is not None else None
         if raw is None:
-            return None
-        if len(raw) != 65 or raw[0] > _INNER:
-            depth = int.from_bytes(pos[len(self.prefix):len(self.prefix) + 2], "big")
-            raise DecodeError(f"a state tree node at depth {depth} does not decode")
-        node = raw[0], raw[1:33], raw[33:]
-        if cache is not None:
-            cache.put(pos, node)
-        return node
+            raw = self.get(pos)
+            if raw is None:
+                return None
+            if len(raw) != 65 or raw[0] > _INNER:
+                depth = int.from_bytes(pos[len(self.prefix):len(self.prefix) + 2], "big")
+                raise DecodeError(f"a state tree node at depth {depth} does not decode")
+            if cache is not None:
+                cache.put(pos, raw)
+        return raw[0], raw[1:33], raw[33:]
 
     def root(self) -> bytes:
         node = self.read(0, 0)

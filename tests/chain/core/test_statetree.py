@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from chain.core import statetree
 from chain.core.errors import DecodeError
 from chain.core.params import NETWORKS
-from chain.core.schema import HEIGHT
+from chain.core.schema import HEIGHT, TREE
 from chain.core.statetree import Proof, prove, verify
 from globaltree.fold import genesis_state
 from globaltree.view import MemoryDB, node_store, state_root
@@ -59,32 +59,37 @@ def test_updates_in_batches_reach_the_fresh_tree(steps: list[dict[bytes, bytes |
 
 
 @settings(max_examples=100, deadline=None)
-@given(batches, st.integers(1, 6))
-def test_updates_through_a_small_cache_match_the_database(
-        steps: list[dict[bytes, bytes | None]], capacity: int) -> None:
-    """A cache evicting all the time (and a root read between batches, as a block template
-    does) changes nothing: the same roots and nodes as updates that read only the database."""
+@given(batches, st.integers(0, 6))
+def test_updates_through_the_cache_match_the_database(
+        steps: list[dict[bytes, bytes | None]], depth: int) -> None:
+    """A cache of the top ``depth`` levels (and a root read between batches, as a block
+    template does) changes nothing: the same roots and nodes as updates that read only the
+    database, and the cache holds exactly the database's nodes of those levels."""
     cached, plain = MemoryDB(), MemoryDB()
-    cache = statetree.NodeCache(capacity)
+    cache = statetree.NodeCache(depth)
     for changes in steps:
         assert apply(cached, changes, cache) == apply(plain, changes)
-        assert len(cache) <= capacity
         assert statetree.update(node_store(cached, cache), [])[0] == state_root(plain)
         assert cached.data == plain.data
+        for pos in cache:
+            assert cache.get(pos) == plain.data[pos] and cache.holds(pos)
+            assert pos[-33] <= depth and pos[-34] == 0
 
 
-def test_the_node_cache_evicts_the_least_recently_used() -> None:
-    leaf = (0, b"\x01" * 32, b"\x02" * 32)
-    inner = (1, b"\x03" * 32, b"\x04" * 32)
+def test_the_node_cache_keeps_only_the_top_levels() -> None:
+    def pos(depth: int) -> bytes:
+        return TREE + depth.to_bytes(2, "big") + bytes(32)
+
     cache = statetree.NodeCache(2)
-    cache.put(b"a", leaf)
-    cache.put(b"b", inner)
-    assert cache.get(b"a") == leaf  # now the most recently used
-    cache.committed({b"c": b"\x01" + b"\x05" * 64})  # evicts b
-    assert cache.get(b"b") is None
-    assert cache.get(b"c") == (1, b"\x05" * 32, b"\x05" * 32)
-    cache.committed({b"a": None, b"d": b"\x00" + b"\x06" * 64})  # a deleted in the database
-    assert cache.get(b"a") is None and len(cache) == 2
+    cache.put(pos(1), b"\x00" + b"\x01" * 64)
+    cache.put(pos(3), b"\x00" + b"\x02" * 64)  # below the cached levels: not kept
+    cache.committed({pos(2): b"\x01" + b"\x05" * 64, pos(200): b"\x01" + b"\x06" * 64,
+                     pos(256): b"\x01" + b"\x07" * 64})
+    assert cache.get(pos(1)) == b"\x00" + b"\x01" * 64
+    assert cache.get(pos(2)) == b"\x01" + b"\x05" * 64
+    assert cache.get(pos(3)) is None and cache.get(pos(200)) is None and cache.get(pos(256)) is None
+    cache.committed({pos(1): None})  # deleted in the database
+    assert cache.get(pos(1)) is None and len(cache) == 1
 
 
 @settings(max_examples=100, deadline=None)

@@ -11,7 +11,7 @@ import pytest
 from chain.core.errors import BadStateRoot
 from chain.core.events import SignedEvent, Transfer
 from chain.core.keys import KeyPair
-from chain.core.statetree import CACHE_NODES
+from chain.core.statetree import CACHE_DEPTH
 from chain.node.chainstate import ChainState
 from globaltree.view import state_root
 from tests.framework.chainkit import DEV, P, make_block, open_chain, reference_fold, sign, state_dump
@@ -24,10 +24,11 @@ def matches_fresh_fold(chain: ChainState) -> None:
     assert state_root(chain.store.db) == chain.tip.header.state_root
 
 
-@pytest.mark.parametrize("capacity", [2, CACHE_NODES])
-def test_refused_root_reorg_and_reindex_with_a_warm_cache(tmp_path: Path, capacity: int) -> None:
+@pytest.mark.parametrize("depth", [1, CACHE_DEPTH])
+def test_refused_root_reorg_and_reindex_with_a_warm_cache(tmp_path: Path, depth: int) -> None:
     chain = open_chain(tmp_path / "n")
-    chain.nodes.capacity = capacity
+    chain.nodes.depth = depth
+    chain.nodes.clear()  # what it read at open with the default depth
     nonces = [0, 0]
 
     def pay(sender: int, to: int, amount: int) -> SignedEvent:
