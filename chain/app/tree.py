@@ -192,7 +192,7 @@ def _placement(
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
     in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
 ) -> Placement:
-    return Placement(locate(net, datadir), Reach(api, token, node, in_process, mine_every),
+    return Placement(locate(net, datadir), Reach.of(api, token, node, in_process, mine_every),
                      _options(k, n, price, collateral, periods, period_blocks), wait, yes,
                      listen, log_level, as_json)
 
@@ -299,7 +299,7 @@ def tree_get(
     wanted = pick_version(index, full, version) if version is not None else None
 
     async def go() -> tuple[str, bytes, str]:
-        async with connect(where.params, home, Reach(api, token, node, in_process)) as chain:
+        async with connect(where.params, home, Reach.of(api, token, node, in_process)) as chain:
             opener = Opener(chain, me.key, BlockStore(home / "store" / "blocks"))
             if wanted is not None:
                 try:
@@ -386,7 +386,7 @@ def tree_rm(
         raise BlockNotFound(f"{full} is not in this tree")
 
     async def go() -> dict[str, Any]:
-        async with locked_chain(where, Reach(api, token, node, in_process), home / "store",
+        async with locked_chain(where, Reach.of(api, token, node, in_process), home / "store",
                                 STORE_LOCK) as chain:
             agent = OwnerAgent(home, me.signer(), chain)
             try:
@@ -464,7 +464,7 @@ def tree_announce(
                                 "127.0.0.1:0")
 
     async def go() -> dict[str, Any]:
-        async with locked_chain(where, Reach(api, token, node, in_process, mine_every),
+        async with locked_chain(where, Reach.of(api, token, node, in_process, mine_every),
                                 home / "store", STORE_LOCK) as chain:
             owner_log_level(where, log_level)
             agent = OwnerAgent(home, _me(where).signer(), chain, bind, port)
