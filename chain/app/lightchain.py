@@ -2,9 +2,9 @@
 that keeps only headers and acts on nothing a full node says unless those headers vouch for it.
 
 An owner or host agent needs balances, contracts and a path's holders, not the whole chain, so
-``blockcoin store ... --light`` and ``blockcoin host start --light`` run on the data
-directory's light client (:class:`~chain.app.light.LightClient`, ``DATADIR/light``) and ask a
-full node's API, which need not be trusted. How each answer is checked:
+``blockcoin store ... --light``, ``blockcoin host start --light`` and ``blockcoin tree ...
+--light`` run on the data directory's light client (:class:`~chain.app.light.LightClient`,
+``DATADIR/light``) and ask a full node's API, which need not be trusted. How each answer is checked:
 
 - the tip and the hash of a block at a height come from this client's own header chain, kept
   in sync from the ``--peer`` full nodes while the agent runs (proof of work, most work wins);
