@@ -15,6 +15,7 @@ The storage agents run on the same client with ``--light`` (:mod:`chain.app.ligh
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import time
@@ -135,17 +136,22 @@ class LightClient:
         return self.dir / HEADERS_FILE
 
     def _load(self) -> None:
-        """Re-check the saved headers (proof of work and all): the file is only a cache."""
+        """Re-check the saved headers (proof of work and all): the file is only a cache. A
+        trailing partial header is an append that was cut short: it is left out here, and the
+        next :meth:`save` cuts it off."""
         try:
-            raw = self.file.read_bytes()
+            with self.file.open("rb") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # not halfway through another's save
+                raw = f.read()
         except FileNotFoundError:
             return
         except OSError as exc:
             raise LightClientError(f"cannot read {self.file}: {exc.strerror}") from exc
+        whole = len(raw) // HEADER_SIZE
         if len(raw) % HEADER_SIZE:
-            raise LightClientError(f"{self.file} is not a whole number of headers; delete it")
-        r = Reader(raw)
-        headers = [Header.decode(r.fixed(HEADER_SIZE)) for _ in range(len(raw) // HEADER_SIZE)]
+            log.info("%s ends in a partial header (an interrupted save): left out", self.file)
+        r = Reader(raw[: whole * HEADER_SIZE])
+        headers = [Header.decode(r.fixed(HEADER_SIZE)) for _ in range(whole)]
         for i in range(0, len(headers), MAX_HEADERS):
             try:
                 self.tree.add_headers(headers[i : i + MAX_HEADERS])
@@ -153,14 +159,57 @@ class LightClient:
                 raise LightClientError(f"{self.file} holds a bad header ({exc}); delete it") from exc
 
     def save(self) -> None:
-        """The best header chain from height 1, written whole then renamed into place (the
-        temporary file is this process's own: an owner and a host agent of one data directory
-        share the store, and the last to save wins with a whole, checked chain)."""
+        """Bring the file to the best header chain from height 1, writing only what differs:
+        the headers above the file's last one when the chain only grew (the usual case), or,
+        after a reorganisation below the saved tip, the file cut back to the fork and the new
+        branch appended. An owner and a host agent of one data directory share the file: each
+        save holds an exclusive ``flock`` on it and reads its length under the lock, so every
+        save sees the other's last one; a file already holding this chain and more (the other
+        process is ahead) is left as it is."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        data = b"".join(self.tree.nodes[h].header.encode() for h in self.tree.best_chain[1:])
-        tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(self.file)
+        chain = self.tree.best_chain
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            whole = size // HEADER_SIZE
+            keep = self._saved_prefix(fd, min(whole, len(chain) - 1))
+            if keep == len(chain) - 1:
+                if size % HEADER_SIZE:
+                    os.ftruncate(fd, whole * HEADER_SIZE)
+                    os.fsync(fd)
+                return
+            if size != keep * HEADER_SIZE:
+                os.ftruncate(fd, keep * HEADER_SIZE)
+            data = b"".join(self.tree.nodes[h].header.encode() for h in chain[keep + 1 :])
+            offset = keep * HEADER_SIZE
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # and the lock with it
+
+    def _saved_prefix(self, fd: int, top: int) -> int:
+        """The greatest height ``h <= top`` up to which the file holds this client's best
+        chain. The file is one chain (each save leaves one), so the headers it shares with
+        ours are a prefix: the last one is checked first, then a binary search finds a fork."""
+
+        def same(height: int) -> bool:
+            ours = self.tree.nodes[self.tree.best_chain[height]].header.encode()
+            return os.pread(fd, HEADER_SIZE, (height - 1) * HEADER_SIZE) == ours
+
+        if top == 0 or same(top):
+            return top
+        lo, hi = 0, top - 1  # same(lo) holds (height 0: nothing saved), same(hi + 1) does not
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if same(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     @property
     def tip(self) -> tuple[int, bytes]:

@@ -10,7 +10,9 @@ error naming it, never silently replaced; for regtest experiments without any no
 ``--light`` runs the agent on the data directory's light client instead of trusting the node:
 headers only (``DATADIR/light``), synced from each ``--peer`` while it runs, and every answer
 the agent relies on checked against them by proof (:mod:`chain.app.lightchain`); the node
-named as above is still asked, and still takes the signed events, but a lie is refused.
+named as above is still asked, and still takes the signed events, but a lie is refused. With
+``--light``, ``--api`` may name several nodes (one ``--token`` each, in the same order): a
+node whose answer is refused, or that does not answer, is left for the next.
 
 One writer per directory: ``store put/serve/extend/release`` hold ``DATADIR/store/LOCK`` and
 ``host start`` holds ``DATADIR/host/LOCK`` for as long as they run (:mod:`chain.core.dirlock`);
@@ -35,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -58,15 +60,23 @@ from storage_market.crypto import full_path, plaintext_length
 from storage_market.host import HostAgent, HostPolicy, load_policy, save_policy, starting_policy
 from storage_market.owner import BlockEntry, OwnerAgent, StoreOptions
 
+if TYPE_CHECKING:
+    from storage_market.httpclient import HttpChain
+
 store_app = typer.Typer(help="Store files on the market: put, get, status, serve, extend, "
                              "release.", no_args_is_help=True)
 host_app = typer.Typer(help="Sell storage: run a host, show its contracts and earnings.",
                        no_args_is_help=True)
 
-ApiOpt = Annotated[str | None, typer.Option(
-    "--api", envvar="BLOCKCOIN_API_URL", help="A node's API, http://host:port.")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="BLOCKCOIN_API_TOKEN", help="That node's API token (its api.cookie).")]
+ApiOpt = Annotated[list[str] | None, typer.Option(
+    "--api", envvar="BLOCKCOIN_API_URL", show_default=False,
+    help="A node's API, http://host:port. With --light, give it again for more nodes, in "
+         "order of preference: when one's answer is refused or it does not answer, the next "
+         "is asked.")]
+TokenOpt = Annotated[list[str] | None, typer.Option(
+    "--token", envvar="BLOCKCOIN_API_TOKEN", show_default=False,
+    help="That node's API token (its api.cookie); with several --api, one --token for each, "
+         "in the same order ('' for a node that only answers).")]
 NodeOpt = Annotated[Path | None, typer.Option(
     "--node", help="Data directory of the running node to use (default: --datadir).")]
 InProcessOpt = Annotated[bool, typer.Option(
@@ -96,13 +106,30 @@ FUND_WAIT = 600.0  # seconds a host waits for its funding to be mined
 class Reach:
     """How a command reaches the chain (see the module docstring)."""
 
-    api: str | None = None
-    token: str | None = None
+    apis: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()
     node: Path | None = None
     in_process: bool = False
     mine_every: float = 0.0
     light: bool = False
     peers: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, api: list[str] | None, token: list[str] | None, node: Path | None,
+           in_process: bool, mine_every: float = 0.0, light: bool = False,
+           peer: list[str] | None = None) -> Reach:
+        """From the command line's options."""
+        return cls(tuple(api or ()), tuple(token or ()), node, in_process, mine_every, light,
+                   tuple(peer or ()))
+
+    def api_tokens(self) -> list[str | None]:
+        """The token of each ``--api``, in order (none given: none sent)."""
+        if not self.tokens:
+            return [None] * len(self.apis)
+        if len(self.tokens) != len(self.apis):
+            raise ConfigError("give --token once for each --api, in the same order (--token '' "
+                              "for a node whose token you lack), or not at all")
+        return [t or None for t in self.tokens]
 
 
 @contextlib.asynccontextmanager
@@ -110,7 +137,7 @@ async def connect(params: NetworkParams, datadir: Path, reach: Reach) -> AsyncIt
     """The chain client to use, checked to answer before any work starts."""
     from chain.app.light import LightClient
     from chain.app.lightchain import LightChain
-    from storage_market.httpclient import HttpChain, NodeApiError
+    from storage_market.httpclient import HttpChain
 
     if reach.mine_every > 0 and not reach.in_process:
         raise ConfigError("--mine-every runs with --in-process only (a node mines with "
@@ -118,42 +145,70 @@ async def connect(params: NetworkParams, datadir: Path, reach: Reach) -> AsyncIt
     if reach.light != bool(reach.peers):
         raise ConfigError("--light syncs headers from full nodes: name one with --peer HOST:PORT"
                           if reach.light else "--peer is for --light")
+    if len(reach.apis) > 1 and not reach.light:
+        raise ConfigError("several --api are for --light (an agent that trusts its node asks "
+                          "that one)")
     client: ChainClient
-    http: HttpChain | None = None
+    nodes: list[tuple[HttpChain, str]] = []  # each node's client, and where it was found
     if reach.in_process:
         if params.name != "regtest":
             raise ConfigError("--in-process is for regtest experiments only")
-        if reach.api or reach.node or reach.light:
+        if reach.apis or reach.node or reach.light:
             raise ConfigError("--in-process runs its own chain: drop --api, --node and --light")
         from storage_market.inprocess import InProcessChain
 
         inproc = InProcessChain.open(datadir, params)
         if reach.mine_every > 0:
             inproc.start_mining(reach.mine_every)
-        client, source = inproc, "in process"
-    elif reach.api:
-        http, source = HttpChain(reach.api, params, reach.token), f"--api {reach.api}"
+        client = inproc
+    elif reach.apis:
+        nodes = [(HttpChain(url, params, token), f"--api {url}")
+                 for url, token in zip(reach.apis, reach.api_tokens(), strict=True)]
     else:
         nodedir = reach.node or datadir
         if reach.node is not None and not (reach.node / "config.toml").exists():
             raise ConfigError(f"--node {reach.node}: not a node's data directory")
-        http = HttpChain.for_datadir(nodedir, params)
-        source = f"found in {nodedir / 'node.json'}; is that node still running?"
-    if http is not None and reach.light:
-        client = LightChain(LightClient(datadir, params), http, list(reach.peers))
-    elif http is not None:
-        client = http
+        nodes = [(HttpChain.for_datadir(nodedir, params),
+                  f"found in {nodedir / 'node.json'}; is that node still running?")]
+    if nodes and reach.light:
+        client = LightChain(LightClient(datadir, params), [http for http, _ in nodes],
+                            list(reach.peers))
+    elif nodes:
+        client = nodes[0][0]
     try:
-        if http is not None:
-            try:
-                await http.check_network()
-            except NodeApiError as exc:
-                raise ConfigError(f"{exc} ({source})") from None
+        if nodes:
+            answering = await _answering(nodes)
+            if isinstance(client, LightChain):
+                client.nodes = answering + [n for n in client.nodes if n not in answering]
         if isinstance(client, LightChain):
             await client.start()
         yield client
     finally:
         await client.close()
+
+
+async def _answering(nodes: list[tuple[HttpChain, str]]) -> list[HttpChain]:
+    """The nodes that answer and run this client's network, in the order given; with several,
+    one that does not is named in one line on the log (a light agent asks it after the others),
+    and none answering is the first one's error."""
+    from chain.app.light import log
+    from storage_market.httpclient import NodeApiError
+
+    answering: list[HttpChain] = []
+    first: ConfigError | None = None
+    for http, source in nodes:
+        try:
+            await http.check_network()
+        except NodeApiError as exc:
+            first = first or ConfigError(f"{exc} ({source})")
+            if len(nodes) > 1:
+                log.warning("%s (%s): asking the other nodes first", exc, source)
+            continue
+        answering.append(http)
+    if not answering:
+        assert first is not None
+        raise first
+    return answering
 
 
 @contextlib.asynccontextmanager
@@ -257,7 +312,7 @@ def store_put(
     options.check()
     bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
     full = full_path(key.principal.root_path, path)
-    reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
+    reach = Reach.of(api, token, node, in_process, mine_every, light, peer)
     with file.open("rb") as data:
         size = plaintext_length(data)
         cost = put_cost(key, where.params, full, size, k, n, options.price, options.collateral,
@@ -350,7 +405,7 @@ def store_serve(
     key = owner_key(home)
     bind, port = listen_address(listen, where.config.store.listen if where.config else "127.0.0.1:0")
 
-    reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
+    reach = Reach.of(api, token, node, in_process, mine_every, light, peer)
 
     async def go() -> None:
         async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
@@ -395,7 +450,7 @@ def store_get(
     if not output.parent.is_dir():
         raise ConfigError(f"cannot write {output}: {output.parent} is not a directory")
 
-    reach = Reach(api, token, node, in_process, light=light, peers=tuple(peer or ()))
+    reach = Reach.of(api, token, node, in_process, light=light, peer=peer)
 
     async def go() -> dict[str, Any]:
         async with connect(where.params, home, reach) as chain:
@@ -431,7 +486,7 @@ def store_release(
     async def op(owner: OwnerAgent) -> dict[str, Any]:
         return {"path": full, "released": await owner.release(full)}
 
-    reach = Reach(api, token, node, in_process, light=light, peers=tuple(peer or ()))
+    reach = Reach.of(api, token, node, in_process, light=light, peer=peer)
     result = _with_owner(where, reach, key, full, op)
     emit(as_json, result, f"{result['path']}: released {result['released']} contract(s)")
 
@@ -454,7 +509,7 @@ def store_extend(
         done = await owner.extend(full, periods)
         return {"path": full, "extended": done, "periods_added": periods, "notes": owner.events}
 
-    reach = Reach(api, token, node, in_process, light=light, peers=tuple(peer or ()))
+    reach = Reach.of(api, token, node, in_process, light=light, peer=peer)
     result = _with_owner(where, reach, key, full, op)
     if not result["extended"]:
         fail(f"{full}: no contract was extended"
@@ -596,7 +651,7 @@ def host_start(
                             parse_amount(cap, allow_zero=True) if cap is not None else None,
                             Principal.parse(payee) if payee else _wallet_principal(home))
     policy, live = starting_policy(home, configured, flags)
-    reach = Reach(api, token, node, in_process, mine_every, light, tuple(peer or ()))
+    reach = Reach.of(api, token, node, in_process, mine_every, light, peer)
 
     async def go() -> None:
         async with locked_chain(where, reach, home / "host", HOST_LOCK) as chain:

@@ -6,6 +6,10 @@ for the newest version and fetches what is not kept locally from its hosts. Comm
 blocks run the owner agent for as long as the hosts take to fetch them (like ``store put``),
 hold ``DATADIR/store/LOCK`` meanwhile, state what each block escrows and want ``--yes`` (or a
 yes on a terminal) before spending. See :mod:`storage_market.tree` for the model.
+
+``--light --peer HOST:PORT`` runs a command that reaches the chain on the data directory's
+light client (:mod:`chain.app.lightchain`): what it acts on is proven against its own headers.
+``unshare`` and ``revoke`` refuse it (:func:`refuse_light`).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from chain.app.storage import (
     STORE_LOCK,
     ApiOpt,
     InProcessOpt,
+    LightOpt,
     ListenOpt,
     LogLevelOpt,
     MineOpt,
     NodeOpt,
+    PeersOpt,
     Reach,
     TokenOpt,
     confirm_cost,
@@ -191,10 +197,23 @@ def _placement(
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
     in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    light: LightOpt = False, peer: PeersOpt = None,
 ) -> Placement:
-    return Placement(locate(net, datadir), Reach(api, token, node, in_process, mine_every),
+    return Placement(locate(net, datadir),
+                     Reach.of(api, token, node, in_process, mine_every, light, peer),
                      _options(k, n, price, collateral, periods, period_blocks), wait, yes,
                      listen, log_level, as_json)
+
+
+def refuse_light(place: Placement, command: str) -> None:
+    """``unshare`` and ``revoke`` re-key every block below a path, the ones other nodes of the
+    tree wrote included, which they find in the node's list of the tree's contracts: a list no
+    proof shows complete, so a lying node could keep a block from being re-keyed and readable
+    by the very principal cut off. They need a node that is trusted."""
+    if place.reach.light:
+        raise ConfigError(f"tree {command} cannot run with --light: it re-keys the blocks other "
+                          "nodes of the tree wrote, found in a list of contracts no proof shows "
+                          "complete; use a node you trust (--node DIR or --api URL)")
 
 
 def placing_command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -281,12 +300,13 @@ def tree_get(
         help="An older version: its number in `tree log` or a prefix of its id.")] = None,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False,
+    in_process: InProcessOpt = False, light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Read PATH: its newest version from the hosts /global/fragments names (or this node's
     copy of that version), opened with a readcap for this node, a shared directory's above
     it, or a link's. Links on the way (in this tree, or met as blocks) are followed, into
-    other principals' trees too."""
+    other principals' trees too. With --light, every holder and contract asked of the node is
+    proven against this client's own headers first."""
     where = locate(net, datadir)
     home = where.datadir
     me = _me(where)
@@ -299,7 +319,8 @@ def tree_get(
     wanted = pick_version(index, full, version) if version is not None else None
 
     async def go() -> tuple[str, bytes, str]:
-        async with connect(where.params, home, Reach(api, token, node, in_process)) as chain:
+        reach = Reach.of(api, token, node, in_process, light=light, peer=peer)
+        async with connect(where.params, home, reach) as chain:
             opener = Opener(chain, me.key, BlockStore(home / "store" / "blocks"))
             if wanted is not None:
                 try:
@@ -374,10 +395,12 @@ def tree_rm(
     path: PathArg,
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
-    in_process: InProcessOpt = False,
+    in_process: InProcessOpt = False, light: LightOpt = False, peer: PeersOpt = None,
 ) -> None:
     """Remove PATH and everything below it: their contracts are released (the escrow left
-    comes back to the tree) and the local copies deleted."""
+    comes back to the tree) and the local copies deleted. With --light, the contracts of
+    blocks another node of the tree placed are the ones the node lists, each proven by id:
+    it can leave one out (its escrow comes back when it ends), not make one up."""
     where = locate(net, datadir)
     home = where.datadir
     me = _me(where)
@@ -386,8 +409,8 @@ def tree_rm(
         raise BlockNotFound(f"{full} is not in this tree")
 
     async def go() -> dict[str, Any]:
-        async with locked_chain(where, Reach(api, token, node, in_process), home / "store",
-                                STORE_LOCK) as chain:
+        reach = Reach.of(api, token, node, in_process, light=light, peer=peer)
+        async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
             agent = OwnerAgent(home, me.signer(), chain)
             try:
                 removed = await LocalTree(home, me, agent, StoreOptions()).rm(full)
@@ -420,7 +443,10 @@ def tree_unshare(
 ) -> None:
     """Stop sharing PATH with PRINCIPAL: re-key PATH and every block below it (new block
     keys, readcaps without PRINCIPAL) and place the new versions. What PRINCIPAL already
-    read stays read; no later version opens for it."""
+    read stays read; no later version opens for it. Not with --light: the blocks other nodes
+    of the tree wrote are found in the node's list of contracts, which no proof shows
+    complete."""
+    refuse_light(place, "unshare")
     full = _path(place.me, path)
     who = Principal.parse(principal)
     result = place.run(f"re-keying {full}", lambda tree: _done(tree.unshare(full, who)))
@@ -452,6 +478,7 @@ def tree_announce(
     net: NetworkOpt = None, datadir: DatadirOpt = None, as_json: JsonOpt = False,
     api: ApiOpt = None, token: TokenOpt = None, node: NodeOpt = None,
     in_process: InProcessOpt = False, mine_every: MineOpt = 0.0,
+    light: LightOpt = False, peer: PeersOpt = None,
     wait: WaitOpt = 120.0,
 ) -> None:
     """Publish this node's encryption key and address in /global/principals (paid by its own
@@ -464,8 +491,8 @@ def tree_announce(
                                 "127.0.0.1:0")
 
     async def go() -> dict[str, Any]:
-        async with locked_chain(where, Reach(api, token, node, in_process, mine_every),
-                                home / "store", STORE_LOCK) as chain:
+        reach = Reach.of(api, token, node, in_process, mine_every, light, peer)
+        async with locked_chain(where, reach, home / "store", STORE_LOCK) as chain:
             owner_log_level(where, log_level)
             agent = OwnerAgent(home, _me(where).signer(), chain, bind, port)
             await agent.start()
@@ -548,7 +575,9 @@ def tree_revoke(
 ) -> None:
     """Revoke a node of this tree: publish Revoke (the chain refuses its writecaps from the
     next block until they expire), then re-key every block under its paths, the ones it wrote
-    included, without its readcap, and place the new versions."""
+    included, without its readcap, and place the new versions. Not with --light: the blocks
+    it wrote are found in the node's list of contracts, which no proof shows complete."""
+    refuse_light(place, "revoke")
     who = Principal.parse(principal)
 
     async def op(tree: LocalTree) -> dict[str, Any]:

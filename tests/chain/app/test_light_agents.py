@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from chain.net.http import ApiError
 from chain.node.mempool import MAX_NONCE_GAP
 from storage_market.chainclient import Signer
 from storage_market.host import ACTIVE, HostAgent, HostPolicy
-from storage_market.httpclient import HttpChain
+from storage_market.httpclient import HttpChain, NodeApiError
 from storage_market.owner import OwnerAgent, StoreOptions
 from tests.framework.agentproc import ready_line, stop
 from tests.framework.clirun import blockcoin
@@ -231,3 +232,94 @@ async def unprovable_answers_are_bounded(net: MarketNet, chain: LightChain, prox
     assert account is not None
     assert await chain.next_nonce(owner) == account.nonce + MAX_NONCE_GAP
     proxy.honest()
+
+
+class Lines(logging.Handler):
+    """The messages logged to one logger while in use."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.logger = logging.getLogger(name)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> list[str]:
+        self.logger.addHandler(self)
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
+async def test_a_refused_node_is_left_for_the_next(net: MarketNet, tmp_path: Path) -> None:
+    """Two APIs, the first a liar: its lie is refused in one line naming it and the node asked
+    from then on, the same read is answered by the honest node at once, and the transfer the
+    light chain signs and submits is confirmed through it; a node that cannot be reached, or
+    fails to take an event, is left the same way."""
+    proxy = LyingProxy(net.url)
+    asked: list[str] = []
+
+    def lying(path: str, status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not path.startswith("/tip"):  # the long poll for a new block is only a hint
+            asked.append(path)
+        return richer(path, status, body)
+
+    proxy.patch = lying
+    nodes = [HttpChain(proxy.url, REGTEST, net.token), HttpChain(net.url, REGTEST, net.token)]
+    chain = LightChain(LightClient(tmp_path / "a", REGTEST), nodes, [net.node.p2p])
+    sender, to = KeyPair.development(8), KeyPair.generate().principal
+    dead: LightChain | None = None
+    try:
+        await chain.start()
+        with Lines("blockcoin.light") as lines:
+            found = await chain.principal(sender.principal)  # the liar first, then the next
+            assert found is not None
+            assert found.balance == net.get(f"/global/principals/{sender.principal}")["balance"]
+            switched = [line for line in lines if "from now on" in line]
+            assert len(switched) == 1, lines
+            assert (f"refused the answer of {proxy.url}" in switched[0]
+                    and "not what its proof" in switched[0]
+                    and switched[0].endswith(f"asking {net.url} from now on")), switched
+        assert chain.http.base == net.url
+        before = len(asked)
+        eid = await Signer(sender).submit(chain, Transfer(to, COIN))  # nonce, submit: honest
+        await until(lambda: bool(account(net, to)), "the transfer mined", 60)
+        status = None
+        for _ in range(100):  # bounded: confirmed once the light headers hold its block
+            status = await chain.event_status(eid)
+            if status == "confirmed":
+                break
+            await chain.wait_for_block(await chain.tip_height(), 1.0)
+        assert status == "confirmed"
+        assert len(asked) == before  # the liar was not asked again
+        got = await chain.principal(to)
+        assert got is not None and got.balance == COIN
+        # a node that cannot be reached is left the same way
+        dead = LightChain(LightClient(tmp_path / "a", REGTEST),
+                          [HttpChain("http://127.0.0.1:1", REGTEST), HttpChain(net.url, REGTEST)],
+                          [net.node.p2p])
+        with Lines("blockcoin.light") as lines:
+            assert await dead.principal(to) == got
+        assert len(lines) == 1 and "http://127.0.0.1:1" in lines[0] and net.url in lines[0]
+        # a node that fails to take an event: the error stands (the event is not sent again
+        # by the light chain), and the next node is asked from then on
+        chain.nodes.reverse()  # the proxy is next in turn now
+        chain._current = 1
+
+        def unavailable(path: str, status: int, body: dict[str, Any]
+                        ) -> tuple[int, dict[str, Any]]:
+            if path == "/events":
+                return 503, {"error": "unavailable", "message": "down for maintenance"}
+            return status, body
+
+        proxy.patch = unavailable
+        with Lines("blockcoin.light") as lines, pytest.raises(NodeApiError, match="unavailable"):
+            await Signer(sender).submit(chain, Transfer(to, COIN))
+        assert chain.http.base == net.url and len(lines) == 1 and proxy.url in lines[0]
+    finally:
+        await chain.close()
+        if dead is not None:
+            await dead.close()
+        proxy.close()
