@@ -4,13 +4,14 @@ state tree's node changes (so the header's state root follows every commit and e
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from chain.core import statetree
 from chain.core.encoding import Reader, Writer, decode_all
 from chain.core.principal import Principal
-from chain.core.schema import ACCOUNT, TREE
+from chain.core.schema import ACCOUNT, STATE, TREE
 from globaltree.records import Account
 
 
@@ -34,6 +35,7 @@ class Record(Protocol):
 
 
 R = TypeVar("R", bound=Record)
+S = TypeVar("S", bound=Sink)
 
 
 class MemoryDB:
@@ -85,6 +87,24 @@ def _update_tree(store: statetree.NodeStore, changes: Iterable[tuple[bytes, byte
         else:
             batch.put(key, node)
     return root, writes
+
+
+def rebuild_tree(db: KeyValueReader, batch: Callable[[], S], commit: Callable[[S], None],
+                 chunk: int = 50_000) -> bytes:
+    """Build the state tree's nodes anew from the state records in ``db`` (whose nodes have
+    been wiped), ``chunk`` records per batch; return the root. The tree's shape depends only on
+    the keys and values, so this gives the very nodes a fold would have written: it moves a
+    database from an earlier node layout without refolding the chain."""
+    store = node_store(db)
+    root = store.root()
+    records = (item for item in db.iterator(prefix=STATE) if not item[0].startswith(TREE))
+    while True:
+        changes = list(itertools.islice(records, chunk))
+        if not changes:
+            return root
+        sink = batch()
+        root, _ = _update_tree(store, changes, sink)
+        commit(sink)
 
 
 class StateView:

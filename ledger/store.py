@@ -35,7 +35,9 @@ from ledger.errors import CorruptLedger, DatadirLocked, LedgerError
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA = b"1"
+#: The database layout: 2 keeps the state tree's nodes by path, then depth (1 kept them by
+#: depth first; a chain state opening a schema 1 database rebuilds its nodes).
+SCHEMA = b"2"
 _HEIGHT = struct.Struct(">Q")
 
 
@@ -110,10 +112,15 @@ class Batch:
 
 class LedgerStore:
     def __init__(self, path: Path, network: str) -> None:
+        self.path = path
         path.mkdir(parents=True, exist_ok=True)
         try:
+            # a bloom filter per table (10 bits a key, as Bitcoin Core's chainstate): a read of
+            # an absent key (a new principal's account, a new contract) then skips the tables
+            # that cannot hold it instead of searching one per level
             self.db = plyvel.DB(str(path), create_if_missing=True, lru_cache_size=64 << 20,
-                                write_buffer_size=32 << 20, max_open_files=500)
+                                write_buffer_size=32 << 20, max_open_files=500,
+                                bloom_filter_bits=10)
         except plyvel.IOError as exc:
             if "lock" in str(exc).lower():
                 raise DatadirLocked(

@@ -11,6 +11,7 @@ toward the most-work chain, as Bitcoin Core's ActivateBestChain does.
 from __future__ import annotations
 
 import itertools
+import logging
 import time as _time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,15 +30,17 @@ from chain.core.errors import (
 from chain.core.events import event_id
 from chain.core.header import work_of
 from chain.core.params import NetworkParams
-from chain.core.schema import EVENT, HEIGHT, META_REINDEX, TIP, UNDO
+from chain.core.schema import EVENT, HEIGHT, META_REINDEX, META_SCHEMA, TIP, TREE, UNDO
 from chain.core.statetree import NodeCache
 from globaltree.fold import apply_block
 from globaltree.proofs import StateProof, prove_query
 from globaltree.queries import GlobalTree
 from globaltree.records import STATE_PREFIXES
-from globaltree.view import StateView, apply_undo
+from globaltree.view import StateView, apply_undo, rebuild_tree
 from ledger.errors import CorruptLedger
-from ledger.store import IndexEntry, LedgerStore, Status
+from ledger.store import SCHEMA, Batch, IndexEntry, LedgerStore, Status
+
+log = logging.getLogger("blockcoin.node")
 
 Listener = Callable[[str, Block, int], None]
 T = TypeVar("T")
@@ -70,6 +73,7 @@ class ChainState:
         for entry in self.store.iter_index():
             self._remember(entry)
         tip_hash = self.store.tip()
+        self._upgrade_schema(tip_hash)
         if self.store.get_meta(META_REINDEX) is not None:
             self._resume_reindex()
         elif tip_hash is None:
@@ -84,6 +88,29 @@ class ChainState:
                 raise CorruptLedger("the tip is not in the header index; run reindex")
             self.tip = self.index[tip_hash]
             self.activate_best_chain()
+
+    def _upgrade_schema(self, tip_hash: bytes | None) -> None:
+        """Bring a database written by an earlier version to this one's layout. Schema 1 kept
+        the state tree's nodes by depth first; they are rebuilt from the state records (the
+        tree's shape depends only on them), checked against the tip's state root, and only
+        then is the schema moved on: an interrupted upgrade starts again at the next open."""
+        schema = self.store.get_meta(META_SCHEMA)
+        if schema == SCHEMA:
+            return
+        if schema not in (None, b"1"):
+            self.close()
+            raise CorruptLedger(f"the database in {self.store.path} has schema {schema!r}, which"
+                                " this version does not know (written by a newer one?)")
+        self.store.wipe_prefixes([TREE])
+        if tip_hash is not None and self.store.get_meta(META_REINDEX) is None:
+            log.info("rebuilding the state tree's nodes in the new layout (once)")
+            root = rebuild_tree(self.store.db, self.store.batch, Batch.commit)
+            entry = self.index.get(tip_hash)
+            if entry is None or root != entry.header.state_root:
+                self.close()
+                raise CorruptLedger("the state records do not match the tip's state root;"
+                                    " run reindex")
+        self.store.put_meta(META_SCHEMA, SCHEMA)
 
     def view(self) -> StateView:
         """A fresh view of the global tree at the tip: reads go to LevelDB (the state tree's

@@ -73,12 +73,12 @@ def test_updates_through_the_cache_match_the_database(
         assert cached.data == plain.data
         for pos in cache:
             assert cache.get(pos) == plain.data[pos] and cache.holds(pos)
-            assert pos[-33] <= depth and pos[-34] == 0
+            assert pos[-1] <= depth and pos[-2] == 0
 
 
 def test_the_node_cache_keeps_only_the_top_levels() -> None:
     def pos(depth: int) -> bytes:
-        return TREE + depth.to_bytes(2, "big") + bytes(32)
+        return TREE + bytes(32) + depth.to_bytes(2, "big")
 
     cache = statetree.NodeCache(2)
     cache.put(pos(1), b"\x00" + b"\x01" * 64)
