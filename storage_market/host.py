@@ -356,15 +356,29 @@ class HostAgent:
             self._tip = tip.result()  # the next step need not ask again (a request over HTTP)
 
     async def step(self) -> None:
-        """Everything one new tip calls for: new offers, contract states, proofs due."""
+        """Everything one new tip calls for: new offers, contract states, proofs due.
+
+        A read that fails (the node down, or an answer the light client refuses) stops only
+        its own part: the offers, or that one contract's state, which is left as last seen.
+        The proofs due are made all the same (they need the headers and the files, not the
+        node's word on a contract), so a node that fails to serve or lies about a block or a
+        contract does not by that make the host miss a period. The first failure is raised at
+        the end: the step counts as failed, and what it could not read is asked again at the
+        next one."""
         tip, self._tip = self._tip, None
         self.height = tip if tip is not None else await self.chain.tip_height()
-        acct = await self.chain.principal(self.principal)
-        self.balance = acct.balance if acct is not None else 0
-        await self._scan_offers()
-        await self._refresh_contracts()
+        failed: list[BlockcoinError | OSError] = []
+        try:
+            acct = await self.chain.principal(self.principal)
+            self.balance = acct.balance if acct is not None else 0
+            await self._scan_offers()
+        except (BlockcoinError, OSError) as exc:
+            failed.append(exc)
+        await self._refresh_contracts(failed)
         await self._prove()
         self.state.mark()
+        if failed:
+            raise failed[0]
         self.stepped = self.height
 
     # --- offers and fetches ---------------------------------------------------------------
@@ -529,11 +543,17 @@ class HostAgent:
         self.store.delete(c.offer_id)
         self._note(f"{c.offer.path} #{c.offer.index}: {status} ({why})")
 
-    async def _refresh_contracts(self) -> None:
+    async def _refresh_contracts(self, failed: list[BlockcoinError | OSError]) -> None:
+        """Each live contract's state from the chain; a read that fails is added to
+        ``failed`` and leaves that contract as it was."""
         for c in list(self.contracts.values()):
             if c.status not in (PENDING, ACTIVE):
                 continue
-            info = await self.chain.contract(c.offer_id)
+            try:
+                info = await self.chain.contract(c.offer_id)
+            except (BlockcoinError, OSError) as exc:
+                failed.append(exc)
+                continue
             if info is None:
                 if self.height > c.offer.expiry_height:
                     self._drop(c, DROPPED, "offer vanished from the chain")

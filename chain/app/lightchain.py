@@ -30,7 +30,9 @@ An owner or host agent needs balances, contracts and a path's holders, not the w
 
 An answer that fails a check raises :class:`~chain.app.light.LightClientError` naming the node
 and the lie in one line; the agents catch it like any failed step and ask again at the next
-block, so a lying node stalls an agent without steering it.
+block, so a lying node stalls an agent without steering it. A host stalls only in what the lie
+touched: a refused block or contract state does not keep it from proving the contracts it holds
+(see :meth:`~storage_market.host.HostAgent.step`).
 
 Several full nodes' APIs may be given, in order of preference. The agent asks one of them at a
 time; when that one's answer is refused (a failed check as above) or it cannot be reached, one

@@ -4,7 +4,8 @@ mined, stored, proven and missed.
 - the node (development key 1), not mining by itself: a thread mines a block every
   ``interval`` seconds through ``POST /mine`` while the market is set up, and stops, so the chain
   stands still while a test compares the page with the API (:meth:`MarketNet.mine` adds a block
-  on demand);
+  on demand; :meth:`MarketNet.paced_mining` mines each block once an agent in the test's
+  process has acted on the one before);
 - two host agents, ``blockcoin host start``: the node's own (``n/host``) and a second one in
   its own directory (development key 3) using the same node;
 - an owner (development key 2, directory ``o``) storing a file 1-of-2 through the node; the
@@ -22,24 +23,28 @@ Every wait is bounded; every process is stopped on the way out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from chain.core.aio import stop_tasks
 from chain.core.keys import KeyPair
 from chain.core.principal import Principal
-from chain.net.http import ApiClient
+from chain.net.http import ApiClient, AsyncApiClient
 from tests.framework.agentproc import ready_line, stop
 from tests.framework.clirun import blockcoin
 from tests.framework.netkit import ROOT, NodeProc, init_node_dir, wait_until
 
 SETUP_TIMEOUT = 120.0
+#: Seconds :meth:`MarketNet.paced_mining` waits at most for an agent before the next block.
+PACE_WAIT = 10.0
 
 
 def spawn_logged(log: Path, *args: str) -> subprocess.Popen[str]:
@@ -77,7 +82,7 @@ class MarketNet:
 
     def get(self, path: str) -> Any:
         if self._miner_failed is not None:  # the waits that poll through here fail at once
-            raise AssertionError(f"the mining thread stopped: {self._miner_failed!r}")
+            raise AssertionError(f"the miner stopped: {self._miner_failed!r}")
         return self.node.get(path)
 
     def mine(self, blocks: int = 1) -> int:
@@ -111,6 +116,41 @@ class MarketNet:
             yield
         finally:
             self.stop_mining()
+
+    @contextlib.asynccontextmanager
+    async def paced_mining(self, ready: Callable[[int], bool],
+                           max_wait: float = PACE_WAIT) -> AsyncIterator[None]:
+        """For the duration, a block every ``interval`` seconds from the running event loop
+        instead of the thread, each also waiting (at most ``max_wait`` seconds) until
+        ``ready(height)`` holds for the block before it: a test lets an agent of its own
+        process act on a tip before the next block, as the minutes between real blocks let it,
+        instead of racing the miner on a busy machine. The thread mines again after if it
+        did before."""
+        was_mining = self._miner is not None
+        self.stop_mining()
+        api = AsyncApiClient(self.url, self.token, timeout=SETUP_TIMEOUT)
+
+        async def mine() -> None:
+            clock = asyncio.get_running_loop().time
+            try:
+                while True:
+                    await asyncio.sleep(self.interval)
+                    mined = await api.request("POST", "/mine", {"blocks": 1}, auth=True)
+                    height = int(mined["height"])
+                    deadline = clock() + max_wait
+                    while not ready(height) and clock() < deadline:
+                        await asyncio.sleep(0.01)
+            except Exception as exc:
+                self._miner_failed = exc
+
+        task = asyncio.get_running_loop().create_task(mine())
+        try:
+            yield
+        finally:
+            await stop_tasks(task)
+            await api.close()
+            if was_mining:
+                self.start_mining()
 
     def start_owner(self) -> dict[str, Any]:
         """``blockcoin store serve`` on the node's data directory, once its address is the

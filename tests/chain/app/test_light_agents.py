@@ -1,7 +1,7 @@
 """The storage agents on light clients against a real node: an owner and two hosts that keep
 only headers store a file, the hosts prove it and are paid, and the file comes back; a node
-that lies to a host's light client is refused, the host keeps running and acts on nothing the
-lie said, and carries on once the node answers honestly."""
+that lies to a host's light client is refused, the host keeps running and proving and acts on
+nothing the lie said, and carries on once the node answers honestly."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from chain.core.params import COIN, REGTEST
 from chain.core.principal import Principal
 from chain.net.http import ApiError
 from chain.node.mempool import MAX_NONCE_GAP
-from storage_market.chainclient import Signer
+from storage_market.chainclient import ContractInfo, Signer
 from storage_market.host import ACTIVE, HostAgent, HostPolicy
 from storage_market.httpclient import HttpChain, NodeApiError
 from storage_market.owner import OwnerAgent, StoreOptions
@@ -139,6 +139,27 @@ def refusals(host: HostAgent, why: str) -> int:
     return sum("refused the answer" in e and why in e for e in host.events)
 
 
+def acted_on(host: HostAgent | None, height: int) -> bool:
+    """Whether ``host`` has acted on the block at ``height``, so the next may be mined: its
+    step on it done, or, while a lie fails its steps, begun with every proof due in the next
+    block sent."""
+    if host is None or not host.running or host.stepped >= height:
+        return True
+    if host.height < height:
+        return False
+    for c in host.contracts.values():
+        period = c.window_of(height + 1)
+        if (c.status == ACTIVE and 0 <= period < c.periods and c.last_proven < period
+                and not (c.proof_period >= period and c.proof_event)):
+            return False
+    return True
+
+
+def next_period(c: ContractInfo, tip: int) -> int:
+    """The first period of ``c`` opened by a block after ``tip``."""
+    return (tip - c.start) // REGTEST.storage_period_blocks + 1
+
+
 async def test_a_lying_node_is_refused_by_the_hosts_light_client(net: MarketNet,
                                                                 tmp_path: Path) -> None:
     honest = HttpChain(net.url, REGTEST, net.token)
@@ -149,44 +170,58 @@ async def test_a_lying_node_is_refused_by_the_hosts_light_client(net: MarketNet,
     host: HostAgent | None = None
     owner: OwnerAgent | None = None
     try:
-        await Signer(KeyPair.development(6)).submit(honest, Transfer(key.principal, 10 * COIN))
-        await chain.start()
-        await until(lambda: bool(account(net, key.principal)), "funding")
-        # a richer account than the proof shows is refused, in one line naming the node
-        proxy.patch = richer
-        with pytest.raises(LightClientError, match="refused the answer of .*not what its proof"):
-            await chain.principal(key.principal)
-        proxy.honest()
-        host = HostAgent(tmp_path / "h", key, chain, HostPolicy(capacity=1 << 20))
-        await host.start()
-        await until(lambda: bool(account(net, key.principal).get("address")),
-                    "the host's address on chain")
-        # the node hides the offers in its blocks: the host refuses those blocks and waits
-        proxy.patch_raw = drop_offers
-        owner = OwnerAgent(tmp_path / "o", Signer(owner_key), honest,
-                           defaults=StoreOptions(k=1, n=1, periods=40))
-        await owner.start()
-        path = owner_key.principal.root_path + "/light.bin"
-        data = os.urandom(20_000)
-        await owner.put(path, data)
-        await until(lambda: refusals(host, "events") >= 3, "the host refusing altered blocks")
-        assert not host.contracts  # it took nothing from what it could not check
-        # honest again: the blocks it refused are asked for again, the offer is taken
-        proxy.honest()
-        assert await owner.wait_placed(path, SETUP_TIMEOUT)
-        oid = next(iter(host.contracts))
-        await until(lambda: host.contracts[oid].status == ACTIVE, "the host's contract active")
-        # the node says the contract failed: refused, the host keeps the fragment and proving
-        # (a lie stalls the host's steps: it may miss a period meanwhile, never drop the file)
-        proxy.patch = contracts_failed
-        await until(lambda: refusals(host, "contract") >= 3,
-                    "the host refusing a forged contract state")
-        assert host.contracts[oid].status == ACTIVE and host.store.file_for(oid).exists()
-        proxy.honest()
-        await until(lambda: (account(net, key.principal).get("host") or {}).get("earned", 0) > 0,
-                    "the host proven and paid")
-        assert host.contracts[oid].status == ACTIVE
-        await unprovable_answers_are_bounded(net, chain, proxy, owner_key.principal, oid)
+        # each block once the host has acted on the last: a period is five blocks, and on a
+        # busy machine a miner on a timer outruns a host proving through a light client
+        async with net.paced_mining(lambda height: acted_on(host, height)):
+            await Signer(KeyPair.development(6)).submit(honest, Transfer(key.principal, 10 * COIN))
+            await chain.start()
+            await until(lambda: bool(account(net, key.principal)), "funding")
+            # a richer account than the proof shows is refused, in one line naming the node
+            proxy.patch = richer
+            with pytest.raises(LightClientError, match="refused the answer of .*not what its proof"):
+                await chain.principal(key.principal)
+            proxy.honest()
+            host = HostAgent(tmp_path / "h", key, chain, HostPolicy(capacity=1 << 20))
+            await host.start()
+            await until(lambda: bool(account(net, key.principal).get("address")),
+                        "the host's address on chain")
+            # the node hides the offers in its blocks: the host refuses those blocks and waits
+            proxy.patch_raw = drop_offers
+            owner = OwnerAgent(tmp_path / "o", Signer(owner_key), honest,
+                               defaults=StoreOptions(k=1, n=1, periods=40))
+            await owner.start()
+            path = owner_key.principal.root_path + "/light.bin"
+            data = os.urandom(20_000)
+            await owner.put(path, data)
+            await until(lambda: refusals(host, "events") >= 3, "the host refusing altered blocks")
+            assert not host.contracts  # it took nothing from what it could not check
+            # honest again: the blocks it refused are asked for again, the offer is taken
+            proxy.honest()
+            assert await owner.wait_placed(path, SETUP_TIMEOUT)
+            oid = next(iter(host.contracts))
+            await until(lambda: host.contracts[oid].status == ACTIVE, "the host's contract active")
+            # the node says the contract failed: each answer refused, the host keeps the
+            # fragment, and goes on proving (a proof needs the headers and the file, not the
+            # node's word on the contract): a period opened during the lie is proven in time
+            info = await honest.contract(oid)
+            assert info is not None
+            lied_in = next_period(info, await honest.tip_height())
+            proxy.patch = contracts_failed
+            await until(lambda: refusals(host, "contract") >= 3,
+                        "the host refusing a forged contract state")
+            await until_proven(honest, oid, lied_in, "a period proven while the node lies")
+            assert host.contracts[oid].status == ACTIVE and host.store.file_for(oid).exists()
+            # honest again: the host reads the contract again, proves on and is paid
+            proxy.honest()
+            honest_from = next_period(info, await honest.tip_height())
+            await until(lambda: host.contracts[oid].last_proven >= honest_from
+                        and host.contracts[oid].paid_total > 0,
+                        "the host proving and paid once the node is honest again")
+            assert (account(net, key.principal).get("host") or {}).get("earned", 0) > 0
+            after = await honest.contract(oid)
+            assert after is not None and after.state == "active" and after.missed == 0
+            assert host.contracts[oid].status == ACTIVE
+            await unprovable_answers_are_bounded(net, chain, proxy, owner_key.principal, oid)
     finally:
         if host is not None:
             await host.stop()
@@ -195,6 +230,18 @@ async def test_a_lying_node_is_refused_by_the_hosts_light_client(net: MarketNet,
         await chain.close()
         await honest.close()
         proxy.close()
+
+
+async def until_proven(chain: HttpChain, oid: bytes, period: int, what: str) -> None:
+    """Until the chain shows ``oid`` proven for ``period`` or later (bounded as :func:`until`)."""
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    while True:
+        info = await chain.contract(oid)
+        if info is not None and info.last_proven >= period:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last: {info!r})")
+        await asyncio.sleep(0.1)
 
 
 async def unprovable_answers_are_bounded(net: MarketNet, chain: LightChain, proxy: LyingProxy,
