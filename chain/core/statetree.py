@@ -10,9 +10,9 @@ reorg or a reindex that reaches the same state reaches the same nodes and the sa
 Hashes (``H`` = SHA-256): empty subtree = 32 zero bytes; leaf = ``H(0x00 ‖ kh ‖ vh)`` with
 ``kh = H(key)``, ``vh = H(value)``; inner node = ``H(0x01 ‖ left ‖ right)``. Nodes are kept in
 the node's LevelDB by position (path prefix, then depth), so reading the path to one key is
-one lookup per level, and a subtree's nodes are neighbours in the database. This module is pure: it reads nodes through a ``get`` function and returns
-the node writes, so the ledger can put them in the block's batch and a light client can check
-proofs with nothing but a header.
+one lookup per level, and a subtree's nodes are neighbours in the database. This module is
+pure: it reads nodes through a ``get`` function and returns the node writes, so the ledger can
+put them in the block's batch and a light client can check proofs with nothing but a header.
 """
 
 from __future__ import annotations

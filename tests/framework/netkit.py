@@ -153,6 +153,12 @@ class NodeProc(NodeProcess):
         return data
 
 
+def mining_node(path: Path, interval: float, *extra: str, name: str = "n") -> NodeProc:
+    """A lone regtest node (development key 1) mining a block every ``interval`` seconds."""
+    return NodeProc(init_node_dir(path, 1), "--no-discover", "--mine", "--mine-interval",
+                    str(interval), "--threads", "1", *extra, name=name)
+
+
 @contextlib.contextmanager
 def running(*nodes: NodeProc) -> Iterator[tuple[NodeProc, ...]]:
     """Stop every node on the way out, and show their logs if the test failed."""

@@ -16,7 +16,7 @@ import pytest
 from chain.core.keys import KeyPair
 from tests.framework.agentproc import ready_line, spawn, stop
 from tests.framework.clirun import blockcoin
-from tests.framework.netkit import NodeProc, init_node_dir, running, wait_until
+from tests.framework.netkit import NodeProc, init_node_dir, mining_node, running, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -38,8 +38,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProc]:
-    proc = NodeProc(init_node_dir(tmp_path / "n", 1), "--no-discover", "--mine",
-                    "--mine-interval", "0.2", "--threads", "1", name="n")
+    proc = mining_node(tmp_path / "n", 0.2)
     with running(proc):
         proc.start()
         yield proc

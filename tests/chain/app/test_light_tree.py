@@ -18,7 +18,7 @@ from chain.core.keys import KeyPair
 from tests.framework.agentproc import ready_line, spawn, stop
 from tests.framework.clirun import Ran, blockcoin
 from tests.framework.lyingproxy import LyingProxy
-from tests.framework.netkit import NodeProc, init_node_dir, running
+from tests.framework.netkit import NodeProc, init_node_dir, mining_node, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -31,8 +31,7 @@ MARKET = ["--k", "1", "--n", "1", "--price", "1000sat", "--periods", "20", "--pe
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProc]:
     """A mining node and one host (a full-node host: only the tree's commands are light)."""
-    proc = NodeProc(init_node_dir(tmp_path / "n", 1), "--no-discover", "--mine",
-                    "--mine-interval", "0.5", "--threads", "1", name="n")
+    proc = mining_node(tmp_path / "n", 0.5)
     with running(proc):
         proc.start()
         host: subprocess.Popen[str] | None = None

@@ -30,7 +30,7 @@ from storage_market.httpclient import HttpChain
 from storage_market.tree import decode_grant
 from tests.framework.agentproc import ready_line, spawn, stop
 from tests.framework.clirun import Ran, blockcoin
-from tests.framework.netkit import NodeProc, init_node_dir, running
+from tests.framework.netkit import NodeProc, init_node_dir, mining_node, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -45,8 +45,7 @@ ESCROW = 2 * 1000 * 20  # one block's
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[NodeProc]:
-    node = NodeProc(init_node_dir(tmp_path / "n", 1), "--no-discover", "--mine",
-                    "--mine-interval", "0.2", "--threads", "1", name="n")
+    node = mining_node(tmp_path / "n", 0.2)
     hosts: list[subprocess.Popen[str]] = []
     with running(node):
         node.start()

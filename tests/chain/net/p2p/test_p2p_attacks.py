@@ -44,6 +44,7 @@ from tests.framework.netkit import (
     init_node_dir,
     make_blocks,
     metric,
+    mining_node,
     next_source,
     open_fds,
     raise_nofile,
@@ -115,8 +116,7 @@ async def test_withheld_and_mutated_blocks_stop_being_waited_for(tmp_path: Path)
 
 
 async def test_the_miner_goes_on_while_blocks_are_withheld(tmp_path: Path) -> None:
-    node = NodeProc(init_node_dir(tmp_path / "m", 1), "--no-discover", "--mine",
-                    "--mine-interval", "0.5", "--stall-timeout", "2", "--threads", "1", name="m")
+    node = mining_node(tmp_path / "m", 0.5, "--stall-timeout", "2", name="m")
     with running(node):
         await off_thread(node.start)
         await off_thread(wait_until, lambda: node.get("/tip")["height"] >= 2, 60, "mining")
