@@ -112,6 +112,11 @@ class LightChain:
         """The node asked now."""
         return self.nodes[self._current]
 
+    def ask_first(self, nodes: Sequence[HttpChain]) -> None:
+        """Ask ``nodes`` (some of this chain's, found answering) before the others."""
+        self.nodes = list(nodes) + [n for n in self.nodes if n not in nodes]
+        self._current = 0
+
     # --- headers ----------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -179,7 +179,7 @@ async def connect(params: NetworkParams, datadir: Path, reach: Reach) -> AsyncIt
         if nodes:
             answering = await _answering(nodes)
             if isinstance(client, LightChain):
-                client.nodes = answering + [n for n in client.nodes if n not in answering]
+                client.ask_first(answering)
         if isinstance(client, LightChain):
             await client.start()
         yield client
